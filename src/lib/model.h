@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: MIT */
+/* model.h - a resolved input model: its shards and validated tensor table */
+#ifndef DS_MODEL_H
+#define DS_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "dare-stream.h"
+
+/* One tensor as described by a safetensors header. */
+struct ds_tensor {
+	char *name;
+	enum ds_dtype dtype;
+	unsigned ndim;
+	uint64_t shape[DS_MAX_DIMS];
+	uint64_t numel;
+	uint64_t begin, end;    /* byte range inside the shard's data section */
+	unsigned shard;         /* index into ds_model.shards */
+};
+
+/* One safetensors file of a model. */
+struct ds_shard {
+	char *path;             /* path used to open it (symlinks followed by open) */
+	char *name;             /* its file name */
+	uint64_t data_off;      /* 8 + header length: where tensor data starts */
+	uint64_t size;          /* file size in bytes */
+};
+
+struct ds_model {
+	char *arg;              /* the argument as given */
+	char *dir;              /* directory holding the model's files */
+	char *index;            /* model.safetensors.index.json, or NULL */
+	struct ds_shard *shards;
+	unsigned nshards;
+	struct ds_tensor *tensors;  /* shard by shard, each by data offset */
+	size_t ntensors;
+	size_t *byname;         /* indices of tensors sorted by name */
+};
+
+/* Tensor named name, or NULL. */
+const struct ds_tensor *ds_model_find(const struct ds_model *m,
+				      const char *name);
+
+/*
+ * Resolve a model argument to the list of its safetensors files:
+ * a directory (model.safetensors, or an index, or *.safetensors), a
+ * .safetensors file, an index file, or a Hugging Face id org/name looked up
+ * in $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub.
+ * On success fills m->arg, dir, index, shards[].path/name (not the headers).
+ */
+int ds_model_resolve(ds_ctx *ctx, const char *arg, struct ds_model *m);
+
+/* ---- safetensors (safetensors.c) -------------------------------------- */
+
+/* Parse a safetensors dtype name ("BF16"); 0 or -1. */
+int ds_dtype_parse(const char *s, enum ds_dtype *out);
+
+/*
+ * Parse and validate a header (the JSON text, len bytes, not NUL-terminated)
+ * of the file path whose data section holds data_size bytes.  Every rule of
+ * DESIGN section 8 is checked.  The tensors, sorted by data offset, are
+ * returned in a malloc'd array (*out, *n), each with .shard = shard.
+ * Returns 0, -ENOMEM or DS_E_FORMAT with a message naming path (and tensor).
+ */
+int ds_st_parse(ds_ctx *ctx, const char *path, const char *json, size_t len,
+		uint64_t data_size, unsigned shard,
+		struct ds_tensor **out, size_t *n);
+
+/* Read and validate the header of an open safetensors file. */
+int ds_st_read(ds_ctx *ctx, int fd, const char *path, unsigned shard,
+	       struct ds_shard *sh, struct ds_tensor **out, size_t *n);
+
+/*
+ * Serialize a header for tensors t[0..n) whose begin/end are already laid
+ * out contiguously.  The result is the 8-byte little-endian length followed
+ * by the JSON object, space-padded to a multiple of 8; meta is a NULL or a
+ * NULL-terminated key, value, key, value... list for __metadata__.
+ */
+int ds_st_build(const struct ds_tensor *t, size_t n, const char *const *meta,
+		char **buf, size_t *len);
+
+/* Free the names of n tensors and the array. */
+void ds_tensors_free(struct ds_tensor *t, size_t n);
+
+#endif
