@@ -50,6 +50,12 @@ const struct ds_tensor *ds_model_find(const struct ds_model *m,
  */
 int ds_model_resolve(ds_ctx *ctx, const char *arg, struct ds_model *m);
 
+/*
+ * Free every member of m and zero it, leaving m itself (for a struct that
+ * ds_model_resolve filled on the stack; ds_model_free does this and frees m).
+ */
+void ds_model_clear(struct ds_model *m);
+
 /* ---- safetensors (safetensors.c) -------------------------------------- */
 
 /* Parse a safetensors dtype name ("BF16"); 0 or -1. */

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/* main.c - dare-stream: dispatch to the subcommands */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+#include "cli.h"
+
+static void usage(FILE *f)
+{
+	fputs("Usage: dare-stream COMMAND [OPTION]...\n"
+	      "Merge fine-tuned safetensors checkpoints out of core, in "
+	      "constant memory.\n\n"
+	      "Commands:\n"
+	      "  merge    -o OUT --base B --model M... [options]   merge "
+	      "models (see dare-stream merge --help)\n"
+	      "  inspect  [--json] PATH...   tensors, dtypes, shapes, bytes "
+	      "and shards of a model\n\n"
+	      "  -h, --help     this help\n"
+	      "  -V, --version  version\n\n"
+	      "See dare-stream(1) for the formulas and the DARE mask.\n", f);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "merge"))
+		return cmd_merge(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "inspect"))
+		return cmd_inspect(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
+		printf("dare-stream %s\n", DS_VERSION_STRING);
+		return EXIT_OK;
+	}
+	return usage_error("unknown command '%s' (try dare-stream --help)",
+			   argv[1]);
+}

@@ -1,0 +1,398 @@
+/* SPDX-License-Identifier: MIT */
+/* merge.c - dare-stream merge: options to a recipe, plan, run, summary */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include "cli.h"
+
+#define MAX_EXCLUDE 64
+
+struct mopts {
+	const char *out, *base, *config;
+	const char *models[DS_MAX_MODELS];
+	int nmodels;
+	int method;                     /* -1: unset */
+	double weights[DS_MAX_MODELS], ps[DS_MAX_MODELS];
+	int nweights, nps;              /* -1: unset; 0: one value for all */
+	double lambda;
+	int lambda_set, normalize, rescale, dtype;
+	uint64_t seed;
+	int seed_set;
+	const char *exclude[MAX_EXCLUDE];
+	int nexclude;
+	struct ds_merge_opts mo;
+	bool dry_run, quiet;
+	int progress;                   /* -1: when stderr is a terminal */
+};
+
+static void merge_usage(void)
+{
+	printf("Usage: dare-stream merge -o OUT --base B --model M [--model M]... [OPTION]...\n"
+	       "       dare-stream merge -o OUT --config RECIPE.yml [OPTION]...\n\n"
+	       "Inputs and method:\n"
+	       "  -o, --output DIR        output directory (must be empty or absent)\n"
+	       "      --base PATH         base model (directory, .safetensors, index, org/name)\n"
+	       "      --model PATH        fine-tuned model; repeat, in order (model index j)\n"
+	       "      --config FILE       read the recipe from YAML (dare-stream.yml, mergekit)\n"
+	       "      --method NAME       linear, task_arithmetic, dare_linear (default), dare_ties\n"
+	       "      --weight W          weight of every model (default 1)\n"
+	       "      --weights W0,W1,..  weight of each model, in --model order\n"
+	       "  -p, --drop-rate P       DARE drop probability of every model, 0 <= P <= 1\n"
+	       "      --drop-rates P0,..  drop probability of each model\n"
+	       "      --density D         1 - P for every model\n"
+	       "      --densities D0,..   1 - P of each model\n"
+	       "      --lambda L          scale of the merged delta (default 1)\n"
+	       "      --normalize         divide by the sum of the weights (default: linear only)\n"
+	       "      --no-normalize      do not\n"
+	       "      --rescale MODE      inverse (default: kept deltas times 1/(1-P)) or none\n"
+	       "      --seed N            64-bit mask seed, decimal or 0x hex (default 0)\n"
+	       "      --dtype T           bf16, f16 or f32 for every merged tensor (default: the base's)\n"
+	       "      --exclude GLOB      copy tensors matching GLOB from the base; repeatable\n"
+	       "Resources and output:\n"
+	       "      --memory SIZE       window buffer budget, e.g. 64M (default), 1G\n"
+	       "      --threads N         compute threads (default: online CPUs)\n"
+	       "      --io BACKEND        pread (default)\n"
+	       "      --force             replace the merge in a non-empty OUT\n"
+	       "      --dry-run           check everything and print the plan; write nothing\n"
+	       "      --progress          progress line even when stderr is not a terminal\n"
+	       "  -q, --quiet             no progress, notices or summary\n"
+	       "  -h, --help              this help\n");
+}
+
+enum {
+	O_BASE = 256, O_MODEL, O_CONFIG, O_METHOD, O_WEIGHT, O_WEIGHTS,
+	O_DROPS, O_DENSITY, O_DENSITIES, O_LAMBDA, O_NORM, O_NONORM,
+	O_RESCALE, O_SEED, O_DTYPE, O_EXCLUDE, O_MEMORY, O_THREADS, O_IO,
+	O_FORCE, O_DRY, O_PROGRESS,
+};
+
+static const struct option longopts[] = {
+	{ "output", required_argument, NULL, 'o' },
+	{ "base", required_argument, NULL, O_BASE },
+	{ "model", required_argument, NULL, O_MODEL },
+	{ "config", required_argument, NULL, O_CONFIG },
+	{ "method", required_argument, NULL, O_METHOD },
+	{ "weight", required_argument, NULL, O_WEIGHT },
+	{ "weights", required_argument, NULL, O_WEIGHTS },
+	{ "drop-rate", required_argument, NULL, 'p' },
+	{ "drop-rates", required_argument, NULL, O_DROPS },
+	{ "density", required_argument, NULL, O_DENSITY },
+	{ "densities", required_argument, NULL, O_DENSITIES },
+	{ "lambda", required_argument, NULL, O_LAMBDA },
+	{ "normalize", no_argument, NULL, O_NORM },
+	{ "no-normalize", no_argument, NULL, O_NONORM },
+	{ "rescale", required_argument, NULL, O_RESCALE },
+	{ "seed", required_argument, NULL, O_SEED },
+	{ "dtype", required_argument, NULL, O_DTYPE },
+	{ "exclude", required_argument, NULL, O_EXCLUDE },
+	{ "memory", required_argument, NULL, O_MEMORY },
+	{ "threads", required_argument, NULL, O_THREADS },
+	{ "io", required_argument, NULL, O_IO },
+	{ "force", no_argument, NULL, O_FORCE },
+	{ "dry-run", no_argument, NULL, O_DRY },
+	{ "progress", no_argument, NULL, O_PROGRESS },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* A drop rate (or 1 - density) list: one value (count 0) or one per model. */
+static int opt_rates(struct mopts *m, const char *opt, const char *arg,
+		     bool list, bool density)
+{
+	int n = list ? parse_list(arg, m->ps, DS_MAX_MODELS) :
+		parse_double(arg, m->ps) ? -1 : 0;
+
+	if (n < 0)
+		return usage_error("%s %s: expected %s", opt, arg, list ?
+				   "comma-separated numbers" : "a number");
+	for (int i = 0; i < (n ? n : 1); i++) {
+		if (m->ps[i] < 0 || m->ps[i] > 1)
+			return usage_error("%s %s: %s must be between 0 and 1",
+					   opt, arg, density ? "a density" :
+					   "a drop rate");
+		if (density)
+			m->ps[i] = 1.0 - m->ps[i];
+	}
+	m->nps = n;
+	return 0;
+}
+
+static int opt_weights(struct mopts *m, const char *opt, const char *arg,
+		       bool list)
+{
+	int n = list ? parse_list(arg, m->weights, DS_MAX_MODELS) :
+		parse_double(arg, m->weights) ? -1 : 0;
+
+	if (n < 0)
+		return usage_error("%s %s: expected %s (finite)", opt, arg,
+				   list ? "comma-separated numbers" :
+				   "a number");
+	m->nweights = n;
+	return 0;
+}
+
+static int opt_resources(struct mopts *m, int c, const char *arg)
+{
+	uint64_t v;
+
+	switch (c) {
+	case O_MEMORY:
+		if (parse_size(arg, &m->mo.memory) || m->mo.memory == 0)
+			return usage_error("--memory %s: expected a size such "
+					   "as 64M or 1G", arg);
+		return 0;
+	case O_THREADS:
+		if (parse_u64(arg, &v) || v < 1 || v > 64)
+			return usage_error("--threads %s: expected 1 to 64",
+					   arg);
+		m->mo.threads = (unsigned)v;
+		return 0;
+	default: /* O_IO */
+		if (!strcmp(arg, "pread"))
+			m->mo.io = DS_IO_PREAD;
+		else if (!strcmp(arg, "uring"))
+			m->mo.io = DS_IO_URING;
+		else
+			return usage_error("--io %s: expected uring or pread",
+					   arg);
+		return 0;
+	}
+}
+
+/* Options of the method's parameters. */
+static int opt_method(struct mopts *m, int c, const char *arg)
+{
+	enum ds_method meth;
+
+	switch (c) {
+	case O_METHOD:
+		if (ds_method_parse(arg, &meth))
+			return usage_error("--method %s: expected linear, "
+					   "task_arithmetic, dare_linear or "
+					   "dare_ties", arg);
+		m->method = (int)meth;
+		return 0;
+	case O_LAMBDA:
+		m->lambda_set = 1;
+		return parse_double(arg, &m->lambda) ?
+		       usage_error("--lambda %s: expected a finite number",
+				   arg) : 0;
+	case O_RESCALE:
+		if (strcmp(arg, "inverse") && strcmp(arg, "none"))
+			return usage_error("--rescale %s: expected inverse or "
+					   "none", arg);
+		m->rescale = strcmp(arg, "none") ? DS_RESCALE_INVERSE :
+						   DS_RESCALE_NONE;
+		return 0;
+	case O_SEED:
+		m->seed_set = 1;
+		return parse_u64(arg, &m->seed) ?
+		       usage_error("--seed %s: expected an unsigned 64-bit "
+				   "integer", arg) : 0;
+	default: /* O_DTYPE */
+		m->dtype = parse_dtype(arg);
+		return m->dtype < 0 ? usage_error("--dtype %s: expected bf16, "
+						  "f16 or f32", arg) : 0;
+	}
+}
+
+static int one_option(struct mopts *m, int c, const char *arg)
+{
+	switch (c) {
+	case 'o': m->out = arg; return 0;
+	case O_BASE: m->base = arg; return 0;
+	case O_CONFIG: m->config = arg; return 0;
+	case O_MODEL:
+		if (m->nmodels == DS_MAX_MODELS)
+			return usage_error("at most %d models", DS_MAX_MODELS);
+		m->models[m->nmodels++] = arg;
+		return 0;
+	case O_WEIGHT: return opt_weights(m, "--weight", arg, false);
+	case O_WEIGHTS: return opt_weights(m, "--weights", arg, true);
+	case 'p': return opt_rates(m, "--drop-rate", arg, false, false);
+	case O_DROPS: return opt_rates(m, "--drop-rates", arg, true, false);
+	case O_DENSITY: return opt_rates(m, "--density", arg, false, true);
+	case O_DENSITIES: return opt_rates(m, "--densities", arg, true, true);
+	case O_NORM: m->normalize = 1; return 0;
+	case O_NONORM: m->normalize = 0; return 0;
+	case O_EXCLUDE:
+		if (m->nexclude == MAX_EXCLUDE)
+			return usage_error("at most %d --exclude", MAX_EXCLUDE);
+		m->exclude[m->nexclude++] = arg;
+		return 0;
+	case O_MEMORY: case O_THREADS: case O_IO:
+		return opt_resources(m, c, arg);
+	case O_FORCE: m->mo.force = 1; return 0;
+	case O_DRY: m->dry_run = true; return 0;
+	case O_PROGRESS: m->progress = 1; return 0;
+	case 'q': m->quiet = true; return 0;
+	default:
+		return opt_method(m, c, arg);
+	}
+}
+
+static int parse_args(struct mopts *m, int argc, char **argv)
+{
+	int c, rc;
+
+	memset(m, 0, sizeof(*m));
+	m->method = m->nweights = m->nps = m->rescale = m->dtype = -1;
+	m->normalize = m->progress = -1;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:p:qh", longopts, NULL)) != -1) {
+		if (c == 'h') {
+			merge_usage();
+			return -1;
+		}
+		if (c == '?')
+			return EXIT_USAGE;
+		if ((rc = one_option(m, c, optarg)))
+			return rc;
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (!m->out)
+		return usage_error("no output directory (-o OUT)");
+	if (m->config && (m->base || m->nmodels))
+		return usage_error("--config names the models; do not also "
+				   "give --base or --model");
+	return 0;
+}
+
+/* Per-model values: one for all (n == 0) or exactly one per model. */
+static int apply_list(ds_recipe *r, const char *what, const double *v, int n,
+		      int (*set)(ds_recipe *, int, double))
+{
+	int models = ds_recipe_model_count(r);
+
+	if (n > 0 && n != models)
+		return usage_error("%s has %d value%s for %d model%s", what, n,
+				   n > 1 ? "s" : "", models,
+				   models > 1 ? "s" : "");
+	for (int j = 0; j < (n ? n : 1); j++)
+		set(r, n ? j : -1, v[j]);
+	return 0;
+}
+
+static int build_recipe(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
+{
+	int rc;
+
+	if (m->config && (rc = ds_recipe_load(ctx, r, m->config)))
+		return report(ctx, rc);
+	if (m->base)
+		ds_recipe_set_base(r, m->base);
+	for (int j = 0; j < m->nmodels; j++)
+		ds_recipe_add_model(r, m->models[j]);
+	if (m->method >= 0)
+		ds_recipe_set_method(r, (enum ds_method)m->method);
+	if (m->nweights >= 0 && (rc = apply_list(r, "--weights", m->weights,
+						 m->nweights,
+						 ds_recipe_set_weight)))
+		return rc;
+	if (m->nps >= 0 && (rc = apply_list(r, "the drop rate list", m->ps,
+					    m->nps, ds_recipe_set_drop_rate)))
+		return rc;
+	if (m->lambda_set)
+		ds_recipe_set_lambda(r, m->lambda);
+	if (m->normalize >= 0)
+		ds_recipe_set_normalize(r, m->normalize);
+	if (m->rescale >= 0)
+		ds_recipe_set_rescale(r, (enum ds_rescale)m->rescale);
+	if (m->seed_set)
+		ds_recipe_set_seed(r, m->seed);
+	if (m->dtype >= 0)
+		ds_recipe_set_dtype(r, m->dtype);
+	for (int i = 0; i < m->nexclude; i++)
+		ds_recipe_add_exclude(r, m->exclude[i]);
+	return 0;
+}
+
+static void print_plan(const struct ds_plan_info *in, const char *out)
+{
+	char a[32], b[32], c[32];
+
+	printf("plan: %zu tensors (%zu merged, %zu copied) in %u shard%s "
+	       "into %s\n", in->tensors, in->merged, in->tensors - in->merged,
+	       in->shards, in->shards > 1 ? "s" : "", out);
+	printf("plan: read %s, write %s; window buffers %s (%llu elements "
+	       "per window), %u thread%s, kernel %s, I/O %s\n",
+	       human_bytes(in->bytes_read, a, sizeof(a)),
+	       human_bytes(in->bytes_written, b, sizeof(b)),
+	       human_bytes(in->memory, c, sizeof(c)),
+	       (unsigned long long)in->window, in->threads,
+	       in->threads > 1 ? "s" : "", in->kernel, in->io);
+}
+
+static void print_summary(ds_merge *mg, const char *out, double secs)
+{
+	struct ds_plan_info in;
+	struct rusage ru;
+	char a[32], b[32], c[32];
+
+	ds_merge_info(mg, &in);
+	getrusage(RUSAGE_SELF, &ru);
+	fprintf(stderr, "dare-stream: merged %zu tensors (%zu copied) into "
+		"%s: read %s, wrote %s in %.1f s (%.0f MB/s), peak memory "
+		"%s\n", in.tensors, in.tensors - in.merged, out,
+		human_bytes(in.bytes_read, a, sizeof(a)),
+		human_bytes(in.bytes_written, b, sizeof(b)), secs,
+		secs > 0 ? (double)(in.bytes_read + in.bytes_written) / secs /
+			   1e6 : 0.0,
+		human_bytes((uint64_t)ru.ru_maxrss * 1024, c, sizeof(c)));
+}
+
+static int run(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
+{
+	struct progress pr = { 0 };
+	struct ds_plan_info info;
+	ds_merge *mg = NULL;
+	int rc = ds_merge_create(ctx, r, m->out, &m->mo, &mg);
+
+	if (rc)
+		return report(ctx, rc);
+	ds_merge_info(mg, &info);
+	if (m->dry_run || !m->quiet)
+		print_plan(&info, m->out);
+	if (!m->dry_run) {
+		pr.on = !m->quiet && (m->progress > 0 ||
+				      (m->progress < 0 && isatty(2)));
+		pr.start = pr.last = now_seconds();
+		rc = ds_merge_run(mg, progress_cb, &pr);
+		if (!rc && !m->quiet)
+			print_summary(mg, m->out, now_seconds() - pr.start);
+	}
+	ds_merge_free(mg);
+	return report(ctx, rc);
+}
+
+int cmd_merge(int argc, char **argv)
+{
+	struct mopts m;
+	ds_ctx *ctx;
+	ds_recipe *r;
+	int rc = parse_args(&m, argc, argv);
+
+	if (rc)
+		return rc < 0 ? EXIT_OK : rc;
+	ctx = ds_ctx_create();
+	r = ds_recipe_create();
+	if (!ctx || !r) {
+		fputs("dare-stream: error: out of memory\n", stderr);
+		rc = EXIT_RUNTIME;
+	} else {
+		ds_ctx_set_log(ctx, log_stderr, &m.quiet);
+		rc = build_recipe(ctx, &m, r);
+		if (!rc)
+			rc = run(ctx, &m, r);
+	}
+	ds_recipe_free(r);
+	ds_ctx_free(ctx);
+	return rc;
+}

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/* io.c - choose an I/O backend; the full-transfer loop they share */
+#include "config.h"
+
+#include <errno.h>
+#include <unistd.h>
+#include "ctx.h"
+#include "io.h"
+
+int ds_io_rw_full(struct ds_io_req *r)
+{
+	while (r->done < r->len) {
+		char *p = (char *)r->buf + r->done;
+		size_t left = r->len - r->done;
+		off_t off = (off_t)(r->off + r->done);
+		ssize_t k = r->write ? pwrite(r->fd, p, left, off)
+				     : pread(r->fd, p, left, off);
+
+		if (k < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (k < 0)
+			return r->res = -errno;
+		if (k == 0)             /* EOF before len bytes: truncated */
+			return r->res = r->write ? -ENOSPC : -EIO;
+		r->done += (size_t)k;
+	}
+	return r->res = 0;
+}
+
+int ds_io_create(ds_ctx *ctx, enum ds_io_backend want, unsigned depth,
+		 struct ds_io *io)
+{
+	int rc;
+
+	if (want == DS_IO_URING)
+		return ds_fail(ctx, -ENOSYS, "the io_uring backend is not "
+			       "available in this build; use --io pread");
+	io->ops = &ds_io_pread_ops;
+	rc = ds_io_pread_create(depth, &io->e);
+	if (rc)
+		return ds_fail(ctx, rc, "cannot start the I/O engine");
+	return 0;
+}
+
+void ds_io_destroy(struct ds_io *io)
+{
+	if (io->ops)
+		io->ops->destroy(io->e);
+	io->ops = NULL;
+}

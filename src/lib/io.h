@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: MIT */
+/* io.h - the I/O engine: queued reads and writes, completions one by one */
+#ifndef DS_IO_H
+#define DS_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "dare-stream.h"
+
+/*
+ * A request is owned by the caller from ds_io_submit() until ds_io_wait()
+ * hands it back.  A completed request has transferred all len bytes
+ * (short transfers are resumed by the engine, EINTR/EAGAIN retried) or has
+ * res < 0.  Completions come back in any order.
+ */
+struct ds_io_req {
+	int fd;
+	bool write;
+	void *buf;
+	size_t len;
+	uint64_t off;
+	void *user;                 /* the caller's: who to wake */
+	int res;                    /* 0 or -errno; -EIO at an early EOF */
+	size_t done;                /* engine's: bytes transferred so far */
+	struct ds_io_req *next;     /* engine's: queue link */
+};
+
+struct ds_io_ops {
+	const char *name;
+	int (*submit)(void *e, struct ds_io_req *r);
+	int (*wait)(void *e, struct ds_io_req **r);
+	void (*post)(void *e, struct ds_io_req *r);
+	void (*destroy)(void *e);
+};
+
+struct ds_io {
+	const struct ds_io_ops *ops;
+	void *e;
+};
+
+/* Set up the engine chosen by want (AUTO: the best available).  depth is
+ * the number of requests that may be in flight at once. */
+int ds_io_create(ds_ctx *ctx, enum ds_io_backend want, unsigned depth,
+		 struct ds_io *io);
+void ds_io_destroy(struct ds_io *io);
+
+/* Queue a read or write. */
+static inline int ds_io_submit(struct ds_io *io, struct ds_io_req *r)
+{
+	return io->ops->submit(io->e, r);
+}
+
+/* Block until a request completes (or is posted) and return it. */
+static inline int ds_io_wait(struct ds_io *io, struct ds_io_req **r)
+{
+	return io->ops->wait(io->e, r);
+}
+
+/* From any thread: make r come back from ds_io_wait() as if completed
+ * (compute workers use it to wake the I/O loop). */
+static inline void ds_io_post(struct ds_io *io, struct ds_io_req *r)
+{
+	io->ops->post(io->e, r);
+}
+
+/* Synchronous full transfer with retries, shared by the backends. */
+int ds_io_rw_full(struct ds_io_req *r);
+
+extern const struct ds_io_ops ds_io_pread_ops;
+int ds_io_pread_create(unsigned depth, void **e);
+
+#endif

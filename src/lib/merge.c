@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/* merge.c - the public merge handle: plan, check output, run, clean up */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ctx.h"
+#include "kernels/kernels.h"
+#include "output.h"
+#include "pipeline.h"
+#include "plan.h"
+
+struct ds_merge {
+	ds_ctx *ctx;
+	struct ds_plan plan;
+	struct ds_merge_opts opts;
+	char *out_dir;
+	const char *io_name;
+};
+
+int ds_merge_create(ds_ctx *ctx, const ds_recipe *r, const char *out_dir,
+		    const struct ds_merge_opts *opts, ds_merge **out)
+{
+	struct ds_merge_opts none = { 0 };
+	ds_merge *mg = calloc(1, sizeof(*mg));
+	int rc;
+
+	*out = NULL;
+	if (!mg || !(mg->out_dir = strdup(out_dir))) {
+		free(mg);
+		return ds_fail(ctx, -ENOMEM, "out of memory");
+	}
+	mg->ctx = ctx;
+	mg->opts = opts ? *opts : none;
+	mg->io_name = mg->opts.io == DS_IO_URING ? "io_uring" : "pread";
+	rc = ds_plan_build(ctx, r, &mg->opts, &mg->plan);
+	if (!rc)
+		rc = ds_out_check(ctx, &mg->plan, out_dir, mg->opts.force);
+	if (rc) {
+		ds_merge_free(mg);
+		return rc;
+	}
+	*out = mg;
+	return 0;
+}
+
+void ds_merge_info(const ds_merge *mg, struct ds_plan_info *info)
+{
+	const struct ds_plan *p = &mg->plan;
+	const struct ds_kernel_ops *k = ds_kernel_select();
+
+	memset(info, 0, sizeof(*info));
+	info->tensors = p->not;
+	info->merged = p->merged;
+	info->shards = p->nos;
+	info->bytes_read = p->bytes_read;
+	info->bytes_written = p->bytes_written;
+	info->memory = p->memory;
+	info->window = p->window;
+	info->threads = p->threads;
+	info->io = mg->io_name;
+	info->kernel = k ? k->name : "none";
+}
+
+int ds_merge_run(ds_merge *mg, ds_progress_fn *progress, void *user)
+{
+	struct ds_out *o = NULL;
+	int rc = ds_out_open(mg->ctx, &mg->plan, mg->out_dir, &o);
+
+	if (!rc)
+		rc = ds_pipeline_run(mg->ctx, &mg->plan, o, mg->opts.io,
+				     &mg->io_name, progress, user);
+	if (!rc)
+		rc = ds_out_finish(o, mg->opts.force);
+	if (rc)
+		ds_out_abort(o);
+	ds_out_free(o);
+	return rc;
+}
+
+void ds_merge_free(ds_merge *mg)
+{
+	if (!mg)
+		return;
+	ds_plan_free(&mg->plan);
+	free(mg->out_dir);
+	free(mg);
+}

@@ -1,0 +1,534 @@
+/* SPDX-License-Identifier: MIT */
+/* output.c - write the output directory safely: temp names, fsync, rename */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include "ctx.h"
+#include "io.h"
+#include "output.h"
+
+#define TMP_SUFFIX ".partial"
+#define CHECKSUMS "CHECKSUMS.xxh128"
+#define RECIPE "dare-stream.yml"
+#define INDEX "model.safetensors.index.json"
+
+/* One file of the output: written as .NAME.partial, renamed to NAME. */
+struct ofile {
+	char *name;
+	char *tmp;                  /* full path of the temporary */
+	char *final;                /* full path of the final name */
+	int fd;
+	XXH3_state_t *h;
+	XXH128_hash_t digest;
+};
+
+struct ds_out {
+	ds_ctx *ctx;
+	const struct ds_plan *p;
+	char *dir;
+	int made_dir;
+	struct ofile *f;
+	size_t nf, cap;
+};
+
+/* ---- output directory checks ------------------------------------------- */
+
+/* Canonical form of a path that may not exist yet: realpath of its longest
+ * existing prefix, then the rest as written. */
+static char *canon(const char *path)
+{
+	char buf[PATH_MAX], *slash, *r;
+	size_t n = strlen(path);
+
+	if (n == 0 || n >= sizeof(buf))
+		return NULL;
+	memcpy(buf, path, n + 1);
+	while (n > 1 && buf[n - 1] == '/')
+		buf[--n] = 0;
+	if ((r = realpath(buf, NULL)))
+		return r;
+	slash = strrchr(buf, '/');
+	if (!slash)
+		r = realpath(".", NULL);
+	else if (slash == buf)
+		r = strdup("/");
+	else {
+		*slash = 0;
+		r = canon(buf);
+	}
+	if (r) {
+		char *j = malloc(strlen(r) + strlen(slash ? slash + 1 : buf) + 2);
+		if (j)
+			sprintf(j, "%s/%s", strcmp(r, "/") ? r : "",
+				slash ? slash + 1 : buf);
+		free(r);
+		r = j;
+	}
+	return r;
+}
+
+/* a is b or lies below it. */
+static int within(const char *a, const char *b)
+{
+	size_t n = strlen(b);
+
+	return !strncmp(a, b, n) && (a[n] == 0 || a[n] == '/' || n == 1);
+}
+
+/* Refuse out when it is, lies in or holds the directory of input path. */
+static int check_overlap(ds_ctx *ctx, const char *out, const char *path,
+			 const char *arg)
+{
+	char *d = realpath(path, NULL);
+	int rc = 0;
+
+	if (!d)
+		return 0;
+	if (within(out, d))
+		rc = ds_fail(ctx, DS_E_OUTPUT, "output directory %s is inside "
+			     "the input %s (%s); choose another -o", out, d,
+			     arg);
+	else if (within(d, out))
+		rc = ds_fail(ctx, DS_E_OUTPUT, "output directory %s contains "
+			     "the input %s (%s); choose another -o", out, d,
+			     arg);
+	free(d);
+	return rc;
+}
+
+static int check_inputs(ds_ctx *ctx, const struct ds_plan *p, const char *out)
+{
+	for (unsigned k = 0; k < p->ninputs; k++) {
+		const struct ds_model *m = p->in[k];
+		int rc = check_overlap(ctx, out, m->dir, m->arg);
+
+		for (unsigned s = 0; !rc && s < m->nshards; s++) {
+			char *real = realpath(m->shards[s].path, NULL);
+			char *slash = real ? strrchr(real, '/') : NULL;
+
+			if (slash && slash != real) {
+				*slash = 0;
+				rc = check_overlap(ctx, out, real, m->arg);
+			}
+			free(real);
+		}
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int dir_empty(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int empty = 1;
+
+	if (!d)
+		return -errno;
+	while (empty && (e = readdir(d)))
+		empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+	closedir(d);
+	return empty;
+}
+
+int ds_out_check(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
+		 int force)
+{
+	struct stat st;
+	char *out = canon(dir);
+	int rc = 0;
+
+	if (!out)
+		return ds_fail(ctx, DS_E_OUTPUT, "%s: invalid output path", dir);
+	if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+		rc = ds_fail(ctx, DS_E_OUTPUT, "%s: exists and is not a "
+			     "directory", dir);
+	else if (stat(dir, &st) == 0 && !force && dir_empty(dir) != 1)
+		rc = ds_fail(ctx, DS_E_OUTPUT, "%s: exists and is not empty; "
+			     "use --force to replace its merge", dir);
+	if (!rc)
+		rc = check_inputs(ctx, p, out);
+	free(out);
+	return rc;
+}
+
+/* ---- temporary files ------------------------------------------------------ */
+
+/* dir/PRE NAME SUF */
+static char *join(const char *dir, const char *pre, const char *name,
+		  const char *suf)
+{
+	char *s = malloc(strlen(dir) + strlen(pre) + strlen(name) +
+			 strlen(suf) + 2);
+
+	if (s)
+		sprintf(s, "%s/%s%s%s", dir, pre, name, suf);
+	return s;
+}
+
+/* Create .NAME.partial, of size bytes when known (so a full disk shows
+ * now, not hours later). */
+static int add_file(struct ds_out *o, const char *name, uint64_t size)
+{
+	struct ofile *f;
+
+	if (o->nf == o->cap) {
+		size_t cap = o->cap ? 2 * o->cap : 16;
+		struct ofile *nf = realloc(o->f, cap * sizeof(*nf));
+		if (!nf)
+			return ds_fail(o->ctx, -ENOMEM, "out of memory");
+		o->f = nf;
+		o->cap = cap;
+	}
+	f = memset(&o->f[o->nf], 0, sizeof(*f));
+	f->fd = -1;
+	f->name = strdup(name);
+	f->final = join(o->dir, "", name, "");
+	f->tmp = join(o->dir, ".", name, TMP_SUFFIX);
+	f->h = XXH3_createState();
+	o->nf++;
+	if (!f->name || !f->final || !f->tmp || !f->h)
+		return ds_fail(o->ctx, -ENOMEM, "out of memory");
+	XXH3_128bits_reset(f->h);
+	f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (f->fd < 0)
+		return ds_fail(o->ctx, -errno, "%s: %s", f->tmp,
+			       strerror(errno));
+	if (size && fallocate(f->fd, 0, 0, (off_t)size) &&
+	    errno != EOPNOTSUPP && errno != ENOSYS)
+		return ds_fail(o->ctx, -errno, "%s: %s", f->final,
+			       strerror(errno));
+	return 0;
+}
+
+/* Write buf at offset off of file f and feed it to the checksum. */
+static int put(struct ds_out *o, struct ofile *f, const void *buf,
+	       size_t len, uint64_t off)
+{
+	struct ds_io_req r = { .fd = f->fd, .write = true, .buf = (void *)buf,
+			       .len = len, .off = off };
+
+	if (ds_io_rw_full(&r))
+		return ds_fail(o->ctx, r.res, "%s: %s", f->final,
+			       strerror(-r.res));
+	XXH3_128bits_update(f->h, buf, len);
+	return 0;
+}
+
+int ds_out_open(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
+		struct ds_out **out)
+{
+	struct ds_out *o = calloc(1, sizeof(*o));
+	int rc = 0;
+
+	if (!o || !(o->dir = strdup(dir))) {
+		free(o);
+		return ds_fail(ctx, -ENOMEM, "out of memory");
+	}
+	o->ctx = ctx;
+	o->p = p;
+	*out = o;
+	if (mkdir(dir, 0755) == 0)
+		o->made_dir = 1;
+	else if (errno != EEXIST)
+		return ds_fail(ctx, -errno, "%s: cannot create the output "
+			       "directory: %s", dir, strerror(errno));
+	for (unsigned s = 0; !rc && s < p->nos; s++) {
+		rc = add_file(o, p->os[s].name, p->os[s].size);
+		if (!rc)
+			rc = put(o, &o->f[s], p->os[s].header, p->os[s].hlen,
+				 0);
+	}
+	return rc;
+}
+
+int ds_out_fd(const struct ds_out *o, unsigned s)
+{
+	return o->f[s].fd;
+}
+
+const char *ds_out_path(const struct ds_out *o, unsigned s)
+{
+	return o->f[s].final;
+}
+
+void ds_out_hash(struct ds_out *o, unsigned s, const void *buf, size_t len)
+{
+	XXH3_128bits_update(o->f[s].h, buf, len);
+}
+
+/* ---- finishing ----------------------------------------------------------- */
+
+/* A small file written whole: the index, the recipe, the checksums. */
+static int add_text(struct ds_out *o, const char *name, const char *text)
+{
+	int rc = add_file(o, name, 0);
+
+	return rc ? rc : put(o, &o->f[o->nf - 1], text, strlen(text), 0);
+}
+
+static int write_index(struct ds_out *o)
+{
+	const struct ds_plan *p = o->p;
+	json_t *root = json_object(), *map = json_object(), *meta = json_object();
+	uint64_t total = 0;
+	char *text;
+	int rc;
+
+	for (size_t i = 0; i < p->not; i++) {
+		const struct ds_otensor *t = &p->ot[i];
+
+		total += t->numel * ds_dtype_size(t->odt);
+		json_object_set_new(map, t->in[0]->name,
+				    json_string(p->os[t->oshard].name));
+	}
+	json_object_set_new(meta, "total_size", json_integer((json_int_t)total));
+	json_object_set_new(root, "metadata", meta);
+	json_object_set_new(root, "weight_map", map);
+	text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(root);
+	if (!text)
+		return ds_fail(o->ctx, -ENOMEM, "out of memory");
+	rc = add_text(o, INDEX, text);
+	if (!rc)
+		rc = put(o, &o->f[o->nf - 1], "\n", 1, strlen(text));
+	free(text);
+	return rc;
+}
+
+static int write_recipe(struct ds_out *o)
+{
+	char *yml;
+	int rc = ds_recipe_to_yaml(o->p->r, &yml);
+
+	if (rc)
+		return ds_fail(o->ctx, rc, "out of memory");
+	rc = add_text(o, RECIPE, yml);
+	free(yml);
+	return rc;
+}
+
+/* Files of the base directory that are not weights: config, tokenizer... */
+static int is_companion(const char *name)
+{
+	static const char *const skip[] = {
+		".*", "*.safetensors", "*.safetensors.index.json", "*.bin",
+		"*.bin.index.json", "*.pt", "*.pth", "*.ckpt", "*.h5",
+		"*.msgpack", "*.gguf", "*.onnx", "*.dsd", "README*",
+		RECIPE, CHECKSUMS,
+	};
+
+	for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
+		if (fnmatch(skip[i], name, 0) == 0)
+			return 0;
+	return 1;
+}
+
+static int copy_file(struct ds_out *o, const char *src, const char *name,
+		     char *buf, size_t cap)
+{
+	int fd = open(src, O_RDONLY | O_CLOEXEC), rc;
+	uint64_t off = 0;
+	ssize_t k;
+
+	if (fd < 0)
+		return ds_fail(o->ctx, -errno, "%s: %s", src, strerror(errno));
+	rc = add_file(o, name, 0);
+	while (!rc && (k = pread(fd, buf, cap, (off_t)off)) != 0) {
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			rc = ds_fail(o->ctx, -errno, "%s: %s", src,
+				     strerror(errno));
+		else
+			rc = put(o, &o->f[o->nf - 1], buf, (size_t)k, off);
+		off += k > 0 ? (uint64_t)k : 0;
+	}
+	close(fd);
+	return rc;
+}
+
+/* Copy the companions when the base is a directory (not a lone file). */
+static int copy_companions(struct ds_out *o)
+{
+	const struct ds_model *b = o->p->in[0];
+	struct stat st;
+	struct dirent *e;
+	DIR *d;
+	char *buf, *src;
+	int rc = 0;
+
+	if (stat(b->arg, &st) == 0 && S_ISREG(st.st_mode) && !b->index)
+		return 0;
+	if (!(d = opendir(b->dir)))
+		return ds_fail(o->ctx, -errno, "%s: %s", b->dir,
+			       strerror(errno));
+	if (!(buf = malloc(1 << 20)))
+		rc = ds_fail(o->ctx, -ENOMEM, "out of memory");
+	while (!rc && (e = readdir(d))) {
+		if (!is_companion(e->d_name))
+			continue;
+		if (!(src = join(b->dir, "", e->d_name, ""))) {
+			rc = ds_fail(o->ctx, -ENOMEM, "out of memory");
+			break;
+		}
+		if (stat(src, &st) == 0 && S_ISREG(st.st_mode))
+			rc = copy_file(o, src, e->d_name, buf, 1 << 20);
+		free(src);
+	}
+	free(buf);
+	closedir(d);
+	return rc;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp((*(struct ofile *const *)a)->name,
+		      (*(struct ofile *const *)b)->name);
+}
+
+/* xxhsum's format, so that `xxh128sum -c CHECKSUMS.xxh128` verifies. */
+static int write_checksums(struct ds_out *o)
+{
+	struct ofile **v = malloc(o->nf * sizeof(*v));
+	char *text = malloc(o->nf * (PATH_MAX + 40) + 1);
+	size_t len = 0, n = o->nf;
+	int rc;
+
+	if (!v || !text) {
+		free(v);
+		free(text);
+		return ds_fail(o->ctx, -ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < n; i++) {
+		v[i] = &o->f[i];
+		v[i]->digest = XXH3_128bits_digest(v[i]->h);
+	}
+	qsort(v, n, sizeof(*v), by_name);
+	for (size_t i = 0; i < n; i++) {
+		XXH128_canonical_t c;
+
+		XXH128_canonicalFromHash(&c, v[i]->digest);
+		for (size_t b = 0; b < sizeof(c.digest); b++)
+			len += (size_t)sprintf(text + len, "%02x", c.digest[b]);
+		len += (size_t)sprintf(text + len, "  %s\n", v[i]->name);
+	}
+	free(v);
+	rc = add_text(o, CHECKSUMS, text);
+	free(text);
+	return rc;
+}
+
+/* With --force, what an earlier merge left that this one does not write:
+ * its checksums first, so the directory never looks finished meanwhile. */
+static void remove_stale(struct ds_out *o)
+{
+	DIR *d = opendir(o->dir);
+	struct dirent *e;
+
+	if (!d)
+		return;
+	unlinkat(dirfd(d), CHECKSUMS, 0);
+	while ((e = readdir(d))) {
+		int ours = 0;
+
+		if (fnmatch("*.safetensors", e->d_name, 0) &&
+		    strcmp(e->d_name, INDEX) && strcmp(e->d_name, RECIPE))
+			continue;
+		for (size_t i = 0; i < o->nf && !ours; i++)
+			ours = !strcmp(o->f[i].name, e->d_name);
+		if (!ours)
+			unlinkat(dirfd(d), e->d_name, 0);
+	}
+	closedir(d);
+}
+
+static int sync_close(struct ds_out *o, struct ofile *f)
+{
+	int rc = 0;
+
+	if (fsync(f->fd) || close(f->fd))
+		rc = ds_fail(o->ctx, -errno, "%s: %s", f->final,
+			     strerror(errno));
+	f->fd = -1;
+	return rc;
+}
+
+int ds_out_finish(struct ds_out *o, int force)
+{
+	int rc = 0, dfd;
+
+	if (o->p->in[0]->index)
+		rc = write_index(o);
+	if (!rc)
+		rc = write_recipe(o);
+	if (!rc)
+		rc = copy_companions(o);
+	if (!rc)
+		rc = write_checksums(o);
+	for (size_t i = 0; !rc && i < o->nf; i++)
+		rc = sync_close(o, &o->f[i]);
+	if (rc)
+		return rc;
+	if (force)
+		remove_stale(o);
+	/* CHECKSUMS.xxh128 was added last: it takes its name last. */
+	for (size_t i = 0; i < o->nf; i++)
+		if (rename(o->f[i].tmp, o->f[i].final))
+			return ds_fail(o->ctx, -errno, "%s: %s", o->f[i].final,
+				       strerror(errno));
+	dfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	for (size_t i = 0; i < o->nf; i++) {
+		free(o->f[i].tmp);
+		o->f[i].tmp = NULL;         /* nothing left to abort */
+	}
+	return 0;
+}
+
+void ds_out_abort(struct ds_out *o)
+{
+	if (!o)
+		return;
+	for (size_t i = 0; i < o->nf; i++) {
+		if (o->f[i].fd >= 0)
+			close(o->f[i].fd);
+		o->f[i].fd = -1;
+		if (o->f[i].tmp)
+			unlink(o->f[i].tmp);
+	}
+	if (o->made_dir)
+		rmdir(o->dir);
+}
+
+void ds_out_free(struct ds_out *o)
+{
+	if (!o)
+		return;
+	for (size_t i = 0; i < o->nf; i++) {
+		if (o->f[i].fd >= 0)
+			close(o->f[i].fd);
+		free(o->f[i].name);
+		free(o->f[i].tmp);
+		free(o->f[i].final);
+		XXH3_freeState(o->f[i].h);
+	}
+	free(o->f);
+	free(o->dir);
+	free(o);
+}

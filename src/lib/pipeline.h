@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: MIT */
+/* pipeline.h - stream every output tensor through the windows in lockstep */
+#ifndef DS_PIPELINE_H
+#define DS_PIPELINE_H
+
+#include "output.h"
+#include "plan.h"
+
+/*
+ * Read every window of every input, merge it on the worker threads and
+ * write it to the output shards in file order.  All buffers are allocated
+ * here, once, before the first read; nothing in the loop allocates.
+ */
+int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
+		    enum ds_io_backend io, const char **io_name,
+		    ds_progress_fn *progress, void *user);
+
+#endif

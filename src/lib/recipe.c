@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/* recipe.c - building, checking, writing and reading merge recipes */
+#include "config.h"
+
+#include <errno.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+#include "ctx.h"
+#include "methods.h"
+#include "recipe.h"
+
+ds_recipe *ds_recipe_create(void)
+{
+	ds_recipe *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->method = DS_M_DARE_LINEAR;
+	r->lambda = 1.0;
+	r->normalize = -1;
+	r->dtype = -1;
+	return r;
+}
+
+void ds_recipe_free(ds_recipe *r)
+{
+	if (!r)
+		return;
+	free(r->base);
+	for (unsigned j = 0; j < r->n; j++)
+		free(r->models[j]);
+	for (unsigned i = 0; i < r->nexclude; i++)
+		free(r->exclude[i]);
+	free(r->exclude);
+	free(r);
+}
+
+int ds_recipe_set_method(ds_recipe *r, enum ds_method m)
+{
+	if ((unsigned)m >= DS_M_COUNT)
+		return DS_E_USAGE;
+	r->method = m;
+	return 0;
+}
+
+int ds_recipe_set_base(ds_recipe *r, const char *path)
+{
+	char *s = strdup(path);
+
+	if (!s)
+		return -ENOMEM;
+	free(r->base);
+	r->base = s;
+	return 0;
+}
+
+int ds_recipe_add_model(ds_recipe *r, const char *path)
+{
+	if (r->n >= DS_MAX_MODELS)
+		return DS_E_USAGE;
+	r->models[r->n] = strdup(path);
+	if (!r->models[r->n])
+		return -ENOMEM;
+	r->weight[r->n] = 1.0;
+	r->p[r->n] = r->n ? r->p[0] : 0.0;
+	return (int)r->n++;
+}
+
+/* Apply v to slot j of a per-model array, or to every slot when j < 0. */
+static int set_each(ds_recipe *r, double *a, int j, double v)
+{
+	if (j >= (int)r->n)
+		return DS_E_USAGE;
+	for (unsigned k = 0; k < r->n; k++)
+		if (j < 0 || (unsigned)j == k)
+			a[k] = v;
+	return 0;
+}
+
+int ds_recipe_set_weight(ds_recipe *r, int j, double w)
+{
+	return set_each(r, r->weight, j, w);
+}
+
+int ds_recipe_set_drop_rate(ds_recipe *r, int j, double p)
+{
+	r->p_set = true;
+	return set_each(r, r->p, j, p);
+}
+
+int ds_recipe_set_lambda(ds_recipe *r, double lambda)
+{
+	r->lambda = lambda;
+	return 0;
+}
+
+int ds_recipe_set_normalize(ds_recipe *r, int normalize)
+{
+	r->normalize = normalize < 0 ? -1 : !!normalize;
+	return 0;
+}
+
+int ds_recipe_set_rescale(ds_recipe *r, enum ds_rescale rescale)
+{
+	if (rescale != DS_RESCALE_INVERSE && rescale != DS_RESCALE_NONE)
+		return DS_E_USAGE;
+	r->rescale = rescale;
+	return 0;
+}
+
+int ds_recipe_set_seed(ds_recipe *r, uint64_t seed)
+{
+	r->seed = seed;
+	return 0;
+}
+
+int ds_recipe_set_dtype(ds_recipe *r, int dtype)
+{
+	if (dtype != -1 && dtype != DS_DT_F16 && dtype != DS_DT_BF16 &&
+	    dtype != DS_DT_F32)
+		return DS_E_USAGE;
+	r->dtype = dtype;
+	return 0;
+}
+
+int ds_recipe_add_exclude(ds_recipe *r, const char *glob)
+{
+	char **e = realloc(r->exclude, (r->nexclude + 1) * sizeof(*e));
+
+	if (!e)
+		return -ENOMEM;
+	r->exclude = e;
+	e[r->nexclude] = strdup(glob);
+	if (!e[r->nexclude])
+		return -ENOMEM;
+	r->nexclude++;
+	return 0;
+}
+
+int ds_recipe_model_count(const ds_recipe *r)
+{
+	return (int)r->n;
+}
+
+bool ds_recipe_excluded(const struct ds_recipe *r, const char *name)
+{
+	for (unsigned i = 0; i < r->nexclude; i++)
+		if (fnmatch(r->exclude[i], name, 0) == 0)
+			return true;
+	return false;
+}
+
+int ds_recipe_check(ds_ctx *ctx, const ds_recipe *r)
+{
+	struct ds_mparams mp;
+	bool dare = r->method == DS_M_DARE_LINEAR ||
+		    r->method == DS_M_DARE_TIES;
+
+	if (r->n == 0)
+		return ds_fail(ctx, DS_E_USAGE,
+			       "no fine-tuned model given (--model)");
+	if (ds_method_needs_base(r->method) && !r->base)
+		return ds_fail(ctx, DS_E_USAGE, "method %s needs a base model "
+			       "(--base)", ds_method_name(r->method));
+	if (dare && !r->p_set)
+		return ds_fail(ctx, DS_E_USAGE, "method %s needs a drop rate: "
+			       "-p P or --density D",
+			       ds_method_name(r->method));
+	if (!dare && r->p_set)
+		return ds_fail(ctx, DS_E_USAGE, "method %s drops nothing; a "
+			       "drop rate or density applies to dare_linear "
+			       "and dare_ties", ds_method_name(r->method));
+	if (!isfinite(r->lambda))
+		return ds_fail(ctx, DS_E_USAGE, "lambda must be finite");
+	return ds_mparams_init(ctx, &mp, r->method, r->n, r->weight, r->p,
+			       r->lambda, r->normalize, r->rescale, r->seed);
+}

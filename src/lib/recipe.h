@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/* recipe.h - what to merge: inputs, method and its parameters */
+#ifndef DS_RECIPE_H
+#define DS_RECIPE_H
+
+#include <stdbool.h>
+#include "dare-stream.h"
+
+struct ds_recipe {
+	enum ds_method method;
+	char *base;
+	char *models[DS_MAX_MODELS];
+	double weight[DS_MAX_MODELS];
+	double p[DS_MAX_MODELS];
+	bool p_set;                 /* a drop rate was given (any model) */
+	unsigned n;
+	double lambda;
+	int normalize;              /* -1: the method's default */
+	enum ds_rescale rescale;
+	uint64_t seed;
+	int dtype;                  /* -1: each base tensor's own */
+	char **exclude;
+	unsigned nexclude;
+};
+
+/* True when the tensor name matches one of the --exclude globs. */
+bool ds_recipe_excluded(const struct ds_recipe *r, const char *name);
+
+/*
+ * Write r as YAML (the dare-stream.yml of an output directory) into a
+ * malloc'd string; every number printed so that it parses back to the
+ * same double.  Returns 0 or -ENOMEM.
+ */
+int ds_recipe_to_yaml(const struct ds_recipe *r, char **out);
+
+#endif

@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: MIT */
+/* recipe_yaml.c - the recipe as YAML: dare-stream.yml out, --config in */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+#include "ctx.h"
+#include "recipe.h"
+
+/* ---- writing ------------------------------------------------------------ */
+
+/* A YAML double-quoted scalar: safe for any path or glob. */
+static void put_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20 || c == 0x7f)
+			fprintf(f, "\\x%02x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+/* Paths are written absolute so the recipe works from any directory; an
+ * argument that is not a path (a Hugging Face id) is kept as given. */
+static void put_model(FILE *f, const char *arg)
+{
+	char *abs = realpath(arg, NULL);
+
+	put_str(f, abs ? abs : arg);
+	free(abs);
+}
+
+int ds_recipe_to_yaml(const struct ds_recipe *r, char **out)
+{
+	size_t len;
+	FILE *f = open_memstream(out, &len);
+
+	if (!f)
+		return -ENOMEM;
+	fprintf(f, "# dare-stream %s recipe; rerun with: dare-stream merge "
+		"--config dare-stream.yml -o OUT\n", DS_VERSION_STRING);
+	fprintf(f, "merge_method: %s\n", ds_method_name(r->method));
+	if (r->base) {
+		fputs("base_model: ", f);
+		put_model(f, r->base);
+		fputc('\n', f);
+	}
+	fputs("models:\n", f);
+	for (unsigned j = 0; j < r->n; j++) {
+		fputs("  - model: ", f);
+		put_model(f, r->models[j]);
+		fprintf(f, "\n    parameters:\n      weight: %.17g\n",
+			r->weight[j]);
+		if (r->p_set)
+			fprintf(f, "      drop_rate: %.17g\n", r->p[j]);
+	}
+	fprintf(f, "parameters:\n  lambda: %.17g\n", r->lambda);
+	if (r->normalize >= 0)
+		fprintf(f, "  normalize: %s\n", r->normalize ? "true" : "false");
+	fprintf(f, "  rescale: %s\n",
+		r->rescale == DS_RESCALE_NONE ? "none" : "inverse");
+	fprintf(f, "  seed: %" PRIu64 "\n", r->seed);
+	if (r->dtype >= 0)
+		fprintf(f, "dtype: %s\n", r->dtype == DS_DT_BF16 ? "bf16" :
+			r->dtype == DS_DT_F16 ? "f16" : "f32");
+	if (r->nexclude)
+		fputs("exclude:\n", f);
+	for (unsigned i = 0; i < r->nexclude; i++) {
+		fputs("  - ", f);
+		put_str(f, r->exclude[i]);
+		fputc('\n', f);
+	}
+	return fclose(f) ? -ENOMEM : 0;
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+struct yctx {
+	ds_ctx *ctx;
+	const char *path;
+	yaml_document_t doc;
+};
+
+static int ybad(struct yctx *y, yaml_node_t *n, const char *what)
+{
+	return ds_fail(y->ctx, DS_E_FORMAT, "%s:%lu: %s", y->path,
+		       n ? (unsigned long)n->start_mark.line + 1 : 0ul, what);
+}
+
+static const char *yscalar(yaml_node_t *n)
+{
+	return n && n->type == YAML_SCALAR_NODE ?
+	       (const char *)n->data.scalar.value : NULL;
+}
+
+static int ydouble(struct yctx *y, yaml_node_t *n, double *out)
+{
+	const char *s = yscalar(n);
+	char *end;
+
+	if (!s)
+		return ybad(y, n, "expected a number");
+	errno = 0;
+	*out = strtod(s, &end);
+	if (end == s || *end || errno == ERANGE)
+		return ybad(y, n, "expected a number");
+	return 0;
+}
+
+static int ybool(struct yctx *y, yaml_node_t *n, int *out)
+{
+	const char *s = yscalar(n);
+
+	if (s && (!strcmp(s, "true") || !strcmp(s, "True")))
+		*out = 1;
+	else if (s && (!strcmp(s, "false") || !strcmp(s, "False")))
+		*out = 0;
+	else
+		return ybad(y, n, "expected true or false");
+	return 0;
+}
+
+/* Output dtype names of dare-stream and of mergekit. */
+static int ydtype(struct yctx *y, yaml_node_t *n, int *out)
+{
+	static const struct { const char *name; int dt; } names[] = {
+		{ "bf16", DS_DT_BF16 }, { "bfloat16", DS_DT_BF16 },
+		{ "f16", DS_DT_F16 }, { "float16", DS_DT_F16 },
+		{ "f32", DS_DT_F32 }, { "float32", DS_DT_F32 },
+	};
+	const char *s = yscalar(n);
+
+	for (size_t i = 0; s && i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(s, names[i].name)) {
+			*out = names[i].dt;
+			return 0;
+		}
+	return ybad(y, n, "dtype must be bf16, f16 or f32");
+}
+
+/* Each key of a mapping node, with its value node. */
+#define YFOR(y, map, k, v)                                                   \
+	for (yaml_node_pair_t *p_ = (map)->data.mapping.pairs.start;         \
+	     p_ < (map)->data.mapping.pairs.top &&                           \
+	     ((k) = yscalar(yaml_document_get_node(&(y)->doc, p_->key)),     \
+	      (v) = yaml_document_get_node(&(y)->doc, p_->value), 1);        \
+	     p_++)
+
+/* Per-model (or, at top level, global) weight, density/drop_rate. */
+static int yparams(struct yctx *y, ds_recipe *r, yaml_node_t *map, int j)
+{
+	const char *k;
+	yaml_node_t *v;
+	double d;
+	int rc = 0;
+
+	if (map->type != YAML_MAPPING_NODE)
+		return ybad(y, map, "parameters must be a mapping");
+	YFOR(y, map, k, v) {
+		if (!k)
+			return ybad(y, v, "parameter names must be strings");
+		if (!strcmp(k, "normalize") && j < 0) {
+			int b;
+			if ((rc = ybool(y, v, &b)))
+				return rc;
+			r->normalize = b;
+			continue;
+		}
+		if (!strcmp(k, "rescale") && j < 0) {
+			const char *s = yscalar(v);
+			if (!s || (strcmp(s, "inverse") && strcmp(s, "none")))
+				return ybad(y, v, "rescale must be inverse "
+					    "or none");
+			r->rescale = strcmp(s, "none") ? DS_RESCALE_INVERSE :
+							 DS_RESCALE_NONE;
+			continue;
+		}
+		if (!strcmp(k, "seed") && j < 0) {
+			const char *s = yscalar(v);
+			char *end;
+			errno = 0;
+			r->seed = s ? strtoull(s, &end, 0) : 0;
+			if (!s || *s == '-' || end == s || *end || errno)
+				return ybad(y, v, "seed must be an unsigned "
+					    "64-bit integer");
+			continue;
+		}
+		if ((rc = ydouble(y, v, &d)))
+			return rc;
+		if (!strcmp(k, "weight"))
+			rc = ds_recipe_set_weight(r, j, d);
+		else if (!strcmp(k, "drop_rate"))
+			rc = ds_recipe_set_drop_rate(r, j, d);
+		else if (!strcmp(k, "density"))
+			rc = ds_recipe_set_drop_rate(r, j, 1.0 - d);
+		else if (!strcmp(k, "lambda") && j < 0)
+			rc = ds_recipe_set_lambda(r, d);
+		else
+			return ybad(y, v, "unknown parameter");
+		if (rc)
+			return ybad(y, v, "parameter out of range");
+	}
+	return 0;
+}
+
+static int ymodels(struct yctx *y, ds_recipe *r, yaml_node_t *seq)
+{
+	if (seq->type != YAML_SEQUENCE_NODE)
+		return ybad(y, seq, "models must be a list");
+	for (yaml_node_item_t *it = seq->data.sequence.items.start;
+	     it < seq->data.sequence.items.top; it++) {
+		yaml_node_t *m = yaml_document_get_node(&y->doc, *it);
+		yaml_node_t *params = NULL, *v;
+		const char *k, *path = NULL;
+		int j, rc;
+
+		if (m->type != YAML_MAPPING_NODE)
+			return ybad(y, m, "each model must be a mapping");
+		YFOR(y, m, k, v) {
+			if (k && !strcmp(k, "model"))
+				path = yscalar(v);
+			else if (k && !strcmp(k, "parameters"))
+				params = v;
+			else
+				return ybad(y, v, "unknown key in model");
+		}
+		if (!path)
+			return ybad(y, m, "model entry without 'model:'");
+		if ((j = ds_recipe_add_model(r, path)) < 0)
+			return ybad(y, m, "too many models");
+		if (params && (rc = yparams(y, r, params, j)))
+			return rc;
+	}
+	return 0;
+}
+
+static int yexclude(struct yctx *y, ds_recipe *r, yaml_node_t *seq)
+{
+	if (seq->type != YAML_SEQUENCE_NODE)
+		return ybad(y, seq, "exclude must be a list");
+	for (yaml_node_item_t *it = seq->data.sequence.items.start;
+	     it < seq->data.sequence.items.top; it++) {
+		const char *g = yscalar(yaml_document_get_node(&y->doc, *it));
+
+		if (!g)
+			return ybad(y, NULL, "exclude entries are globs");
+		if (ds_recipe_add_exclude(r, g))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int ytop(struct yctx *y, ds_recipe *r, yaml_node_t *root)
+{
+	yaml_node_t *v, *params = NULL;
+	const char *k;
+	int rc = 0;
+
+	if (!root || root->type != YAML_MAPPING_NODE)
+		return ybad(y, root, "a recipe is a YAML mapping");
+	YFOR(y, root, k, v) {
+		enum ds_method m;
+
+		if (!k)
+			rc = ybad(y, v, "keys must be strings");
+		else if (!strcmp(k, "merge_method"))
+			rc = !yscalar(v) || ds_method_parse(yscalar(v), &m) ?
+			     ybad(y, v, "unknown merge_method") :
+			     ds_recipe_set_method(r, m);
+		else if (!strcmp(k, "base_model"))
+			rc = yscalar(v) ? ds_recipe_set_base(r, yscalar(v)) :
+			     ybad(y, v, "base_model must be a path");
+		else if (!strcmp(k, "models"))
+			rc = ymodels(y, r, v);
+		else if (!strcmp(k, "parameters"))
+			params = v;     /* after models: it may set them all */
+		else if (!strcmp(k, "dtype"))
+			rc = ydtype(y, v, &r->dtype);
+		else if (!strcmp(k, "exclude"))
+			rc = yexclude(y, r, v);
+		else
+			rc = ybad(y, v, "unknown key");
+		if (rc)
+			return rc;
+	}
+	return params ? yparams(y, r, params, -1) : 0;
+}
+
+int ds_recipe_load(ds_ctx *ctx, ds_recipe *r, const char *path)
+{
+	struct yctx y = { .ctx = ctx, .path = path };
+	yaml_parser_t parser;
+	FILE *f = fopen(path, "rb");
+	int rc;
+
+	if (!f)
+		return ds_fail(ctx, -errno, "%s: %s", path, strerror(errno));
+	yaml_parser_initialize(&parser);
+	yaml_parser_set_input_file(&parser, f);
+	if (!yaml_parser_load(&parser, &y.doc)) {
+		rc = ds_fail(ctx, DS_E_FORMAT, "%s:%lu: %s", path,
+			     (unsigned long)parser.problem_mark.line + 1,
+			     parser.problem ? parser.problem : "bad YAML");
+	} else {
+		rc = ytop(&y, r, yaml_document_get_root_node(&y.doc));
+		yaml_document_delete(&y.doc);
+	}
+	yaml_parser_delete(&parser);
+	fclose(f);
+	return rc;
+}
