@@ -176,7 +176,10 @@ static int layout_shard(struct ds_plan *p, struct ds_oshard *os)
 	rc = ds_st_build(t, os->count, meta, &os->header, &os->hlen);
 	free(t);
 	if (rc)
-		return ds_fail(p->ctx, rc, "out of memory");
+		return ds_fail(p->ctx, rc, "%s: cannot write the header of "
+			       "output shard %s: %s", p->in[0]->arg, os->name,
+			       rc == -ENOMEM ? "out of memory" :
+			       "a tensor name or size cannot be represented");
 	os->size = os->hlen + off;
 	p->bytes_written += os->size;
 	return 0;

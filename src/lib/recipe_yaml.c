@@ -32,6 +32,19 @@ static void put_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
+/* The shortest decimal that reads back as the same double. */
+static void put_num(FILE *f, double v)
+{
+	char buf[40];
+
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, sizeof(buf), "%.*g", prec, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	fputs(buf, f);
+}
+
 /* Paths are written absolute so the recipe works from any directory; an
  * argument that is not a path (a Hugging Face id) is kept as given. */
 static void put_model(FILE *f, const char *arg)
@@ -61,12 +74,17 @@ int ds_recipe_to_yaml(const struct ds_recipe *r, char **out)
 	for (unsigned j = 0; j < r->n; j++) {
 		fputs("  - model: ", f);
 		put_model(f, r->models[j]);
-		fprintf(f, "\n    parameters:\n      weight: %.17g\n",
-			r->weight[j]);
-		if (r->p_set)
-			fprintf(f, "      drop_rate: %.17g\n", r->p[j]);
+		fputs("\n    parameters:\n      weight: ", f);
+		put_num(f, r->weight[j]);
+		if (r->p_set) {
+			fputs("\n      drop_rate: ", f);
+			put_num(f, r->p[j]);
+		}
+		fputc('\n', f);
 	}
-	fprintf(f, "parameters:\n  lambda: %.17g\n", r->lambda);
+	fputs("parameters:\n  lambda: ", f);
+	put_num(f, r->lambda);
+	fputc('\n', f);
 	if (r->normalize >= 0)
 		fprintf(f, "  normalize: %s\n", r->normalize ? "true" : "false");
 	fprintf(f, "  rescale: %s\n",
@@ -163,7 +181,7 @@ static int yparams(struct yctx *y, ds_recipe *r, yaml_node_t *map, int j)
 {
 	const char *k;
 	yaml_node_t *v;
-	double d;
+	double d = 0;
 	int rc = 0;
 
 	if (map->type != YAML_MAPPING_NODE)
@@ -172,7 +190,7 @@ static int yparams(struct yctx *y, ds_recipe *r, yaml_node_t *map, int j)
 		if (!k)
 			return ybad(y, v, "parameter names must be strings");
 		if (!strcmp(k, "normalize") && j < 0) {
-			int b;
+			int b = 0;
 			if ((rc = ybool(y, v, &b)))
 				return rc;
 			r->normalize = b;

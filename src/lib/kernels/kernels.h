@@ -10,7 +10,13 @@
 /*
  * Every path (scalar, AVX2, NEON) gives the same bits as the scalar
  * reference for every input, NaN, infinities, zeros and subnormals
- * included.  Elementwise semantics, all in binary32 without contraction:
+ * included, with one exception: the payload and sign of a NaN that an
+ * arithmetic step (sparsify, delta, axpy, dare_axpy, ties) produces are
+ * not fixed (which NaN operand an addition propagates depends on the
+ * operand order the compiler picks, and x86 and Arm make different default
+ * NaNs).  finish() turns every NaN into the canonical quiet NaN, so what
+ * is stored is the same on every path and machine.  Elementwise
+ * semantics, all in binary32 without contraction:
  *
  *   load:     F32 as is; BF16 bits << 16; F16 exactly (subnormals, inf, NaN
  *             with its payload).
@@ -23,7 +29,31 @@
  *   sparsify: d = (u >= thr) ? (x - b) * s : +0.0f
  *   delta:    d = x - b
  *   axpy:     acc = acc + w * d
+ *
+ * and the fused steps the methods are built from (methods.c):
+ *
+ *   dare_axpy: acc = acc + w * d, d = (u >= thr) ? (x - b) * s : +0.0f with
+ *             u from philox for i = i0 + k; thr 0 keeps every element
+ *             (u is then not computed).
+ *   ties:     for each element, over the nm rows e_j (stride floats
+ *             apart): S = +0 + e_0 + e_1 ...; m = S >= 0 ? +1 : -1;
+ *             a_j = e_j != 0 && (m > 0 ? e_j > 0 : e_j < 0);
+ *             acc = +0 + (e_j for a_j) ...; dsum = +0 + (w_j for a_j) ...
+ *   finish:   v = acc; v = v / (dsum == 0 ? 1 : dsum) when dsum is given,
+ *             else v = v / div when div != 0; v = b + lambda * v when b is
+ *             given; a NaN v becomes the canonical quiet NaN 0x7fc00000.
+ *
+ * Arrays may be unaligned; n may be anything (0 included).
  */
+
+/* One model's DARE stream of one tensor (DESIGN 4) and its weight. */
+struct ds_dare {
+	uint64_t seed;
+	uint32_t j, name_hash;
+	uint32_t thr;                  /* drop iff u < thr; 0 keeps all */
+	float s, w;
+};
+
 struct ds_kernel_ops {
 	const char *name;
 	void (*load)(enum ds_dtype dt, const void *src, float *dst, size_t n);
@@ -34,7 +64,25 @@ struct ds_kernel_ops {
 			 uint32_t thr, float s, float *d, size_t n);
 	void (*delta)(const float *b, const float *x, float *d, size_t n);
 	void (*axpy)(float *acc, float w, const float *d, size_t n);
+	void (*dare_axpy)(float *acc, const float *b, const float *x,
+			  const struct ds_dare *dp, uint64_t i0, size_t n);
+	void (*ties)(const float *e, size_t stride, unsigned nm,
+		     const float *w, float *acc, float *dsum, size_t n);
+	void (*finish)(float *acc, const float *b, const float *dsum,
+		       float div, float lambda, size_t n);
 };
+
+/* The scalar reference path (scalar.c); always available. */
+extern const struct ds_kernel_ops ds_kernel_scalar_ops;
+#if defined(DS_HAVE_AVX2) && (defined(__x86_64__) || defined(__i386__))
+/* The AVX2 + F16C path (avx2.c): reach it only through ds_kernel_get(),
+ * which checks the CPU and the OS first. */
+extern const struct ds_kernel_ops ds_kernel_avx2_ops;
+#endif
+#if defined(DS_HAVE_NEON) && defined(__aarch64__)
+/* The NEON path (neon.c), part of every AArch64 CPU. */
+extern const struct ds_kernel_ops ds_kernel_neon_ops;
+#endif
 
 enum ds_kpath { DS_KPATH_SCALAR, DS_KPATH_AVX2, DS_KPATH_NEON, DS_KPATH_COUNT };
 

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: MIT */
+/* scalar.c - the scalar reference path: every other path gives its bits */
+#include "config.h"
+
+#include <string.h>
+#include "kernels/kernels.h"
+#include "kernels/convert.h"
+#include "kernels/philox.h"
+
+/* Public wrappers of the inline reference conversions (convert.h). */
+float ds_bf16_to_f32(uint16_t h)
+{
+	return ds_cvt_bf16_f32(h);
+}
+
+uint16_t ds_f32_to_bf16(float f)
+{
+	return ds_cvt_f32_bf16(f);
+}
+
+float ds_f16_to_f32(uint16_t h)
+{
+	return ds_cvt_f16_f32(h);
+}
+
+uint16_t ds_f32_to_f16(float f)
+{
+	return ds_cvt_f32_f16(f);
+}
+
+/* One Philox4x32-10 block (philox.h). */
+void ds_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2],
+		      uint32_t x[4])
+{
+	ds_philox_block(ctr, key, x);
+}
+
+/* Half-precision element k of an unaligned buffer. */
+static inline uint16_t ld16(const void *src, size_t k)
+{
+	uint16_t h;
+
+	memcpy(&h, (const char *)src + 2 * k, sizeof(h));
+	return h;
+}
+
+/* Convert n elements of dtype dt (F32, F16 or BF16) to floats. */
+static void load_scalar(enum ds_dtype dt, const void *src, float *dst,
+			size_t n)
+{
+	size_t k;
+
+	switch (dt) {
+	case DS_DT_BF16:
+		for (k = 0; k < n; k++)
+			dst[k] = ds_cvt_bf16_f32(ld16(src, k));
+		break;
+	case DS_DT_F16:
+		for (k = 0; k < n; k++)
+			dst[k] = ds_cvt_f16_f32(ld16(src, k));
+		break;
+	default:
+		if (n)
+			memcpy(dst, src, n * sizeof(float));
+		break;
+	}
+}
+
+/* Round n floats to dtype dt (F32, F16 or BF16), nearest-even. */
+static void store_scalar(enum ds_dtype dt, const float *src, void *dst,
+			 size_t n)
+{
+	char *o = dst;
+	uint16_t h;
+	size_t k;
+
+	switch (dt) {
+	case DS_DT_BF16:
+		for (k = 0; k < n; k++) {
+			h = ds_cvt_f32_bf16(src[k]);
+			memcpy(o + 2 * k, &h, sizeof(h));
+		}
+		break;
+	case DS_DT_F16:
+		for (k = 0; k < n; k++) {
+			h = ds_cvt_f32_f16(src[k]);
+			memcpy(o + 2 * k, &h, sizeof(h));
+		}
+		break;
+	default:
+		if (n)
+			memcpy(dst, src, n * sizeof(float));
+		break;
+	}
+}
+
+/* Philox block blk of model j's stream: the 4 lanes of 4 elements. */
+static inline void philox_at(uint64_t seed, uint32_t j, uint32_t name_hash,
+			     uint64_t blk, uint32_t x[4])
+{
+	uint32_t ctr[4] = { (uint32_t)blk, (uint32_t)(blk >> 32), j, name_hash };
+	uint32_t key[2] = { (uint32_t)seed, (uint32_t)(seed >> 32) };
+
+	ds_philox_block(ctr, key, x);
+}
+
+/* u[k] for elements i0 .. i0+n-1, one block computed per 4 lanes. */
+static void philox_scalar(uint64_t seed, uint32_t j, uint32_t name_hash,
+			  uint64_t i0, size_t n, uint32_t *u)
+{
+	uint32_t x[4];
+	size_t k;
+	uint64_t i;
+
+	for (k = 0; k < n; k++) {
+		i = i0 + k;
+		if (k == 0 || (i & 3) == 0)
+			philox_at(seed, j, name_hash, i >> 2, x);
+		u[k] = x[i & 3];
+	}
+}
+
+/* d = kept ? (x - b) * s : +0 */
+static void sparsify_scalar(const float *b, const float *x, const uint32_t *u,
+			    uint32_t thr, float s, float *d, size_t n)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		d[k] = u[k] >= thr ? (x[k] - b[k]) * s : 0.0f;
+}
+
+/* d = x - b */
+static void delta_scalar(const float *b, const float *x, float *d, size_t n)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		d[k] = x[k] - b[k];
+}
+
+/* acc = acc + w * d */
+static void axpy_scalar(float *acc, float w, const float *d, size_t n)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		acc[k] = acc[k] + w * d[k];
+}
+
+/* acc = acc + w * sparsify(x - b), Philox drawn only when thr != 0. */
+static void dare_axpy_scalar(float *acc, const float *b, const float *x,
+			     const struct ds_dare *dp, uint64_t i0, size_t n)
+{
+	uint32_t u[4] = { 0, 0, 0, 0 };
+	uint64_t i;
+	size_t k;
+	float d;
+
+	for (k = 0; k < n; k++) {
+		i = i0 + k;
+		if (dp->thr && (k == 0 || (i & 3) == 0))
+			philox_at(dp->seed, dp->j, dp->name_hash, i >> 2, u);
+		d = u[i & 3] >= dp->thr ? (x[k] - b[k]) * dp->s : 0.0f;
+		acc[k] = acc[k] + dp->w * d;
+	}
+}
+
+/* TIES sign election of one element over the nm rows of e. */
+static inline void ties_el(const float *e, size_t stride, unsigned nm,
+			   const float *w, float *acc, float *dsum)
+{
+	float S = 0.0f, a = 0.0f, D = 0.0f, v;
+	unsigned j;
+	int pos;
+
+	for (j = 0; j < nm; j++)
+		S = S + e[j * stride];
+	pos = S >= 0.0f;                /* a NaN sum elects -1 */
+	for (j = 0; j < nm; j++) {
+		v = e[j * stride];
+		if (v != 0.0f && (pos ? v > 0.0f : v < 0.0f)) {
+			a = a + v;
+			D = D + w[j];
+		}
+	}
+	*acc = a;
+	*dsum = D;
+}
+
+/* TIES over n elements. */
+static void ties_scalar(const float *e, size_t stride, unsigned nm,
+			const float *w, float *acc, float *dsum, size_t n)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		ties_el(e + k, stride, nm, w, acc + k, dsum + k);
+}
+
+/* Normalize, add the base scaled by lambda, canonicalize NaN. */
+static void finish_scalar(float *acc, const float *b, const float *dsum,
+			  float div, float lambda, size_t n)
+{
+	size_t k;
+	float v;
+
+	for (k = 0; k < n; k++) {
+		v = acc[k];
+		if (dsum)
+			v = v / (dsum[k] == 0.0f ? 1.0f : dsum[k]);
+		else if (div != 0.0f)
+			v = v / div;
+		if (b)
+			v = b[k] + lambda * v;
+		acc[k] = v != v ? ds_bitsf(DS_CANON_NAN_BITS) : v;
+	}
+}
+
+const struct ds_kernel_ops ds_kernel_scalar_ops = {
+	.name = "scalar",
+	.load = load_scalar,
+	.store = store_scalar,
+	.philox = philox_scalar,
+	.sparsify = sparsify_scalar,
+	.delta = delta_scalar,
+	.axpy = axpy_scalar,
+	.dare_axpy = dare_axpy_scalar,
+	.ties = ties_scalar,
+	.finish = finish_scalar,
+};

@@ -1,0 +1,661 @@
+/* SPDX-License-Identifier: MIT */
+/* test_kernels.c - Philox and conversion known answers; every path == scalar */
+#include "config.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+#include "methods.h"
+#include "kernels/kernels.h"
+
+#define NAME1 "model.layers.0.mlp.up_proj.weight"
+#define NAME2 "lm_head.weight"
+#define SEED2 0x123456789abcdef0ull
+#define BIG (1ull << 36)
+
+/* ---- helpers --------------------------------------------------------- */
+
+static uint32_t fb(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, 4);
+	return u;
+}
+
+static float bf(uint32_t u)
+{
+	float f;
+
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+/* Test-local generator (splitmix64), independent of the code under test. */
+static uint64_t rng_state;
+
+static uint64_t rnd(void)
+{
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* A float bit pattern, often a special one: NaNs, inf, zeros, subnormals. */
+static uint32_t special_bits(void)
+{
+	static const uint32_t sp[] = {
+		0x00000000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000,
+		0xffc00000, 0x7f800001, 0xffbfffff, 0x7fa00000, 0x00000001,
+		0x807fffff, 0x00400000, 0x3f800000, 0xbf800000, 0x7f7fffff,
+		0xff7fffff, 0x477ff000, 0x33000000, 0x387fe000, 0x3f808000,
+	};
+	uint64_t r = rnd();
+
+	if ((r & 3) == 0)
+		return sp[(r >> 8) % (sizeof(sp) / sizeof(sp[0]))];
+	if ((r & 3) == 1)               /* near 1: realistic weights */
+		return 0x3f000000u + (uint32_t)((r >> 16) & 0x00ffffffu);
+	return (uint32_t)(r >> 32);
+}
+
+/* Fill a raw buffer of n elements of dt with special values. */
+static void fill_raw(enum ds_dtype dt, void *p, size_t n)
+{
+	uint32_t u;
+	uint16_t h;
+	size_t k;
+
+	for (k = 0; k < n; k++) {
+		u = special_bits();
+		if (dt == DS_DT_F32) {
+			memcpy((char *)p + 4 * k, &u, 4);
+			continue;
+		}
+		h = (rnd() & 1) ? (uint16_t)(u >> 16) : (uint16_t)u;
+		memcpy((char *)p + 2 * k, &h, 2);
+	}
+}
+
+/* Every path this build and CPU can run, scalar first. */
+static const struct ds_kernel_ops *paths[DS_KPATH_COUNT];
+static int npaths;
+
+static void find_paths(void)
+{
+	static const char *const names[] = { "scalar", "avx2", "neon" };
+	int i;
+
+	npaths = 0;
+	for (i = 0; i < DS_KPATH_COUNT; i++)
+		if (ds_kernel_get(names[i]))
+			paths[npaths++] = ds_kernel_get(names[i]);
+}
+
+static const enum ds_dtype dts[3] = { DS_DT_F32, DS_DT_F16, DS_DT_BF16 };
+
+/* ---- Philox ----------------------------------------------------------- */
+
+START_TEST(philox_kat)
+{
+	static const uint32_t ctr[3][4] = {
+		{ 0, 0, 0, 0 },
+		{ 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff },
+		{ 0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344 },
+	};
+	static const uint32_t key[3][2] = {
+		{ 0, 0 }, { 0xffffffff, 0xffffffff }, { 0xa4093822, 0x299f31d0 },
+	};
+	static const uint32_t want[3][4] = {
+		{ 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8 },
+		{ 0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd },
+		{ 0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1 },
+	};
+	uint32_t x[4];
+	int t;
+
+	for (t = 0; t < 3; t++) {
+		ds_philox4x32_10(ctr[t], key[t], x);
+		ck_assert_mem_eq(x, want[t], sizeof(x));
+	}
+}
+END_TEST
+
+START_TEST(xxh32_names)
+{
+	ck_assert_uint_eq(XXH32(NAME1, strlen(NAME1), 0), 0xda893b3c);
+	ck_assert_uint_eq(XXH32(NAME2, strlen(NAME2), 0), 0x60b84adf);
+}
+END_TEST
+
+/* The u values of a worked example on every path, with odd starts. */
+static void check_example(uint64_t seed, uint32_t j, uint32_t hash,
+			  const uint32_t want[8], const uint32_t want_big[4])
+{
+	uint32_t u[8];
+	int p, k;
+
+	for (p = 0; p < npaths; p++) {
+		paths[p]->philox(seed, j, hash, 0, 8, u);
+		ck_assert_mem_eq(u, want, 8 * sizeof(uint32_t));
+		paths[p]->philox(seed, j, hash, BIG, 4, u);
+		ck_assert_mem_eq(u, want_big, 4 * sizeof(uint32_t));
+		for (k = 1; k < 8; k++) {
+			paths[p]->philox(seed, j, hash, (uint64_t)k, 8 - k, u);
+			ck_assert_mem_eq(u, want + k, (8 - k) * sizeof(uint32_t));
+		}
+	}
+}
+
+START_TEST(philox_examples)
+{
+	static const uint32_t u1[8] = { 0xe55b5e47, 0x7bcbef69, 0x68b3149d,
+		0x4fe5907c, 0xd546b733, 0xcf31041c, 0xd6805b37, 0xc51dd972 };
+	static const uint32_t b1[4] = { 0xd9e3c4eb, 0xa6f445b7, 0x6b556811,
+		0x06af7bde };
+	static const uint32_t u2[8] = { 0xa9d9a09a, 0xd7345699, 0xf617dc17,
+		0x0451dde1, 0x4f6871ef, 0x5a84003a, 0x9eee1426, 0x74c7cfa7 };
+	static const uint32_t b2[4] = { 0x20750172, 0x68bff788, 0xbf8a26d0,
+		0xa83cbecc };
+
+	check_example(0, 0, 0xda893b3c, u1, b1);
+	check_example(SEED2, 2, 0x60b84adf, u2, b2);
+}
+END_TEST
+
+/* Keep pattern of elements 0..15 at p = 0.5 through dare_axpy. */
+static void check_keep(uint64_t seed, uint32_t j, uint32_t hash,
+		       const char *want)
+{
+	struct ds_dare dp = { seed, j, hash, 0, 1.0f, 1.0f };
+	float b[16], x[16], acc[16];
+	char got[17];
+	int p, k;
+
+	dp.thr = (uint32_t)ds_drop_threshold(0.5);
+	for (p = 0; p < npaths; p++) {
+		for (k = 0; k < 16; k++) {
+			b[k] = 0.0f;
+			x[k] = 1.0f;
+			acc[k] = 0.0f;
+		}
+		paths[p]->dare_axpy(acc, b, x, &dp, 0, 16);
+		for (k = 0; k < 16; k++)
+			got[k] = acc[k] == 1.0f ? '1' : '0';
+		got[16] = 0;
+		ck_assert_str_eq(got, want);
+	}
+}
+
+START_TEST(keep_patterns)
+{
+	check_keep(0, 0, 0xda893b3c, "1000111100010110");
+	check_keep(SEED2, 2, 0x60b84adf, "1110001011110100");
+}
+END_TEST
+
+START_TEST(thresholds)
+{
+	ck_assert_uint_eq(ds_drop_threshold(0.5), 2147483648ull);
+	ck_assert_uint_eq(ds_drop_threshold(0.9), 3865470566ull);
+	ck_assert_uint_eq(ds_drop_threshold(0.0), 0);
+	ck_assert_uint_eq(ds_drop_threshold(1.0), 4294967296ull);
+	ck_assert_uint_eq(ds_drop_threshold(0x1p-32), 1);
+	ck_assert_uint_eq(ds_drop_threshold(1.0 - 0x1p-53), 4294967295ull);
+}
+END_TEST
+
+/* Fraction kept of 1e6 elements is 1 - p within 5 sigma. */
+START_TEST(keep_rate)
+{
+	static const double ps[] = { 0.1, 0.5, 0.9, 0.99 };
+	static uint32_t u[1000000];
+	const size_t n = 1000000;
+	double p, sigma, kept;
+	uint64_t thr;
+	size_t k, i;
+
+	for (i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) {
+		p = ps[i];
+		thr = ds_drop_threshold(p);
+		ds_kernel_scalar_ops.philox(42 + i, (uint32_t)i, 0x60b84adf,
+					    12345, n, u);
+		kept = 0;
+		for (k = 0; k < n; k++)
+			kept += u[k] >= thr;
+		sigma = sqrt(n * p * (1 - p));
+		ck_assert_msg(fabs(kept - n * (1 - p)) < 5 * sigma,
+			      "p %g: kept %.0f of %zu", p, kept, n);
+	}
+}
+END_TEST
+
+/* ---- conversions ------------------------------------------------------ */
+
+START_TEST(bf16_round)
+{
+	static const uint32_t in[][2] = {
+		{ 0x3f800000, 0x3f80 }, { 0x3f808000, 0x3f80 }, /* tie: even */
+		{ 0x3f818000, 0x3f82 }, { 0x3f808001, 0x3f81 }, /* tie: up */
+		{ 0x3f807fff, 0x3f80 }, { 0xbf818000, 0xbf82 },
+		{ 0x00000000, 0x0000 }, { 0x80000000, 0x8000 },
+		{ 0x7f800000, 0x7f80 }, { 0xff800000, 0xff80 },
+		{ 0x7f7fffff, 0x7f80 }, { 0xff7fffff, 0xff80 }, /* overflow */
+		{ 0x7f7f0000, 0x7f7f }, { 0x7f7f7fff, 0x7f7f }, /* largest */
+		{ 0x7f7f8000, 0x7f80 }, { 0x00000001, 0x0000 },
+		{ 0x00008000, 0x0000 }, { 0x00018000, 0x0002 }, /* subnormal */
+		{ 0x7f800001, 0x7fc0 }, { 0xffc00000, 0xffc0 }, /* NaN quiet */
+		{ 0x7f810000, 0x7fc1 }, { 0x7fffffff, 0x7fff },
+		{ 0xff80ffff, 0xffc0 },
+	};
+	size_t t;
+
+	for (t = 0; t < sizeof(in) / sizeof(in[0]); t++)
+		ck_assert_msg(ds_f32_to_bf16(bf(in[t][0])) == in[t][1],
+			      "%08x -> %04x, want %04x", in[t][0],
+			      ds_f32_to_bf16(bf(in[t][0])), in[t][1]);
+	ck_assert_uint_eq(fb(ds_bf16_to_f32(0x7f81)), 0x7f810000); /* as is */
+	ck_assert_uint_eq(fb(ds_bf16_to_f32(0x0001)), 0x00010000);
+	ck_assert_uint_eq(fb(ds_bf16_to_f32(0xc2f7)), 0xc2f70000);
+}
+END_TEST
+
+START_TEST(f16_round)
+{
+	static const uint32_t in[][2] = {
+		{ 0x3f800000, 0x3c00 }, { 0x477fe000, 0x7bff }, /* 1, 65504 */
+		{ 0x477fefff, 0x7bff }, { 0x477ff000, 0x7c00 }, /* 65520: inf */
+		{ 0xc77ff000, 0xfc00 }, { 0x7f800000, 0x7c00 },
+		{ 0xff800000, 0xfc00 }, { 0x7f7fffff, 0x7c00 },
+		{ 0x3f801000, 0x3c00 }, { 0x3f803000, 0x3c02 }, /* ties */
+		{ 0x3f801001, 0x3c01 }, { 0x00000000, 0x0000 },
+		{ 0x80000000, 0x8000 }, { 0x33800000, 0x0001 }, /* 2^-24 */
+		{ 0x33000000, 0x0000 }, { 0x33000001, 0x0001 }, /* 2^-25 */
+		{ 0x33c00000, 0x0002 }, { 0x34200000, 0x0002 }, /* 1.5, 2.5 */
+		{ 0x387fc000, 0x03ff }, { 0x387fe000, 0x0400 }, /* top sub */
+		{ 0x38800000, 0x0400 }, { 0xb3800000, 0x8001 },
+		{ 0x00000001, 0x0000 }, { 0x32ffffff, 0x0000 },
+		{ 0x7f802000, 0x7e01 }, { 0xff800001, 0xfe00 }, /* NaN */
+		{ 0x7fc00000, 0x7e00 }, { 0x7fffffff, 0x7fff },
+	};
+	size_t t;
+
+	for (t = 0; t < sizeof(in) / sizeof(in[0]); t++)
+		ck_assert_msg(ds_f32_to_f16(bf(in[t][0])) == in[t][1],
+			      "%08x -> %04x, want %04x", in[t][0],
+			      ds_f32_to_f16(bf(in[t][0])), in[t][1]);
+}
+END_TEST
+
+START_TEST(f16_load)
+{
+	static const uint32_t in[][2] = {
+		{ 0x0001, 0x33800000 }, { 0x03ff, 0x387fc000 },
+		{ 0x8001, 0xb3800000 }, { 0x0400, 0x38800000 },
+		{ 0x7bff, 0x477fe000 }, { 0x7c00, 0x7f800000 },
+		{ 0xfc00, 0xff800000 }, { 0x7c01, 0x7fc02000 }, /* quieted */
+		{ 0xfe00, 0xffc00000 }, { 0x7fff, 0x7fffe000 },
+		{ 0x8000, 0x80000000 }, { 0x3c00, 0x3f800000 },
+	};
+	size_t t;
+
+	for (t = 0; t < sizeof(in) / sizeof(in[0]); t++)
+		ck_assert_uint_eq(fb(ds_f16_to_f32((uint16_t)in[t][0])),
+				  in[t][1]);
+}
+END_TEST
+
+/* Every half: exact value by ldexp, and back to the same bits. */
+START_TEST(f16_exhaustive)
+{
+	uint32_t h, e, m;
+	float f, v;
+
+	for (h = 0; h < 65536; h++) {
+		f = ds_f16_to_f32((uint16_t)h);
+		e = (h >> 10) & 31;
+		m = h & 1023;
+		if (e == 31 && m) {
+			ck_assert(isnan(f));
+			ck_assert_uint_eq(ds_f32_to_f16(f), h | 0x200);
+			continue;
+		}
+		v = e == 31 ? INFINITY :
+		    e ? ldexpf((float)(1024 + m), (int)e - 25) :
+			ldexpf((float)m, -24);
+		if (h & 0x8000)
+			v = -v;
+		ck_assert_uint_eq(fb(f), fb(v));
+		ck_assert_uint_eq(ds_f32_to_f16(f), h);
+	}
+}
+END_TEST
+
+/* Store then load through the ops keeps the bits of every BF16. */
+START_TEST(bf16_exhaustive)
+{
+	uint16_t h[256], back[256];
+	float f[256];
+	uint32_t base, k;
+
+	for (base = 0; base < 65536; base += 256) {
+		for (k = 0; k < 256; k++)
+			h[k] = (uint16_t)(base + k);
+		ds_kernel_scalar_ops.load(DS_DT_BF16, h, f, 256);
+		ds_kernel_scalar_ops.store(DS_DT_BF16, f, back, 256);
+		for (k = 0; k < 256; k++) {
+			ck_assert_uint_eq(fb(f[k]), (base + k) << 16);
+			if ((h[k] & 0x7fff) > 0x7f80)
+				ck_assert_uint_eq(back[k], h[k] | 0x40);
+			else
+				ck_assert_uint_eq(back[k], h[k]);
+		}
+	}
+}
+END_TEST
+
+/* ---- cross-path equality --------------------------------------------- */
+
+#define MAXN 1100
+static const size_t lens[] = { 0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32,
+	33, 35, 47, 63, 64, 65, 69, 70, 1003, 1099 };
+#define NLENS (sizeof(lens) / sizeof(lens[0]))
+#define FOR_LENS(t) for (t = 0; t < NLENS; t++)
+
+/* load and store for every dtype, from and to unaligned addresses. */
+START_TEST(cross_load_store)
+{
+	static char raw[4 * MAXN + 8], o0[4 * MAXN + 8], o1[4 * MAXN + 8];
+	static float f0[MAXN + 1], f1[MAXN + 1];
+	size_t t, n, d, mis;
+	int p;
+
+	for (p = 1; p < npaths; p++)
+		for (d = 0; d < 3; d++)
+			FOR_LENS(t) {
+				n = lens[t];
+				mis = t % 4;    /* byte misalignment of raw data */
+				fill_raw(dts[d], raw + mis, n);
+				fill_raw(DS_DT_F32, f0, n + 1);
+				memcpy(f1, f0, sizeof(f0));
+				ds_kernel_scalar_ops.load(dts[d], raw + mis,
+							  f0 + 1, n);
+				paths[p]->load(dts[d], raw + mis, f1 + 1, n);
+				ck_assert_mem_eq(f0, f1, (n + 1) * 4);
+				memset(o0, 0x5a, sizeof(o0));
+				memset(o1, 0x5a, sizeof(o1));
+				fill_raw(DS_DT_F32, f0, n + 1);
+				ds_kernel_scalar_ops.store(dts[d], f0 + 1,
+							   o0 + mis, n);
+				paths[p]->store(dts[d], f0 + 1, o1 + mis, n);
+				ck_assert_mem_eq(o0, o1, sizeof(o0));
+			}
+}
+END_TEST
+
+/* Philox lanes at starts that are not multiples of 4, and across the
+ * 2^32-block boundary where counter word 1 changes. */
+START_TEST(cross_philox)
+{
+	static const uint64_t starts[] = { 0, 1, 2, 3, 5, 4097,
+		(1ull << 34) - 37, (1ull << 34) - 2, BIG + 3, ~0ull >> 2 };
+	static uint32_t u0[MAXN + 1], u1[MAXN + 1];
+	size_t t, s;
+	int p;
+
+	for (p = 1; p < npaths; p++)
+		for (s = 0; s < sizeof(starts) / sizeof(starts[0]); s++)
+			FOR_LENS(t) {
+				memset(u0, 0xa5, sizeof(u0));
+				memset(u1, 0xa5, sizeof(u1));
+				ds_kernel_scalar_ops.philox(SEED2 + s, (uint32_t)s,
+					0xda893b3c, starts[s], lens[t], u0);
+				paths[p]->philox(SEED2 + s, (uint32_t)s, 0xda893b3c,
+						 starts[s], lens[t], u1);
+				ck_assert_mem_eq(u0, u1, sizeof(u0));
+			}
+}
+END_TEST
+
+/*
+ * Intermediate results of the arithmetic steps: the same bits, except that
+ * a NaN may carry another payload or sign (which NaN operand an add
+ * propagates is the compiler's choice and the CPU's; finish() makes every
+ * NaN canonical before anything is stored).
+ */
+static void same_f(const float *a, const float *b, size_t n)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		ck_assert_msg(fb(a[k]) == fb(b[k]) || (isnan(a[k]) && isnan(b[k])),
+			      "element %zu: %08x != %08x", k, fb(a[k]), fb(b[k]));
+}
+
+/* Fill n floats (plus one guard) with special values. */
+static void fill_f(float *f, size_t n)
+{
+	fill_raw(DS_DT_F32, f, n + 1);
+}
+
+/* sparsify, delta and axpy on special values, misaligned by one float. */
+START_TEST(cross_elementwise)
+{
+	static const uint32_t thrs[] = { 0, 1, 0x80000000u, 3865470566u,
+		0xffffffffu };
+	static float b[MAXN + 2], x[MAXN + 2], d0[MAXN + 2], d1[MAXN + 2];
+	static uint32_t u[MAXN + 2];
+	size_t t, n, h;
+	float w;
+	int p;
+
+	for (p = 1; p < npaths; p++)
+		FOR_LENS(t) {
+			n = lens[t];
+			fill_f(b, n + 1);
+			fill_f(x, n + 1);
+			ds_kernel_scalar_ops.philox(7, 1, 2, 3, n + 1, u);
+			for (h = 0; h < 5; h++) {
+				w = bf(special_bits());
+				ds_kernel_scalar_ops.sparsify(b + 1, x + 1, u + 1,
+					thrs[h], w, d0 + 1, n);
+				paths[p]->sparsify(b + 1, x + 1, u + 1, thrs[h],
+						   w, d1 + 1, n);
+				same_f(d0 + 1, d1 + 1, n);
+			}
+			ds_kernel_scalar_ops.delta(b + 1, x + 1, d0 + 1, n);
+			paths[p]->delta(b + 1, x + 1, d1 + 1, n);
+			same_f(d0 + 1, d1 + 1, n);
+			memcpy(d1, d0, sizeof(d0));
+			w = bf(special_bits());
+			ds_kernel_scalar_ops.axpy(d0 + 1, w, x + 1, n);
+			paths[p]->axpy(d1 + 1, w, x + 1, n);
+			same_f(d0, d1, MAXN + 2);
+		}
+}
+END_TEST
+
+/* The fused DARE step, at odd starts and every kind of threshold. */
+START_TEST(cross_dare_axpy)
+{
+	static const uint32_t thrs[] = { 0, 1, 0x80000000u, 3865470566u,
+		0xffffffffu };
+	static float b[MAXN + 2], x[MAXN + 2], a0[MAXN + 2], a1[MAXN + 2];
+	struct ds_dare dp;
+	size_t t, n, h;
+	int p;
+
+	for (p = 1; p < npaths; p++)
+		FOR_LENS(t)
+			for (h = 0; h < 5; h++) {
+				n = lens[t];
+				fill_f(b, n + 1);
+				fill_f(x, n + 1);
+				fill_f(a0, n + 1);
+				memcpy(a1, a0, sizeof(a0));
+				dp = (struct ds_dare){ SEED2 ^ t, (uint32_t)h,
+					0x60b84adf, thrs[h], bf(special_bits()),
+					h ? bf(special_bits()) : -0.5f };
+				ds_kernel_scalar_ops.dare_axpy(a0 + 1, b + 1, x + 1,
+					&dp, (1ull << 34) - 40 + t, n);
+				paths[p]->dare_axpy(a1 + 1, b + 1, x + 1, &dp,
+					(1ull << 34) - 40 + t, n);
+				same_f(a0, a1, MAXN + 2);
+			}
+}
+END_TEST
+
+/* TIES election and finish, 1 to 5 rows, with and without D. */
+START_TEST(cross_ties_finish)
+{
+	static float e[5 * MAXN], b[MAXN + 2], a0[MAXN + 2], a1[MAXN + 2];
+	static float d0[MAXN + 2], d1[MAXN + 2];
+	float w[5] = { 1.0f, -0.5f, 2.0f, 0.0f, 0.25f };
+	size_t t, n, k;
+	unsigned nm;
+	int p;
+
+	for (p = 1; p < npaths; p++)
+		FOR_LENS(t)
+			for (nm = 1; nm <= 5; nm++) {
+				n = lens[t];
+				for (k = 0; k < 5 * MAXN; k++)  /* many zeros */
+					e[k] = rnd() & 1 ? bf(special_bits()) :
+					       (rnd() & 1 ? 0.0f : -0.0f);
+				ds_kernel_scalar_ops.ties(e + 1, MAXN, nm, w,
+							  a0 + 1, d0 + 1, n);
+				paths[p]->ties(e + 1, MAXN, nm, w, a1 + 1,
+					       d1 + 1, n);
+				same_f(a0 + 1, a1 + 1, n);
+				same_f(d0 + 1, d1 + 1, n);
+				fill_f(b, n + 1);
+				ds_kernel_scalar_ops.finish(a0 + 1,
+					nm & 1 ? b + 1 : NULL,
+					nm & 2 ? d0 + 1 : NULL,
+					nm == 4 ? 3.0f : 0.0f, 0.75f, n);
+				paths[p]->finish(a1 + 1, nm & 1 ? b + 1 : NULL,
+					nm & 2 ? d0 + 1 : NULL,
+					nm == 4 ? 3.0f : 0.0f, 0.75f, n);
+				ck_assert_mem_eq(a0 + 1, a1 + 1, n * 4);
+			}
+}
+END_TEST
+
+/* Whole windows of every method, dtype mix and option, chunked oddly. */
+static void cross_window(enum ds_method m, int normalize, double p_drop)
+{
+	static char raw[4][4 * 5000 + 8], o0[4 * 5000 + 8], o1[4 * 5000 + 8];
+	static float scratch[2048 * 8] __attribute__((aligned(64)));
+	static const unsigned digit[3] = { 3, 9, 27 };
+	double w[3] = { 0.75, -1.5, 2.0 }, pp[3] = { p_drop, 0.5, 1.0 };
+	struct ds_mparams mp;
+	struct ds_window win;
+	unsigned c, j;
+	int p;
+
+	ck_assert_int_eq(ds_mparams_init(NULL, &mp, m, 3, w, pp, 0.5,
+					 normalize, DS_RESCALE_INVERSE, SEED2), 0);
+	ds_mparams_tensor(&mp, NAME1);
+	/* c's base-3 digits: base, model 0, 1, 2 and output dtypes. */
+	for (c = 0; c < 243; c++) {
+		memset(&win, 0, sizeof(win));
+		win.bdt = dts[c % 3];
+		win.odt = dts[c / 81];
+		win.base = raw[3] + c % 4;
+		fill_raw(win.bdt, raw[3] + c % 4, 5000);
+		for (j = 0; j < 3; j++) {
+			win.xdt[j] = dts[c / digit[j] % 3];
+			win.x[j] = raw[j] + (c + j) % 4;
+			fill_raw(win.xdt[j], raw[j] + (c + j) % 4, 5000);
+		}
+		win.i0 = (c * 7919ull) % 100003;
+		win.n = c % 9 == 8 ? 5000 - c % 7 : (c * 37) % 71;
+		for (p = 1; p < npaths; p++) {
+			win.out = o0 + c % 3;
+			ds_method_window(&ds_kernel_scalar_ops, &mp, &win, scratch);
+			win.out = o1 + c % 3;
+			ds_method_window(paths[p], &mp, &win, scratch);
+			ck_assert_mem_eq(o0 + c % 3, o1 + c % 3,
+					 win.n * (win.odt == DS_DT_F32 ? 4 : 2));
+		}
+	}
+}
+
+START_TEST(cross_methods)
+{
+	cross_window(DS_M_LINEAR, 1, 0.0);
+	cross_window(DS_M_LINEAR, 0, 0.0);
+	cross_window(DS_M_TASK_ARITHMETIC, 0, 0.0);
+	cross_window(DS_M_TASK_ARITHMETIC, 1, 0.0);
+	cross_window(DS_M_DARE_LINEAR, 0, 0.9);
+	cross_window(DS_M_DARE_LINEAR, 1, 0.0);
+	cross_window(DS_M_DARE_TIES, 0, 0.3);
+	cross_window(DS_M_DARE_TIES, 1, 0.9);
+}
+END_TEST
+
+/* The chosen path is one of the paths, and the override is obeyed. */
+START_TEST(dispatch)
+{
+	const struct ds_kernel_ops *k = ds_kernel_select();
+	const char *env = getenv("DARE_STREAM_KERNEL");
+
+	ck_assert_ptr_nonnull(ds_kernel_get("scalar"));
+	ck_assert_ptr_null(ds_kernel_get("sse9"));
+	ck_assert_ptr_null(ds_kernel_get(NULL));
+	if (env && *env)
+		ck_assert_ptr_eq(k, ds_kernel_get(env));
+	else
+		ck_assert_ptr_eq(k, paths[npaths - 1]);
+}
+END_TEST
+
+static void setup(void)
+{
+	rng_state = 0x243f6a8885a308d3ull;
+	find_paths();
+}
+
+static Suite *kernels_suite(void)
+{
+	Suite *s = suite_create("kernels");
+	TCase *tc = tcase_create("kernels");
+
+	tcase_add_checked_fixture(tc, setup, NULL);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, philox_kat);
+	tcase_add_test(tc, xxh32_names);
+	tcase_add_test(tc, philox_examples);
+	tcase_add_test(tc, keep_patterns);
+	tcase_add_test(tc, thresholds);
+	tcase_add_test(tc, keep_rate);
+	tcase_add_test(tc, bf16_round);
+	tcase_add_test(tc, f16_round);
+	tcase_add_test(tc, f16_load);
+	tcase_add_test(tc, f16_exhaustive);
+	tcase_add_test(tc, bf16_exhaustive);
+	tcase_add_test(tc, cross_load_store);
+	tcase_add_test(tc, cross_philox);
+	tcase_add_test(tc, cross_elementwise);
+	tcase_add_test(tc, cross_dare_axpy);
+	tcase_add_test(tc, cross_ties_finish);
+	tcase_add_test(tc, cross_methods);
+	tcase_add_test(tc, dispatch);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(kernels_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,443 @@
+/* SPDX-License-Identifier: MIT */
+/* test_plan.c - the plan: checks, copy decisions, layout, window sizing, recipes */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "ctx.h"
+#include "plan.h"
+#include "recipe.h"
+
+/* A tensor to put in a test file: name, dtype, up to 2 dims. */
+struct tdef {
+	const char *name;
+	enum ds_dtype dt;
+	uint64_t d0, d1;
+};
+
+static char tmpdir[64];
+static char warnings[4096];
+
+static void on_log(void *u, enum ds_log_level lv, const char *msg)
+{
+	(void)u;
+	if (lv == DS_LOG_WARNING)
+		snprintf(warnings + strlen(warnings),
+			 sizeof(warnings) - strlen(warnings), "%s\n", msg);
+}
+
+/* Write DIR/NAME/model.safetensors holding the tensors (zero data). */
+static void write_model(const char *name, const struct tdef *t, size_t n)
+{
+	struct ds_tensor *v = calloc(n, sizeof(*v));
+	uint64_t off = 0;
+	char path[256], *hdr;
+	size_t hlen;
+	int fd;
+
+	for (size_t i = 0; i < n; i++) {
+		v[i].name = (char *)t[i].name;
+		v[i].dtype = t[i].dt;
+		v[i].ndim = t[i].d1 ? 2 : 1;
+		v[i].shape[0] = t[i].d0;
+		v[i].shape[1] = t[i].d1;
+		v[i].numel = t[i].d0 * (t[i].d1 ? t[i].d1 : 1);
+		v[i].begin = off;
+		v[i].end = off += v[i].numel * ds_dtype_size(t[i].dt);
+	}
+	ck_assert_int_eq(ds_st_build(v, n, NULL, &hdr, &hlen), 0);
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/%s/model.safetensors", tmpdir, name);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, hdr, hlen), (ssize_t)hlen);
+	ck_assert_int_eq(ftruncate(fd, (off_t)(hlen + off)), 0);
+	close(fd);
+	free(hdr);
+	free(v);
+}
+
+static void setup(void)
+{
+	strcpy(tmpdir, "/tmp/ds-test-plan-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	warnings[0] = 0;
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Plan base + models m1..mn with method and options; returns the code. */
+static int plan(struct ds_plan *p, ds_ctx *ctx, ds_recipe *r, int n,
+		const struct ds_merge_opts *o)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/base", tmpdir);
+	ds_recipe_set_base(r, path);
+	for (int j = 1; j <= n; j++) {
+		snprintf(path, sizeof(path), "%s/m%d", tmpdir, j);
+		ds_recipe_add_model(r, path);
+	}
+	ds_ctx_set_log(ctx, on_log, NULL);
+	return ds_plan_build(ctx, r, o, p);
+}
+
+static const struct tdef llama[] = {
+	{ "model.embed_tokens.weight", DS_DT_BF16, 100, 16 },
+	{ "model.layers.0.mlp.up_proj.weight", DS_DT_BF16, 48, 16 },
+	{ "model.norm.weight", DS_DT_BF16, 16, 0 },
+	{ "model.position_ids", DS_DT_I64, 64, 0 },
+};
+
+START_TEST(layout_in_output_dtype)
+{
+	struct ds_merge_opts o = { .threads = 1 };
+	struct ds_tensor *t;
+	struct ds_plan p;
+	ds_ctx *ctx = ds_ctx_create();
+	ds_recipe *r = ds_recipe_create();
+	size_t n;
+
+	write_model("base", llama, 4);
+	write_model("m1", llama, 4);
+	write_model("m2", llama, 4);
+	ds_recipe_set_drop_rate(r, -1, 0.5);
+	ds_recipe_set_dtype(r, DS_DT_F32);
+	ck_assert_int_eq(plan(&p, ctx, r, 2, &o), 0);
+	ck_assert_uint_eq(p.not, 4);
+	ck_assert_uint_eq(p.merged, 3);
+	ck_assert_int_eq(p.ot[3].act, DS_ACT_COPY);
+	/* F32 out: 1600*4, then 768*4, then 16*4; the I64 keeps 8 bytes. */
+	ck_assert_uint_eq(p.ot[1].obegin, 6400);
+	ck_assert_uint_eq(p.ot[2].obegin, 9472);
+	ck_assert_uint_eq(p.ot[3].obegin, 9536);
+	ck_assert_uint_eq(p.os[0].size, p.os[0].hlen + 10048);
+	ck_assert_uint_eq(p.bytes_written, p.os[0].size);
+	ck_assert_uint_eq(p.bytes_read, (1600 + 768 + 16) * 2 * 3 + 512);
+	ck_assert_uint_eq(p.os[0].hlen % 8, 0);
+	ck_assert_int_eq(ds_st_parse(ctx, "out", p.os[0].header + 8,
+				     p.os[0].hlen - 8, 10048, 0, &t, &n), 0);
+	ck_assert_uint_eq(n, 4);
+	ck_assert_int_eq(t[0].dtype, DS_DT_F32);
+	ck_assert_int_eq(t[3].dtype, DS_DT_I64);
+	ck_assert_str_eq(t[3].name, "model.position_ids");
+	ds_tensors_free(t, n);
+	ds_plan_free(&p);
+	ds_recipe_free(r);
+	ds_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(window_from_budget)
+{
+	static const struct tdef big[] = {
+		{ "model.layers.0.mlp.up_proj.weight", DS_DT_BF16, 4096, 1024 },
+	};
+	struct ds_merge_opts o = { .threads = 2, .memory = 16 << 20 };
+	struct ds_plan p;
+	ds_ctx *ctx = ds_ctx_create();
+	ds_recipe *r = ds_recipe_create();
+
+	write_model("base", big, 1);
+	write_model("m1", big, 1);
+	write_model("m2", big, 1);
+	ds_recipe_set_drop_rate(r, -1, 0.9);
+	/* depth = threads + 2 = 4 slots of (3 inputs + 1 output) x 2 bytes:
+	 * 16 MiB / (4 * 8) = 524288 elements. */
+	ck_assert_int_eq(plan(&p, ctx, r, 2, &o), 0);
+	ck_assert_uint_eq(p.depth, 4);
+	ck_assert_uint_eq(p.window, 524288);
+	ck_assert_uint_eq(p.memory, 16 << 20);
+	ds_plan_free(&p);
+	/* 1 MiB cannot hold 4 slots of one 65536-element block. */
+	o.memory = 1 << 20;
+	ck_assert_int_eq(ds_plan_build(ctx, r, &o, &p), DS_E_USAGE);
+	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx), "too small"));
+	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx), "2097152"));
+	ds_plan_free(&p);
+	ds_recipe_free(r);
+	ds_ctx_free(ctx);
+}
+END_TEST
+
+/* Plan base=llama, m1=llama, m2=variant; expect rc and a message part. */
+static void expect_m2(const struct tdef *m2, size_t n, int rc,
+		      const char *part)
+{
+	struct ds_merge_opts o = { .threads = 1 };
+	struct ds_plan p;
+	ds_ctx *ctx = ds_ctx_create();
+	ds_recipe *r = ds_recipe_create();
+
+	write_model("base", llama, 4);
+	write_model("m1", llama, 4);
+	write_model("m2", m2, n);
+	ds_recipe_set_method(r, DS_M_TASK_ARITHMETIC);
+	ck_assert_int_eq(plan(&p, ctx, r, 2, &o), rc);
+	if (rc)
+		ck_assert_msg(strstr(ds_ctx_error(ctx), part), "'%s' not in '%s'",
+			      part, ds_ctx_error(ctx));
+	else
+		ck_assert_msg(strstr(warnings, part), "'%s' not in '%s'",
+			      part, warnings);
+	ds_plan_free(&p);
+	ds_recipe_free(r);
+	ds_ctx_free(ctx);
+}
+
+START_TEST(missing_tensor)
+{
+	static const struct tdef m2[] = {
+		{ "model.embed_tokens.weight", DS_DT_BF16, 100, 16 },
+		{ "model.norm.weight", DS_DT_BF16, 16, 0 },
+		{ "model.position_ids", DS_DT_I64, 64, 0 },
+	};
+	expect_m2(m2, 3, DS_E_MISMATCH,
+		  "/m2: tensor 'model.layers.0.mlp.up_proj.weight' of the "
+		  "base");
+}
+END_TEST
+
+START_TEST(shape_mismatch)
+{
+	static const struct tdef m2[] = {
+		{ "model.embed_tokens.weight", DS_DT_BF16, 100, 16 },
+		{ "model.layers.0.mlp.up_proj.weight", DS_DT_BF16, 48, 17 },
+		{ "model.norm.weight", DS_DT_BF16, 16, 0 },
+		{ "model.position_ids", DS_DT_I64, 64, 0 },
+	};
+	expect_m2(m2, 4, DS_E_MISMATCH, "has shape [48, 17], expected "
+		  "[48, 16]");
+}
+END_TEST
+
+START_TEST(extra_rows_only_for_vocab)
+{
+	static const struct tdef vocab[] = {
+		{ "model.embed_tokens.weight", DS_DT_BF16, 104, 16 },
+		{ "model.layers.0.mlp.up_proj.weight", DS_DT_BF16, 48, 16 },
+		{ "model.norm.weight", DS_DT_BF16, 16, 0 },
+		{ "model.position_ids", DS_DT_I64, 64, 0 },
+	};
+	static const struct tdef rows[] = {
+		{ "model.embed_tokens.weight", DS_DT_BF16, 100, 16 },
+		{ "model.layers.0.mlp.up_proj.weight", DS_DT_BF16, 50, 16 },
+		{ "model.norm.weight", DS_DT_BF16, 16, 0 },
+		{ "model.position_ids", DS_DT_I64, 64, 0 },
+	};
+	expect_m2(vocab, 4, 0, "merging the base's 100 rows");
+	teardown();
+	setup();
+	expect_m2(rows, 4, DS_E_MISMATCH, "has shape [50, 16]");
+}
+END_TEST
+
+START_TEST(model_dtype_not_float)
+{
+	static const struct tdef m2[] = {
+		{ "model.embed_tokens.weight", DS_DT_BF16, 100, 16 },
+		{ "model.layers.0.mlp.up_proj.weight", DS_DT_BF16, 48, 16 },
+		{ "model.norm.weight", DS_DT_I32, 16, 0 },
+		{ "model.position_ids", DS_DT_I64, 64, 0 },
+	};
+	expect_m2(m2, 4, DS_E_MISMATCH, "'model.norm.weight' is I32, "
+		  "expected F16, BF16 or F32");
+}
+END_TEST
+
+START_TEST(extra_tensor_warns)
+{
+	static const struct tdef m2[] = {
+		{ "model.embed_tokens.weight", DS_DT_BF16, 100, 16 },
+		{ "model.layers.0.mlp.up_proj.weight", DS_DT_BF16, 48, 16 },
+		{ "model.norm.weight", DS_DT_F32, 16, 0 },
+		{ "model.position_ids", DS_DT_I64, 64, 0 },
+		{ "extra.weight", DS_DT_F16, 4, 0 },
+	};
+	expect_m2(m2, 5, 0, "1 tensor not in the base ignored (first: "
+		  "'extra.weight')");
+}
+END_TEST
+
+START_TEST(copy_f64_and_excluded)
+{
+	static const struct tdef m[] = {
+		{ "lm_head.weight", DS_DT_F16, 8, 4 },
+		{ "model.rope.freqs", DS_DT_F64, 8, 0 },
+		{ "model.norm.weight", DS_DT_BF16, 16, 0 },
+	};
+	struct ds_merge_opts o = { .threads = 1 };
+	struct ds_plan p;
+	ds_ctx *ctx = ds_ctx_create();
+	ds_recipe *r = ds_recipe_create();
+
+	write_model("base", m, 3);
+	write_model("m1", m, 3);
+	ds_recipe_set_method(r, DS_M_TASK_ARITHMETIC);
+	ds_recipe_add_exclude(r, "lm_head*");
+	ck_assert_int_eq(plan(&p, ctx, r, 1, &o), 0);
+	ck_assert_int_eq(p.ot[0].act, DS_ACT_COPY);   /* excluded */
+	ck_assert_int_eq(p.ot[1].act, DS_ACT_COPY);   /* F64 */
+	ck_assert_int_eq(p.ot[2].act, DS_ACT_MERGE);
+	ck_assert_ptr_nonnull(strstr(warnings, "'model.rope.freqs' is F64: "
+				     "copied from the base unchanged"));
+	ds_plan_free(&p);
+	ds_recipe_free(r);
+	ds_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(linear_without_base)
+{
+	struct ds_merge_opts o = { .threads = 1 };
+	struct ds_plan p;
+	ds_ctx *ctx = ds_ctx_create();
+	ds_recipe *r = ds_recipe_create();
+	char path[256];
+
+	write_model("m1", llama, 4);
+	write_model("m2", llama, 4);
+	ds_recipe_set_method(r, DS_M_LINEAR);
+	for (int j = 1; j <= 2; j++) {
+		snprintf(path, sizeof(path), "%s/m%d", tmpdir, j);
+		ds_recipe_add_model(r, path);
+	}
+	ck_assert_int_eq(ds_plan_build(ctx, r, &o, &p), 0);
+	ck_assert(p.base_is_model);
+	ck_assert(!p.mp.uses_base);
+	/* Only the two models are read for merged tensors. */
+	ck_assert_uint_eq(p.bytes_read, (1600 + 768 + 16) * 2 * 2 + 512);
+	ds_plan_free(&p);
+	ds_recipe_free(r);
+	ds_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(recipe_yaml_round_trip)
+{
+	ds_ctx *ctx = ds_ctx_create();
+	ds_recipe *r = ds_recipe_create(), *back = ds_recipe_create();
+	char path[256], *yml;
+	FILE *f;
+
+	ds_recipe_set_method(r, DS_M_DARE_TIES);
+	ds_recipe_set_base(r, "org/base-model");
+	ds_recipe_add_model(r, "org/ft-a");
+	ds_recipe_add_model(r, "org/ft \"b\"");
+	ds_recipe_set_weight(r, 0, 0.1 + 0.2);
+	ds_recipe_set_weight(r, 1, 0.7);
+	ds_recipe_set_drop_rate(r, 0, 0.9);
+	ds_recipe_set_drop_rate(r, 1, 1.0 / 3.0);
+	ds_recipe_set_lambda(r, 1.5);
+	ds_recipe_set_normalize(r, 1);
+	ds_recipe_set_rescale(r, DS_RESCALE_NONE);
+	ds_recipe_set_seed(r, 0x123456789abcdef0ull);
+	ds_recipe_set_dtype(r, DS_DT_F16);
+	ds_recipe_add_exclude(r, "lm_head*");
+	ck_assert_int_eq(ds_recipe_to_yaml(r, &yml), 0);
+	snprintf(path, sizeof(path), "%s/r.yml", tmpdir);
+	f = fopen(path, "w");
+	fputs(yml, f);
+	fclose(f);
+	free(yml);
+	ck_assert_int_eq(ds_recipe_load(ctx, back, path), 0);
+	ck_assert_int_eq(back->method, DS_M_DARE_TIES);
+	ck_assert_str_eq(back->base, "org/base-model");
+	ck_assert_uint_eq(back->n, 2);
+	ck_assert_str_eq(back->models[1], "org/ft \"b\"");
+	ck_assert(back->weight[0] == 0.1 + 0.2);  /* bit-exact doubles */
+	ck_assert(back->p[1] == 1.0 / 3.0);
+	ck_assert(back->lambda == 1.5);
+	ck_assert_int_eq(back->normalize, 1);
+	ck_assert_int_eq(back->rescale, DS_RESCALE_NONE);
+	ck_assert(back->seed == 0x123456789abcdef0ull);
+	ck_assert_int_eq(back->dtype, DS_DT_F16);
+	ck_assert_uint_eq(back->nexclude, 1);
+	ck_assert_str_eq(back->exclude[0], "lm_head*");
+	ds_recipe_free(r);
+	ds_recipe_free(back);
+	ds_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(recipe_mergekit_style)
+{
+	ds_ctx *ctx = ds_ctx_create();
+	ds_recipe *r = ds_recipe_create();
+	char path[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/mk.yml", tmpdir);
+	f = fopen(path, "w");
+	fputs("models:\n"
+	      "  - model: a\n"
+	      "    parameters: {weight: 0.5, density: 0.25}\n"
+	      "  - model: b\n"
+	      "    parameters:\n      weight: 0.5\n      density: 0.5\n"
+	      "merge_method: dare_ties\nbase_model: base\n"
+	      "parameters:\n  normalize: true\n  lambda: 2\n"
+	      "dtype: bfloat16\n", f);
+	fclose(f);
+	ck_assert_int_eq(ds_recipe_load(ctx, r, path), 0);
+	ck_assert_uint_eq(r->n, 2);
+	ck_assert(r->p[0] == 0.75 && r->p[1] == 0.5);
+	ck_assert(r->lambda == 2.0);
+	ck_assert_int_eq(r->dtype, DS_DT_BF16);
+	ck_assert_int_eq(ds_recipe_check(ctx, r), 0);
+	ds_recipe_free(r);
+	/* An unknown key is an error naming the file and line. */
+	r = ds_recipe_create();
+	f = fopen(path, "w");
+	fputs("merge_method: dare_ties\nbase_model: b\nmodles: []\n", f);
+	fclose(f);
+	ck_assert_int_eq(ds_recipe_load(ctx, r, path), DS_E_FORMAT);
+	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx), "mk.yml:3: unknown key"));
+	ds_recipe_free(r);
+	ds_ctx_free(ctx);
+}
+END_TEST
+
+static Suite *plan_suite(void)
+{
+	Suite *s = suite_create("plan");
+	TCase *tc = tcase_create("plan");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, layout_in_output_dtype);
+	tcase_add_test(tc, window_from_budget);
+	tcase_add_test(tc, missing_tensor);
+	tcase_add_test(tc, shape_mismatch);
+	tcase_add_test(tc, extra_rows_only_for_vocab);
+	tcase_add_test(tc, model_dtype_not_float);
+	tcase_add_test(tc, extra_tensor_warns);
+	tcase_add_test(tc, copy_f64_and_excluded);
+	tcase_add_test(tc, linear_without_base);
+	tcase_add_test(tc, recipe_yaml_round_trip);
+	tcase_add_test(tc, recipe_mergekit_style);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(plan_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
