@@ -56,7 +56,7 @@ static void merge_usage(void)
 	       "Resources and output:\n"
 	       "      --memory SIZE       window buffer budget, e.g. 64M (default), 1G\n"
 	       "      --threads N         compute threads (default: online CPUs)\n"
-	       "      --io BACKEND        pread (default)\n"
+	       "      --io BACKEND        uring (default when available) or pread\n"
 	       "      --force             replace the merge in a non-empty OUT\n"
 	       "      --dry-run           check everything and print the plan; write nothing\n"
 	       "      --progress          progress line even when stderr is not a terminal\n"

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <string.h>
 #include <unistd.h>
 #include "ctx.h"
 #include "io.h"
@@ -30,15 +31,25 @@ int ds_io_rw_full(struct ds_io_req *r)
 int ds_io_create(ds_ctx *ctx, enum ds_io_backend want, unsigned depth,
 		 struct ds_io *io)
 {
-	int rc;
+	int rc = 0;
 
-	if (want == DS_IO_URING)
-		return ds_fail(ctx, -ENOSYS, "the io_uring backend is not "
-			       "available in this build; use --io pread");
+	if (want != DS_IO_PREAD) {
+		io->ops = &ds_io_uring_ops;
+		rc = ds_io_uring_create(depth, &io->e);
+		if (rc == 0)
+			return 0;
+		if (want == DS_IO_URING)
+			return ds_fail(ctx, rc, "io_uring cannot be set up: %s",
+				       strerror(-rc));
+		/* ENOSYS: old kernel; EPERM: seccomp or io_uring_disabled */
+		ds_notice(ctx, "io_uring unavailable (%s): using pread "
+			  "threads", strerror(-rc));
+	}
 	io->ops = &ds_io_pread_ops;
 	rc = ds_io_pread_create(depth, &io->e);
 	if (rc)
-		return ds_fail(ctx, rc, "cannot start the I/O engine");
+		return ds_fail(ctx, rc, "cannot start the I/O threads: %s",
+			       strerror(-rc));
 	return 0;
 }
 

@@ -67,7 +67,8 @@ static inline void ds_io_post(struct ds_io *io, struct ds_io_req *r)
 /* Synchronous full transfer with retries, shared by the backends. */
 int ds_io_rw_full(struct ds_io_req *r);
 
-extern const struct ds_io_ops ds_io_pread_ops;
+extern const struct ds_io_ops ds_io_pread_ops, ds_io_uring_ops;
 int ds_io_pread_create(unsigned depth, void **e);
+int ds_io_uring_create(unsigned depth, void **e);
 
 #endif

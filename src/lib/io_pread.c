@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* io_pread.c - the portable backend: pread/pwrite at submit time */
+/* io_pread.c - the portable backend: pread/pwrite on a few I/O threads */
 #include "config.h"
 
 #include <errno.h>
@@ -7,31 +7,69 @@
 #include <stdlib.h>
 #include "io.h"
 
-/* Completed requests wait in a FIFO; post() may come from any thread. */
-struct pread_engine {
-	pthread_mutex_t lock;
-	pthread_cond_t ready;
+#define PREAD_THREADS 4
+
+/* A FIFO of requests guarded by the engine's lock. */
+struct fifo {
 	struct ds_io_req *head, *tail;
+	pthread_cond_t nonempty;
 };
 
-static void push(struct pread_engine *e, struct ds_io_req *r)
+/* Submitted requests wait in todo for an I/O thread; finished ones (and
+ * posted ones, from any thread) wait in done for ds_io_wait(). */
+struct pread_engine {
+	pthread_mutex_t lock;
+	struct fifo todo, done;
+	int stop;
+	pthread_t th[PREAD_THREADS];
+	unsigned nth;
+};
+
+static void push(struct pread_engine *e, struct fifo *q, struct ds_io_req *r)
 {
 	pthread_mutex_lock(&e->lock);
 	r->next = NULL;
-	if (e->tail)
-		e->tail->next = r;
+	if (q->tail)
+		q->tail->next = r;
 	else
-		e->head = r;
-	e->tail = r;
-	pthread_cond_signal(&e->ready);
+		q->head = r;
+	q->tail = r;
+	pthread_cond_signal(&q->nonempty);
 	pthread_mutex_unlock(&e->lock);
+}
+
+/* Next request of q; NULL once the engine stops and q is empty. */
+static struct ds_io_req *pop(struct pread_engine *e, struct fifo *q)
+{
+	struct ds_io_req *r;
+
+	pthread_mutex_lock(&e->lock);
+	while (!q->head && !e->stop)
+		pthread_cond_wait(&q->nonempty, &e->lock);
+	r = q->head;
+	if (r && !(q->head = r->next))
+		q->tail = NULL;
+	pthread_mutex_unlock(&e->lock);
+	return r;
+}
+
+static void *io_thread(void *arg)
+{
+	struct pread_engine *e = arg;
+	struct ds_io_req *r;
+
+	while ((r = pop(e, &e->todo))) {
+		ds_io_rw_full(r);
+		push(e, &e->done, r);
+	}
+	return NULL;
 }
 
 static int pread_submit(void *ev, struct ds_io_req *r)
 {
 	r->done = 0;
-	ds_io_rw_full(r);
-	push(ev, r);
+	r->res = 0;
+	push(ev, &((struct pread_engine *)ev)->todo, r);
 	return 0;
 }
 
@@ -39,20 +77,13 @@ static int pread_wait(void *ev, struct ds_io_req **r)
 {
 	struct pread_engine *e = ev;
 
-	pthread_mutex_lock(&e->lock);
-	while (!e->head)
-		pthread_cond_wait(&e->ready, &e->lock);
-	*r = e->head;
-	e->head = e->head->next;
-	if (!e->head)
-		e->tail = NULL;
-	pthread_mutex_unlock(&e->lock);
-	return 0;
+	*r = pop(e, &e->done);
+	return *r ? 0 : -EPIPE;
 }
 
 static void pread_post(void *ev, struct ds_io_req *r)
 {
-	push(ev, r);
+	push(ev, &((struct pread_engine *)ev)->done, r);
 }
 
 static void pread_destroy(void *ev)
@@ -61,20 +92,38 @@ static void pread_destroy(void *ev)
 
 	if (!e)
 		return;
+	pthread_mutex_lock(&e->lock);
+	e->stop = 1;
+	pthread_cond_broadcast(&e->todo.nonempty);
+	pthread_cond_broadcast(&e->done.nonempty);
+	pthread_mutex_unlock(&e->lock);
+	for (unsigned i = 0; i < e->nth; i++)
+		pthread_join(e->th[i], NULL);
 	pthread_mutex_destroy(&e->lock);
-	pthread_cond_destroy(&e->ready);
+	pthread_cond_destroy(&e->todo.nonempty);
+	pthread_cond_destroy(&e->done.nonempty);
 	free(e);
 }
 
 int ds_io_pread_create(unsigned depth, void **out)
 {
 	struct pread_engine *e = calloc(1, sizeof(*e));
+	unsigned n = depth < PREAD_THREADS ? depth : PREAD_THREADS;
 
-	(void)depth;
 	if (!e)
 		return -ENOMEM;
 	pthread_mutex_init(&e->lock, NULL);
-	pthread_cond_init(&e->ready, NULL);
+	pthread_cond_init(&e->todo.nonempty, NULL);
+	pthread_cond_init(&e->done.nonempty, NULL);
+	for (e->nth = 0; e->nth < (n ? n : 1); e->nth++)
+		if (pthread_create(&e->th[e->nth], NULL, io_thread, e)) {
+			int rc = e->nth ? 0 : -EAGAIN;
+			if (rc) {
+				pread_destroy(e);
+				return rc;
+			}
+			break;
+		}
 	*out = e;
 	return 0;
 }

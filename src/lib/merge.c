@@ -33,7 +33,7 @@ int ds_merge_create(ds_ctx *ctx, const ds_recipe *r, const char *out_dir,
 	}
 	mg->ctx = ctx;
 	mg->opts = opts ? *opts : none;
-	mg->io_name = mg->opts.io == DS_IO_URING ? "io_uring" : "pread";
+	mg->io_name = mg->opts.io == DS_IO_PREAD ? "pread" : "io_uring";
 	rc = ds_plan_build(ctx, r, &mg->opts, &mg->plan);
 	if (!rc)
 		rc = ds_out_check(ctx, &mg->plan, out_dir, mg->opts.force);
