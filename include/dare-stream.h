@@ -153,6 +153,7 @@ struct ds_merge_opts {
 	unsigned threads;         /* compute threads; 0: online CPUs */
 	enum ds_io_backend io;
 	int force;                /* replace a non-empty output directory */
+	int resume;               /* continue an interrupted merge of OUT */
 	uint64_t window;          /* elements per window; 0: from memory */
 };
 

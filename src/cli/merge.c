@@ -58,6 +58,7 @@ static void merge_usage(void)
 	       "      --threads N         compute threads (default: online CPUs)\n"
 	       "      --io BACKEND        uring (default when available) or pread\n"
 	       "      --force             replace the merge in a non-empty OUT\n"
+	       "      --resume            continue an interrupted merge into OUT\n"
 	       "      --dry-run           check everything and print the plan; write nothing\n"
 	       "      --progress          progress line even when stderr is not a terminal\n"
 	       "  -q, --quiet             no progress, notices or summary\n"
@@ -68,7 +69,7 @@ enum {
 	O_BASE = 256, O_MODEL, O_CONFIG, O_METHOD, O_WEIGHT, O_WEIGHTS,
 	O_DROPS, O_DENSITY, O_DENSITIES, O_LAMBDA, O_NORM, O_NONORM,
 	O_RESCALE, O_SEED, O_DTYPE, O_EXCLUDE, O_MEMORY, O_THREADS, O_IO,
-	O_FORCE, O_DRY, O_PROGRESS,
+	O_FORCE, O_DRY, O_PROGRESS, O_RESUME,
 };
 
 static const struct option longopts[] = {
@@ -94,6 +95,7 @@ static const struct option longopts[] = {
 	{ "threads", required_argument, NULL, O_THREADS },
 	{ "io", required_argument, NULL, O_IO },
 	{ "force", no_argument, NULL, O_FORCE },
+	{ "resume", no_argument, NULL, O_RESUME },
 	{ "dry-run", no_argument, NULL, O_DRY },
 	{ "progress", no_argument, NULL, O_PROGRESS },
 	{ "quiet", no_argument, NULL, 'q' },
@@ -229,6 +231,7 @@ static int one_option(struct mopts *m, int c, const char *arg)
 	case O_MEMORY: case O_THREADS: case O_IO:
 		return opt_resources(m, c, arg);
 	case O_FORCE: m->mo.force = 1; return 0;
+	case O_RESUME: m->mo.resume = 1; return 0;
 	case O_DRY: m->dry_run = true; return 0;
 	case O_PROGRESS: m->progress = 1; return 0;
 	case 'q': m->quiet = true; return 0;

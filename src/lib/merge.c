@@ -36,7 +36,8 @@ int ds_merge_create(ds_ctx *ctx, const ds_recipe *r, const char *out_dir,
 	mg->io_name = mg->opts.io == DS_IO_PREAD ? "pread" : "io_uring";
 	rc = ds_plan_build(ctx, r, &mg->opts, &mg->plan);
 	if (!rc)
-		rc = ds_out_check(ctx, &mg->plan, out_dir, mg->opts.force);
+		rc = ds_out_check(ctx, &mg->plan, out_dir, mg->opts.force,
+				  mg->opts.resume);
 	if (rc) {
 		ds_merge_free(mg);
 		return rc;
@@ -66,10 +67,16 @@ void ds_merge_info(const ds_merge *mg, struct ds_plan_info *info)
 int ds_merge_run(ds_merge *mg, ds_progress_fn *progress, void *user)
 {
 	struct ds_out *o = NULL;
-	int rc = ds_out_open(mg->ctx, &mg->plan, mg->out_dir, &o);
+	size_t first = 0;
+	int rc = ds_out_open(mg->ctx, &mg->plan, mg->out_dir, mg->opts.resume,
+			     &o, &first);
 
+	if (!rc && first)
+		ds_notice(mg->ctx, "resuming %s: %zu of %zu tensors already "
+			  "written and verified", mg->out_dir, first,
+			  mg->plan.not);
 	if (!rc)
-		rc = ds_pipeline_run(mg->ctx, &mg->plan, o, mg->opts.io,
+		rc = ds_pipeline_run(mg->ctx, &mg->plan, o, first, mg->opts.io,
 				     &mg->io_name, progress, user);
 	if (!rc)
 		rc = ds_out_finish(o, mg->opts.force);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 #include "ctx.h"
+#include "fault.h"
 #include "io.h"
 #include "output.h"
 
@@ -22,6 +23,7 @@
 #define CHECKSUMS "CHECKSUMS.xxh128"
 #define RECIPE "dare-stream.yml"
 #define INDEX "model.safetensors.index.json"
+#define JOURNAL ".dare-stream.journal"
 
 /* One file of the output: written as .NAME.partial, renamed to NAME. */
 struct ofile {
@@ -40,6 +42,8 @@ struct ds_out {
 	int made_dir;
 	struct ofile *f;
 	size_t nf, cap;
+	int jfd;                    /* journal, appended to */
+	uint64_t fingerprint;       /* of the recipe, layout and inputs */
 };
 
 /* ---- output directory checks ------------------------------------------- */
@@ -143,21 +147,45 @@ static int dir_empty(const char *dir)
 	return empty;
 }
 
-int ds_out_check(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
-		 int force)
+static int has_journal(const char *dir)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/" JOURNAL, dir);
+	return access(path, F_OK) == 0;
+}
+
+/* Refuse a non-empty directory unless forced, or resuming what it holds. */
+static int check_contents(ds_ctx *ctx, const char *dir, int force,
+			  int resume)
 {
 	struct stat st;
+
+	if (stat(dir, &st) != 0)
+		return 0;
+	if (!S_ISDIR(st.st_mode))
+		return ds_fail(ctx, DS_E_OUTPUT, "%s: exists and is not a "
+			       "directory", dir);
+	if (force || dir_empty(dir) == 1 || (resume && has_journal(dir)))
+		return 0;
+	if (has_journal(dir))
+		return ds_fail(ctx, DS_E_OUTPUT, "%s: holds an interrupted "
+			       "merge; use --resume to continue it or --force "
+			       "to start again", dir);
+	return ds_fail(ctx, DS_E_OUTPUT, "%s: exists and is not empty%s; use "
+		       "--force to replace its merge", dir, resume ?
+		       " and has no interrupted merge to resume" : "");
+}
+
+int ds_out_check(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
+		 int force, int resume)
+{
 	char *out = canon(dir);
-	int rc = 0;
+	int rc;
 
 	if (!out)
 		return ds_fail(ctx, DS_E_OUTPUT, "%s: invalid output path", dir);
-	if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
-		rc = ds_fail(ctx, DS_E_OUTPUT, "%s: exists and is not a "
-			     "directory", dir);
-	else if (stat(dir, &st) == 0 && !force && dir_empty(dir) != 1)
-		rc = ds_fail(ctx, DS_E_OUTPUT, "%s: exists and is not empty; "
-			     "use --force to replace its merge", dir);
+	rc = check_contents(ctx, dir, force, resume);
 	if (!rc)
 		rc = check_inputs(ctx, p, out);
 	free(out);
@@ -180,7 +208,8 @@ static char *join(const char *dir, const char *pre, const char *name,
 
 /* Create .NAME.partial, of size bytes when known (so a full disk shows
  * now, not hours later). */
-static int add_file(struct ds_out *o, const char *name, uint64_t size)
+static int add_file(struct ds_out *o, const char *name, uint64_t size,
+		    int keep)
 {
 	struct ofile *f;
 
@@ -202,7 +231,8 @@ static int add_file(struct ds_out *o, const char *name, uint64_t size)
 	if (!f->name || !f->final || !f->tmp || !f->h)
 		return ds_fail(o->ctx, -ENOMEM, "out of memory");
 	XXH3_128bits_reset(f->h);
-	f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	f->fd = open(f->tmp, O_RDWR | O_CREAT | O_CLOEXEC | (keep ? 0 : O_TRUNC),
+		     0644);
 	if (f->fd < 0)
 		return ds_fail(o->ctx, -errno, "%s: %s", f->tmp,
 			       strerror(errno));
@@ -227,30 +257,210 @@ static int put(struct ds_out *o, struct ofile *f, const void *buf,
 	return 0;
 }
 
+/* ---- journal ---------------------------------------------------------------
+ * .dare-stream.journal: a first line naming the merge (fingerprint of the
+ * recipe, the output layout and the input files), then one line per finished
+ * tensor, in output order: "T index xxh3-64-of-its-bytes".  A line is
+ * appended with one write() once every byte of the tensor is written, so a
+ * killed run leaves a valid prefix (a torn last line is ignored).  Resuming
+ * reads each listed tensor back and checks its digest, so data lost after
+ * the journal line (a crash of the machine) is detected and redone.
+ */
+
+static uint64_t fingerprint(const struct ds_plan *p)
+{
+	XXH3_state_t *h = XXH3_createState();
+	char *yml = NULL;
+	uint64_t fp;
+
+	if (!h)
+		return 0;
+	XXH3_64bits_reset(h);
+	if (ds_recipe_to_yaml(p->r, &yml) == 0)
+		XXH3_64bits_update(h, yml, strlen(yml));
+	free(yml);
+	for (unsigned s = 0; s < p->nos; s++)
+		XXH3_64bits_update(h, p->os[s].header, p->os[s].hlen);
+	for (unsigned k = 0; k < p->ninputs; k++)
+		for (unsigned s = 0; s < p->in[k]->nshards; s++) {
+			struct stat st = { 0 };
+			const char *path = p->in[k]->shards[s].path;
+			uint64_t v[2];
+
+			stat(path, &st);
+			v[0] = (uint64_t)st.st_size;
+			v[1] = (uint64_t)st.st_mtim.tv_sec * 1000000000u +
+			       (uint64_t)st.st_mtim.tv_nsec;
+			XXH3_64bits_update(h, path, strlen(path));
+			XXH3_64bits_update(h, v, sizeof(v));
+		}
+	fp = XXH3_64bits_digest(h);
+	XXH3_freeState(h);
+	return fp;
+}
+
+/* A run killed while renaming left some shards under their final names:
+ * take them back, and drop a checksum file so nothing looks finished. */
+static void reclaim(struct ds_out *o)
+{
+	char fin[PATH_MAX], tmp[PATH_MAX];
+
+	snprintf(fin, sizeof(fin), "%s/" CHECKSUMS, o->dir);
+	unlink(fin);
+	for (unsigned s = 0; s < o->p->nos; s++) {
+		snprintf(fin, sizeof(fin), "%s/%s", o->dir, o->p->os[s].name);
+		snprintf(tmp, sizeof(tmp), "%s/.%s" TMP_SUFFIX, o->dir,
+			 o->p->os[s].name);
+		if (access(tmp, F_OK) != 0 && access(fin, F_OK) == 0)
+			rename(fin, tmp);
+	}
+}
+
+static uint64_t tensor_bytes(const struct ds_plan *p, size_t t)
+{
+	return p->ot[t].numel * ds_dtype_size(p->ot[t].odt);
+}
+
+/* Read tensor t back from its shard; 1 when its digest is d (the shard's
+ * checksum is then fed with it), 0 when not, negative on error. */
+static int verify_tensor(struct ds_out *o, size_t t, uint64_t d, char *buf,
+			 size_t cap, XXH3_state_t *save)
+{
+	const struct ds_otensor *ot = &o->p->ot[t];
+	const struct ds_oshard *os = &o->p->os[ot->oshard];
+	struct ofile *f = &o->f[ot->oshard];
+	uint64_t left = tensor_bytes(o->p, t), off = os->hlen + ot->obegin;
+	XXH64_hash_t got;
+	XXH3_state_t *h = XXH3_createState();
+
+	if (!h)
+		return -ENOMEM;
+	XXH3_64bits_reset(h);
+	XXH3_copyState(save, f->h);
+	while (left) {
+		struct ds_io_req r = { .fd = f->fd, .buf = buf, .off = off,
+				       .len = left < cap ? left : cap };
+
+		if (ds_io_rw_full(&r))
+			break;          /* short file: not written after all */
+		XXH3_64bits_update(h, buf, r.len);
+		XXH3_128bits_update(f->h, buf, r.len);
+		left -= r.len;
+		off += r.len;
+	}
+	got = XXH3_64bits_digest(h);
+	XXH3_freeState(h);
+	if (!left && got == d)
+		return 1;
+	XXH3_copyState(f->h, save);     /* as if never read */
+	return 0;
+}
+
+/* Verify the journal's records in order; the number of tensors done, and
+ * in *end the journal offset just after the last verified record. */
+static size_t verify_records(struct ds_out *o, FILE *j, long *end)
+{
+	XXH3_state_t *save = XXH3_createState();
+	size_t t = 0, idx, cap = 1 << 20;
+	char *buf = malloc(cap);
+	unsigned long long d;
+
+	*end = ftell(j);
+	while (buf && save) {
+		while (t < o->p->not && tensor_bytes(o->p, t) == 0)
+			t++;
+		if (t == o->p->not || fscanf(j, "T %zu %llx\n", &idx, &d) != 2 ||
+		    idx != t || verify_tensor(o, t, d, buf, cap, save) != 1)
+			break;
+		*end = ftell(j);
+		t++;
+	}
+	free(buf);
+	XXH3_freeState(save);
+	return t;
+}
+
+static int open_journal(struct ds_out *o, const char *path, int trunc)
+{
+	o->jfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
+		      (trunc ? O_TRUNC : 0), 0644);
+	return o->jfd < 0 ? ds_fail(o->ctx, -errno, "%s: %s", path,
+				    strerror(errno)) : 0;
+}
+
+/*
+ * Start the journal: with resume, keep the prefix of an earlier run's
+ * journal whose tensors verify (*first: how many tensors that covers);
+ * otherwise, or when it belongs to another merge, begin a new one.
+ */
+static int replay(struct ds_out *o, int resume, size_t *first)
+{
+	char path[PATH_MAX], head[64], line[64];
+	FILE *j;
+	long end = 0;
+	int len, rc;
+
+	snprintf(path, sizeof(path), "%s/" JOURNAL, o->dir);
+	len = snprintf(head, sizeof(head), "dare-stream-journal 1 %016llx\n",
+		       (unsigned long long)o->fingerprint);
+	if (resume && (j = fopen(path, "r"))) {
+		if (fgets(line, sizeof(line), j) && !strcmp(line, head))
+			*first = verify_records(o, j, &end);
+		fclose(j);
+		if (end > 0 && truncate(path, end) == 0)
+			return open_journal(o, path, 0);
+		*first = 0;
+	}
+	if ((rc = open_journal(o, path, 1)))
+		return rc;
+	if (write(o->jfd, head, (size_t)len) != len)
+		return ds_fail(o->ctx, -errno, "%s: %s", path, strerror(errno));
+	return 0;
+}
+
+int ds_out_journal(struct ds_out *o, size_t t, uint64_t digest)
+{
+	char line[64];
+	int len = snprintf(line, sizeof(line), "T %zu %016llx\n", t,
+			   (unsigned long long)digest);
+
+	if (write(o->jfd, line, (size_t)len) != len)
+		return ds_fail(o->ctx, errno ? -errno : -EIO, "%s/" JOURNAL
+			       ": %s", o->dir, strerror(errno));
+	return 0;
+}
+
 int ds_out_open(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
-		struct ds_out **out)
+		int resume, struct ds_out **out, size_t *first)
 {
 	struct ds_out *o = calloc(1, sizeof(*o));
 	int rc = 0;
 
+	*first = 0;
 	if (!o || !(o->dir = strdup(dir))) {
 		free(o);
 		return ds_fail(ctx, -ENOMEM, "out of memory");
 	}
 	o->ctx = ctx;
 	o->p = p;
+	o->jfd = -1;
 	*out = o;
 	if (mkdir(dir, 0755) == 0)
 		o->made_dir = 1;
 	else if (errno != EEXIST)
 		return ds_fail(ctx, -errno, "%s: cannot create the output "
 			       "directory: %s", dir, strerror(errno));
+	o->fingerprint = fingerprint(p);
+	if (resume)
+		reclaim(o);
 	for (unsigned s = 0; !rc && s < p->nos; s++) {
-		rc = add_file(o, p->os[s].name, p->os[s].size);
+		rc = add_file(o, p->os[s].name, p->os[s].size, resume);
 		if (!rc)
 			rc = put(o, &o->f[s], p->os[s].header, p->os[s].hlen,
 				 0);
 	}
+	if (!rc)
+		rc = replay(o, resume, first);
 	return rc;
 }
 
@@ -274,7 +484,7 @@ void ds_out_hash(struct ds_out *o, unsigned s, const void *buf, size_t len)
 /* A small file written whole: the index, the recipe, the checksums. */
 static int add_text(struct ds_out *o, const char *name, const char *text)
 {
-	int rc = add_file(o, name, 0);
+	int rc = add_file(o, name, 0, 0);
 
 	return rc ? rc : put(o, &o->f[o->nf - 1], text, strlen(text), 0);
 }
@@ -345,7 +555,7 @@ static int copy_file(struct ds_out *o, const char *src, const char *name,
 
 	if (fd < 0)
 		return ds_fail(o->ctx, -errno, "%s: %s", src, strerror(errno));
-	rc = add_file(o, name, 0);
+	rc = add_file(o, name, 0, 0);
 	while (!rc && (k = pread(fd, buf, cap, (off_t)off)) != 0) {
 		if (k < 0 && errno == EINTR)
 			continue;
@@ -455,6 +665,23 @@ static void remove_stale(struct ds_out *o)
 	closedir(d);
 }
 
+/* The merge is complete: the journal goes, then the directory is synced. */
+static void finish_journal(struct ds_out *o)
+{
+	char path[PATH_MAX];
+	int dfd;
+
+	close(o->jfd);
+	o->jfd = -1;
+	snprintf(path, sizeof(path), "%s/" JOURNAL, o->dir);
+	unlink(path);
+	dfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+}
+
 static int sync_close(struct ds_out *o, struct ofile *f)
 {
 	int rc = 0;
@@ -468,7 +695,7 @@ static int sync_close(struct ds_out *o, struct ofile *f)
 
 int ds_out_finish(struct ds_out *o, int force)
 {
-	int rc = 0, dfd;
+	int rc = 0;
 
 	if (o->p->in[0]->index)
 		rc = write_index(o);
@@ -485,15 +712,13 @@ int ds_out_finish(struct ds_out *o, int force)
 	if (force)
 		remove_stale(o);
 	/* CHECKSUMS.xxh128 was added last: it takes its name last. */
-	for (size_t i = 0; i < o->nf; i++)
+	for (size_t i = 0; i < o->nf; i++) {
 		if (rename(o->f[i].tmp, o->f[i].final))
 			return ds_fail(o->ctx, -errno, "%s: %s", o->f[i].final,
 				       strerror(errno));
-	dfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
+		ds_fault("finish");
 	}
+	finish_journal(o);
 	for (size_t i = 0; i < o->nf; i++) {
 		free(o->f[i].tmp);
 		o->f[i].tmp = NULL;         /* nothing left to abort */
@@ -512,6 +737,14 @@ void ds_out_abort(struct ds_out *o)
 		if (o->f[i].tmp)
 			unlink(o->f[i].tmp);
 	}
+	if (o->jfd >= 0) {
+		char path[PATH_MAX];
+
+		close(o->jfd);
+		o->jfd = -1;
+		snprintf(path, sizeof(path), "%s/" JOURNAL, o->dir);
+		unlink(path);
+	}
 	if (o->made_dir)
 		rmdir(o->dir);
 }
@@ -528,6 +761,8 @@ void ds_out_free(struct ds_out *o)
 		free(o->f[i].final);
 		XXH3_freeState(o->f[i].h);
 	}
+	if (o->jfd >= 0)
+		close(o->jfd);
 	free(o->f);
 	free(o->dir);
 	free(o);

@@ -13,11 +13,19 @@ struct ds_out;
  * directory, or lies inside an input's directory or contains one.
  */
 int ds_out_check(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
-		 int force);
-/* Create the directory and one temporary file per output shard, with its
- * header written.  Nothing carries a final name until ds_out_finish(). */
+		 int force, int resume);
+/*
+ * Create the directory and one temporary file per output shard, with its
+ * header written, and the journal.  Nothing carries a final name until
+ * ds_out_finish().  With resume, a journal left by an interrupted run of
+ * the same merge is checked: each tensor it lists is read back and its
+ * checksum compared, and *first is set to the first tensor still to write
+ * (0 for a fresh start).
+ */
 int ds_out_open(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
-		struct ds_out **out);
+		int resume, struct ds_out **out, size_t *first);
+/* Record that tensor t (all of its bytes, XXH3-64 digest) is written. */
+int ds_out_journal(struct ds_out *o, size_t t, uint64_t digest);
 /* Descriptor of shard s's temporary file. */
 int ds_out_fd(const struct ds_out *o, unsigned s);
 /* Path of shard s's final name (for messages). */

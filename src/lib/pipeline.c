@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 #include "ctx.h"
+#include "fault.h"
 #include "io.h"
 #include "kernels/kernels.h"
 #include "pipeline.h"
@@ -19,13 +21,17 @@
  * are merged; writes are issued strictly in sequence order, which is file
  * order, so each shard's checksum is fed in order without holding data.
  */
-enum slot_state { S_FREE, S_READING, S_COMPUTING, S_COMPUTED, S_WRITING };
+enum slot_state {
+	S_FREE, S_READING, S_COMPUTING, S_COMPUTED, S_WRITING, S_WRITTEN
+};
 
 struct slot {
 	enum slot_state st;
 	size_t t;                       /* output tensor */
 	uint64_t i0, n;                 /* elements (merge) or bytes (copy) */
 	unsigned pending;               /* reads outstanding */
+	int last;                       /* last window of its tensor */
+	uint64_t tdigest;               /* then: XXH3-64 of the tensor */
 	struct ds_mparams mp;           /* with this tensor's name hash */
 	void *in[DS_MAX_INPUTS];
 	void *out;
@@ -49,7 +55,8 @@ struct pipe {
 	uint64_t chunk;                 /* bytes per copy window */
 	size_t t;                       /* cursor: next window */
 	uint64_t pos;
-	uint64_t seq_issue, seq_write;
+	uint64_t seq_issue, seq_write, seq_retire;
+	XXH3_state_t *tensor_hash;      /* of the tensor being written */
 	unsigned outstanding;           /* events ds_io_wait() still owes */
 	int err;
 	/* workers */
@@ -217,6 +224,12 @@ static int start_write(struct pipe *pp)
 		.off = os->hlen + o->obegin + s->i0 * es,
 	};
 	ds_out_hash(pp->o, o->oshard, s->out, s->wr.len);
+	if (s->i0 == 0)
+		XXH3_64bits_reset(pp->tensor_hash);
+	XXH3_64bits_update(pp->tensor_hash, s->out, s->wr.len);
+	s->last = s->i0 + s->n == units(pp, s->t);
+	if (s->last)
+		s->tdigest = XXH3_64bits_digest(pp->tensor_hash);
 	s->st = S_WRITING;
 	pp->seq_write++;
 	pp->outstanding++;
@@ -254,7 +267,7 @@ static void on_event(struct pipe *pp, struct ds_io_req *r)
 	if (r != &s->wake && r->res < 0)
 		io_failed(pp, s, r);
 	if (r == &s->wr) {
-		s->st = S_FREE;
+		s->st = S_WRITTEN;
 		pp->done += r->len;
 		if (pp->progress && !pp->err) {
 			struct ds_progress pr = {
@@ -273,6 +286,23 @@ static void on_event(struct pipe *pp, struct ds_io_req *r)
 	}
 }
 
+/* Free written slots in sequence order; journal each finished tensor. */
+static void retire(struct pipe *pp)
+{
+	struct slot *s;
+
+	while (pp->seq_retire < pp->seq_write &&
+	       (s = &pp->slots[pp->seq_retire % pp->nslots])->st == S_WRITTEN) {
+		if (s->last && !pp->err) {
+			pp->err = ds_out_journal(pp->o, s->t, s->tdigest);
+			ds_fault("tensor");
+		}
+		ds_fault("window");
+		s->st = S_FREE;
+		pp->seq_retire++;
+	}
+}
+
 static int loop(struct pipe *pp)
 {
 	for (;;) {
@@ -288,6 +318,7 @@ static int loop(struct pipe *pp)
 			return pp->err;
 		ds_io_wait(&pp->io, &r);
 		on_event(pp, r);
+		retire(pp);
 	}
 }
 
@@ -386,15 +417,17 @@ static void teardown(struct pipe *pp)
 	free(pp->fds);
 	free(pp->slots);
 	free(pp->mem);
+	XXH3_freeState(pp->tensor_hash);
 }
 
 int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
-		    enum ds_io_backend io, const char **io_name,
+		    size_t first, enum ds_io_backend io, const char **io_name,
 		    ds_progress_fn *progress, void *user)
 {
 	struct pipe pp = {
-		.ctx = ctx, .p = p, .o = o, .progress = progress,
+		.ctx = ctx, .p = p, .o = o, .progress = progress, .t = first,
 		.user = user, .scratch_floats = ds_method_scratch_floats(p->mp.n),
+		.tensor_hash = XXH3_createState(),
 	};
 	struct worker_arg wa[64];
 	int rc = 0;
@@ -407,6 +440,10 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 			       "kernel path this machine cannot run");
 	for (unsigned s = 0; s < p->nos; s++)
 		pp.done += p->os[s].hlen;
+	for (size_t t = 0; t < first; t++)
+		pp.done += p->ot[t].numel * ds_dtype_size(p->ot[t].odt);
+	if (!pp.tensor_hash)
+		rc = ds_fail(ctx, -ENOMEM, "out of memory");
 	if (!rc)
 		rc = ds_io_create(ctx, io, p->depth * (p->ninputs + 1), &pp.io);
 	if (!rc && io_name)

@@ -8,11 +8,13 @@
 
 /*
  * Read every window of every input, merge it on the worker threads and
- * write it to the output shards in file order.  All buffers are allocated
- * here, once, before the first read; nothing in the loop allocates.
+ * write it to the output shards in file order, from output tensor first on
+ * (those before it are already written).  Each tensor is journaled once all
+ * of its bytes are written.  All buffers are allocated here, once, before
+ * the first read; nothing in the loop allocates.
  */
 int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
-		    enum ds_io_backend io, const char **io_name,
+		    size_t first, enum ds_io_backend io, const char **io_name,
 		    ds_progress_fn *progress, void *user);
 
 #endif
