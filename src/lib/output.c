@@ -206,6 +206,22 @@ static char *join(const char *dir, const char *pre, const char *name,
 	return s;
 }
 
+/* The open file fd is one of the inputs' shards (a hard link, say). */
+static int is_input(const struct ds_out *o, int fd)
+{
+	const struct ds_plan *p = o->p;
+	struct stat a, b;
+
+	if (fstat(fd, &a))
+		return 0;
+	for (unsigned k = 0; k < p->ninputs; k++)
+		for (unsigned s = 0; s < p->in[k]->nshards; s++)
+			if (stat(p->in[k]->shards[s].path, &b) == 0 &&
+			    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+				return 1;
+	return 0;
+}
+
 /* Create .NAME.partial, of size bytes when known (so a full disk shows
  * now, not hours later). */
 static int add_file(struct ds_out *o, const char *name, uint64_t size,
@@ -231,11 +247,18 @@ static int add_file(struct ds_out *o, const char *name, uint64_t size,
 	if (!f->name || !f->final || !f->tmp || !f->h)
 		return ds_fail(o->ctx, -ENOMEM, "out of memory");
 	XXH3_128bits_reset(f->h);
-	f->fd = open(f->tmp, O_RDWR | O_CREAT | O_CLOEXEC | (keep ? 0 : O_TRUNC),
-		     0644);
+	/* A fresh file is created new (a planted link is replaced, never
+	 * followed); a kept one must not be a link to an input. */
+	if (!keep)
+		unlink(f->tmp);
+	f->fd = open(f->tmp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
+		     (keep ? 0 : O_EXCL), 0644);
 	if (f->fd < 0)
 		return ds_fail(o->ctx, -errno, "%s: %s", f->tmp,
 			       strerror(errno));
+	if (is_input(o, f->fd))
+		return ds_fail(o->ctx, DS_E_OUTPUT, "%s: is an input file "
+			       "(same inode); refusing to write it", f->tmp);
 	if (size && fallocate(f->fd, 0, 0, (off_t)size) &&
 	    errno != EOPNOTSUPP && errno != ENOSYS)
 		return ds_fail(o->ctx, -errno, "%s: %s", f->final,
