@@ -104,6 +104,7 @@ int cmd_inspect(int argc, char **argv)
 	int c, json = 0, rc = EXIT_OK;
 
 	optind = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", inspect_opts, NULL)) != -1) {
 		if (c == 'h') {
 			printf("Usage: dare-stream inspect [--json] PATH...\n"
@@ -114,7 +115,8 @@ int cmd_inspect(int argc, char **argv)
 			goto out;
 		}
 		if (c != 'j') {
-			rc = EXIT_USAGE;
+			rc = usage_error("unknown option %s (see dare-stream "
+					 "inspect --help)", argv[optind - 1]);
 			goto out;
 		}
 		json = 1;

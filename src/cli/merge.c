@@ -248,13 +248,18 @@ static int parse_args(struct mopts *m, int argc, char **argv)
 	m->method = m->nweights = m->nps = m->rescale = m->dtype = -1;
 	m->normalize = m->progress = -1;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "o:p:qh", longopts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":o:p:qh", longopts, NULL)) != -1) {
 		if (c == 'h') {
 			merge_usage();
 			return -1;
 		}
+		if (c == ':')
+			return usage_error("option %s needs a value",
+					   argv[optind - 1]);
 		if (c == '?')
-			return EXIT_USAGE;
+			return usage_error("unknown option %s (see dare-stream "
+					   "merge --help)", argv[optind - 1]);
 		if ((rc = one_option(m, c, optarg)))
 			return rc;
 	}
