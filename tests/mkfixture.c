@@ -543,6 +543,10 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 	va_list ap;
 	int n;
 
+	if (!b->p) {		/* never offset a null pointer (UBSan) */
+		b->cap = 4096;
+		b->p = xcalloc(b->cap, 1);
+	}
 	for (;;) {
 		va_start(ap, fmt);
 		n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
@@ -768,6 +772,18 @@ static uint64_t parse_u64(const char *s, const char *what)
 	return v;
 }
 
+static double parse_double(const char *s, const char *what)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !isfinite(v) || v < 0)
+		die("bad %s '%s'", what, s);
+	return v;
+}
+
 static int parse_int(const char *s, const char *what, int min)
 {
 	uint64_t v = parse_u64(s, what);
@@ -870,7 +886,7 @@ static void parse_opt(struct opts *o, int c, const char *arg, int *flags)
 	case 'D': parse_dtypes(o, arg); break;
 	case 's': o->shards = parse_int(arg, "--shards", 1); break;
 	case 'S': o->seed = parse_u64(arg, "--seed"); break;
-	case 'x': o->delta = strtod(arg, NULL); break;
+	case 'x': o->delta = parse_double(arg, "--delta-scale"); break;
 	case 'e': o->extra = parse_int(arg, "--extra-vocab", 0); break;
 	case 'i': o->int_tensor = 1; break;
 	case 'z': o->size = parse_size(arg); break;
@@ -914,8 +930,6 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		o->inter = 3 * o->hidden;
 	if (o->size)
 		plan_size(o, flags & 1, flags & 2);
-	if (!(o->delta >= 0) || !isfinite(o->delta))
-		die("bad --delta-scale");
 }
 
 int main(int argc, char **argv)

@@ -25,6 +25,7 @@ static uint32_t fb(float f)
 	return u;
 }
 
+/* Float of given bits. */
 static float bf(uint32_t u)
 {
 	float f;
@@ -125,6 +126,7 @@ START_TEST(philox_kat)
 }
 END_TEST
 
+/* XXH32 of the two example names (DESIGN 4). */
 START_TEST(xxh32_names)
 {
 	ck_assert_uint_eq(XXH32(NAME1, strlen(NAME1), 0), 0xda893b3c);
@@ -151,6 +153,7 @@ static void check_example(uint64_t seed, uint32_t j, uint32_t hash,
 	}
 }
 
+/* Both worked examples of DESIGN 4 on every path. */
 START_TEST(philox_examples)
 {
 	static const uint32_t u1[8] = { 0xe55b5e47, 0x7bcbef69, 0x68b3149d,
@@ -191,6 +194,7 @@ static void check_keep(uint64_t seed, uint32_t j, uint32_t hash,
 	}
 }
 
+/* Keep patterns of both worked examples at p = 0.5. */
 START_TEST(keep_patterns)
 {
 	check_keep(0, 0, 0xda893b3c, "1000111100010110");
@@ -198,6 +202,7 @@ START_TEST(keep_patterns)
 }
 END_TEST
 
+/* T = floor(p * 2^32); T(0.5), T(0.9) from DESIGN 4, and the ends. */
 START_TEST(thresholds)
 {
 	ck_assert_uint_eq(ds_drop_threshold(0.5), 2147483648ull);
@@ -264,6 +269,7 @@ START_TEST(bf16_round)
 }
 END_TEST
 
+/* F32 to F16 by hand: ties both ways, overflow, subnormals, NaN. */
 START_TEST(f16_round)
 {
 	static const uint32_t in[][2] = {
@@ -291,6 +297,7 @@ START_TEST(f16_round)
 }
 END_TEST
 
+/* F16 to F32 by hand: subnormals, infinities, NaN quieted. */
 START_TEST(f16_load)
 {
 	static const uint32_t in[][2] = {
@@ -585,6 +592,7 @@ static void cross_window(enum ds_method m, int normalize, double p_drop)
 	}
 }
 
+/* Every method with and without normalize, dropping or not. */
 START_TEST(cross_methods)
 {
 	cross_window(DS_M_LINEAR, 1, 0.0);
@@ -614,12 +622,14 @@ START_TEST(dispatch)
 }
 END_TEST
 
+/* Same random inputs in every test; the paths of this CPU. */
 static void setup(void)
 {
 	rng_state = 0x243f6a8885a308d3ull;
 	find_paths();
 }
 
+/* One suite, one case per property. */
 static Suite *kernels_suite(void)
 {
 	Suite *s = suite_create("kernels");
@@ -649,6 +659,7 @@ static Suite *kernels_suite(void)
 	return s;
 }
 
+/* Exit status: failure if any check failed. */
 int main(void)
 {
 	SRunner *sr = srunner_create(kernels_suite());

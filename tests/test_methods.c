@@ -16,6 +16,7 @@
 static float *scratch;
 static ds_ctx *ctx;
 
+/* Scratch for up to DS_MAX_MODELS models, and a context. */
 static void setup(void)
 {
 	scratch = aligned_alloc(64, ds_method_scratch_floats(DS_MAX_MODELS) *
@@ -25,12 +26,14 @@ static void setup(void)
 	ck_assert_ptr_nonnull(ctx);
 }
 
+/* Free what setup made. */
 static void teardown(void)
 {
 	free(scratch);
 	ds_ctx_free(ctx);
 }
 
+/* Bits of a float. */
 static uint32_t fb(float f)
 {
 	uint32_t u;
@@ -111,6 +114,7 @@ START_TEST(linear)
 }
 END_TEST
 
+/* out = b + lambda * sum w (x - b), normalize off (default) and on. */
 START_TEST(task_arithmetic)
 {
 	static const float b[4] = { 1, 1, 0, -2 };
@@ -134,6 +138,7 @@ START_TEST(task_arithmetic)
 }
 END_TEST
 
+/* The ends of p: 0 is task arithmetic, 1 gives the base back. */
 START_TEST(dare_p0_p1)
 {
 	static const float b[4] = { 1, 1, 0, -2 };
@@ -254,24 +259,28 @@ START_TEST(mixed_dtypes)
 	static const uint16_t want_bf16[4] = { 0x3fa0, 0xbfc0, 0x3f20, 0x3300 };
 	static const uint16_t want_f16[4] = { 0x3d00, 0xbe00, 0x3900, 0x0000 };
 	struct ds_window win = { .base = b, .bdt = DS_DT_BF16, .n = 4 };
+	const struct ds_kernel_ops *k = ds_kernel_select();
 	double w[1] = { 1 };
 	struct ds_mparams mp;
 	uint16_t h[4];
 	float out[4];
 
+	/* The process's path (DARE_STREAM_KERNEL may force one). */
+	if (!k)
+		k = ds_kernel_get("scalar");
 	init_ok(&mp, DS_M_TASK_ARITHMETIC, 1, w, NULL, 0.5, -1, 0, "t");
 	win.x[0] = x0;
 	win.xdt[0] = DS_DT_F16;
 	win.out = out;
 	win.odt = DS_DT_F32;
-	ds_method_window(ds_kernel_select(), &mp, &win, scratch);
+	ds_method_window(k, &mp, &win, scratch);
 	expect(out, want, 4);
 	win.out = h;
 	win.odt = DS_DT_BF16;
-	ds_method_window(ds_kernel_select(), &mp, &win, scratch);
+	ds_method_window(k, &mp, &win, scratch);
 	ck_assert_mem_eq(h, want_bf16, sizeof(h));
 	win.odt = DS_DT_F16;
-	ds_method_window(ds_kernel_select(), &mp, &win, scratch);
+	ds_method_window(k, &mp, &win, scratch);
 	ck_assert_mem_eq(h, want_f16, sizeof(h));
 }
 END_TEST
@@ -365,6 +374,7 @@ static void init_bad(enum ds_method m, unsigned n, const double *w,
 		      ds_ctx_error(ctx), what);
 }
 
+/* Every invalid parameter is refused with a message naming it. */
 START_TEST(mparams_reject)
 {
 	double ok[2] = { 1, 1 }, pw[2] = { 0.5, 0.5 }, w[2], p[2];
@@ -395,6 +405,7 @@ START_TEST(mparams_reject)
 }
 END_TEST
 
+/* Method names both ways; base and normalize defaults. */
 START_TEST(method_names)
 {
 	static const char *const names[] = { "linear", "task_arithmetic",
@@ -417,6 +428,7 @@ START_TEST(method_names)
 }
 END_TEST
 
+/* One suite, one case per method or property. */
 static Suite *methods_suite(void)
 {
 	Suite *s = suite_create("methods");
@@ -439,6 +451,7 @@ static Suite *methods_suite(void)
 	return s;
 }
 
+/* Exit status: failure if any check failed. */
 int main(void)
 {
 	SRunner *sr = srunner_create(methods_suite());

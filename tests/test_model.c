@@ -538,7 +538,7 @@ START_TEST(index_missing_shard)
 {
 	make_sharded("s");
 	unlink(P("s/model-00002-of-00002.safetensors"));
-	expect_err(ds_model_open(ctx, P("s"), &m), -ENOENT,
+	expect_err(ds_model_open(ctx, P("s"), &m), DS_E_NOTFOUND,
 		   P("s/model.safetensors.index.json"),
 		   "shard 'model-00002-of-00002.safetensors'", "missing", NULL);
 }

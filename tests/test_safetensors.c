@@ -362,8 +362,9 @@ END_TEST
 
 START_TEST(header_not_brace)
 {
-	bad("[]", 0, "must begin with '{'");
-	bad(" {}", 0, "must begin with '{'");
+	bad("[]", 0, "not a JSON object: it begins with byte 0x5b, "
+	    "expected '{'");
+	bad(" {}", 0, "not a JSON object: it begins with byte 0x20");
 }
 END_TEST
 
@@ -560,7 +561,7 @@ END_TEST
 START_TEST(trailing_bytes)
 {
 	const char *h = "{\"a\":" F32x2("[0,8]") "}";
-	char want[128];
+	char want[256];
 
 	snprintf(want, sizeof(want), "trailing bytes after the last tensor: "
 		 "file is %zu bytes, expected %zu", 8 + strlen(h) + 12,
@@ -573,12 +574,15 @@ END_TEST
 START_TEST(truncated_data)
 {
 	const char *h = "{\"a\":" F32x2("[0,8]") ",\"b\":" F32x2("[8,16]") "}";
-	char want[128];
+	char want[256];
 
-	snprintf(want, sizeof(want), "truncated tensor data: file is %zu "
-		 "bytes, expected %zu", 8 + strlen(h) + 10, 8 + strlen(h) + 16);
+	snprintf(want, sizeof(want), "tensor 'b' data_offsets [8, 16] go past "
+		 "the end of the data (10 bytes): truncated file or offsets "
+		 "past the end; file is %zu bytes, expected %zu",
+		 8 + strlen(h) + 10, 8 + strlen(h) + 16);
 	bad(h, 10, want);
-	bad(h, 0, "truncated");
+	bad(h, 0, "tensor 'a' data_offsets [0, 8] go past the end of the "
+	    "data (0 bytes): truncated file");
 }
 END_TEST
 

@@ -50,6 +50,7 @@ static void fill(uint16_t *b, uint16_t *x0, uint16_t *x1, size_t n)
 	}
 }
 
+/* qsort order of doubles. */
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -82,6 +83,7 @@ static double measure(const struct ds_kernel_ops *k,
 	return t[runs / 2];
 }
 
+/* Each method on each path this CPU runs. */
 int main(int argc, char **argv)
 {
 	static const char *const paths[] = { "scalar", "avx2", "neon" };

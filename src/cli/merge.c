@@ -336,6 +336,7 @@ static void print_plan(const struct ds_plan_info *in, const char *out)
 	       human_bytes(in->memory, c, sizeof(c)),
 	       (unsigned long long)in->window, in->threads,
 	       in->threads > 1 ? "s" : "", in->kernel, in->io);
+	fflush(stdout);         /* before the progress line on stderr */
 }
 
 static void print_summary(ds_merge *mg, const char *out, double secs)

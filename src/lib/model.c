@@ -151,34 +151,57 @@ static ssize_t read_all(int fd, char *buf, size_t len)
 	return (ssize_t)n;
 }
 
-/* A whole small file, NUL-terminated; its size checked before malloc. */
+/* The size of an open file that must be regular and at most max bytes. */
+static int small_size(ds_ctx *ctx, int fd, const char *path, uint64_t max,
+		      size_t *size)
+{
+	struct stat st;
+
+	if (fstat(fd, &st)) {
+		int e = errno;
+
+		return ds_fail(ctx, -e, "%s: %s", path, strerror(e));
+	}
+	if (!S_ISREG(st.st_mode))
+		return ds_fail(ctx, DS_E_FORMAT, "%s: not a regular file",
+			       path);
+	if ((uint64_t)st.st_size > max)
+		return ds_fail(ctx, DS_E_FORMAT, "%s: %lld bytes, expected at "
+			       "most %llu", path, (long long)st.st_size,
+			       (unsigned long long)max);
+	*size = (size_t)st.st_size;
+	return 0;
+}
+
+/*
+ * A whole small file, NUL-terminated; its size checked before malloc.
+ * O_NONBLOCK: a FIFO or a terminal named as an input must not hang open().
+ */
 static int read_small(ds_ctx *ctx, const char *path, uint64_t max,
 		      char **buf, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC), e = 0;
-	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK), e, rc;
 	ssize_t n = 0;
+	size_t size = 0;
 
 	*buf = NULL;
-	if (fd < 0 || fstat(fd, &st))
+	if (fd < 0) {
 		e = errno;
-	else if ((uint64_t)st.st_size > max)
-		e = EFBIG;
-	else if (!(*buf = malloc((size_t)st.st_size + 1)))
-		e = ENOMEM;
-	else if ((n = read_all(fd, *buf, (size_t)st.st_size)) < 0)
-		e = errno;
-	if (fd >= 0)
-		close(fd);
-	if (e) {
+		return ds_fail(ctx, -e, "%s: %s", path, strerror(e));
+	}
+	if ((rc = small_size(ctx, fd, path, max, &size)) == 0) {
+		if (!(*buf = malloc(size + 1)))
+			rc = ds_fail(ctx, -ENOMEM, "%s: out of memory", path);
+		else if ((n = read_all(fd, *buf, size)) < 0) {
+			e = errno;
+			rc = ds_fail(ctx, -e, "%s: %s", path, strerror(e));
+		}
+	}
+	close(fd);
+	if (rc) {
 		free(*buf);
 		*buf = NULL;
-		if (e == EFBIG)
-			return ds_fail(ctx, DS_E_FORMAT, "%s: %lld bytes, "
-				       "expected at most %llu", path,
-				       (long long)st.st_size,
-				       (unsigned long long)max);
-		return ds_fail(ctx, -e, "%s: %s", path, strerror(e));
+		return rc;
 	}
 	(*buf)[n] = '\0';
 	*len = (size_t)n;
@@ -199,8 +222,12 @@ static int load_weight_map(ds_ctx *ctx, const char *path, json_t **wmap)
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
 	free(text);
 	if (!root)
-		return ds_fail(ctx, DS_E_FORMAT, "%s: not a valid index: %s "
-			       "(line %d, column %d)", path, err.text,
+		return ds_fail(ctx, DS_E_FORMAT, "%s: not a valid index: %s%s "
+			       "(line %d, column %d)", path,
+			       json_error_code(&err) == json_error_invalid_utf8 ?
+			       "invalid UTF-8 (tensor names must be UTF-8): " :
+			       json_error_code(&err) == json_error_duplicate_key ?
+			       "a tensor name appears twice: " : "", err.text,
 			       err.line, err.column);
 	meta = json_object_get(root, "metadata");
 	wm = json_object_get(root, "weight_map");
@@ -250,8 +277,8 @@ static int add_index_shard(ds_ctx *ctx, struct ds_model *m, const char *name)
 		return -ENOMEM;
 	rc = file_state(ctx, p);
 	if (rc == 0)
-		rc = ds_fail(ctx, -ENOENT, "%s: shard '%s' named by the index "
-			     "is missing: no file %s", m->index, name, p);
+		rc = ds_fail(ctx, DS_E_NOTFOUND, "%s: shard '%s' named by the "
+			     "index is missing: no file %s", m->index, name, p);
 	else if (rc > 0)
 		rc = add_shard(m, name, p);
 	free(p);
@@ -605,7 +632,8 @@ static int read_shard(ds_ctx *ctx, struct ds_model *m, unsigned i)
 {
 	struct ds_shard *sh = &m->shards[i];
 	struct ds_tensor *t, *all;
-	int fd = open(sh->path, O_RDONLY | O_CLOEXEC), rc, e;
+	/* O_NONBLOCK: a FIFO must not hang here; ds_st_read refuses it. */
+	int fd = open(sh->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK), rc, e;
 	size_t n;
 
 	if (fd < 0) {

@@ -77,6 +77,15 @@ int ds_st_read(ds_ctx *ctx, int fd, const char *path, unsigned shard,
 	       struct ds_shard *sh, struct ds_tensor **out, size_t *n);
 
 /*
+ * The string __metadata__[key] of the safetensors file path, in a malloc'd
+ * *value (NULL when the header has no such string).  Only the header's JSON
+ * is read here, not validated: open the model first for that.
+ * Returns 0, a negative errno or DS_E_FORMAT.
+ */
+int ds_st_metadata(ds_ctx *ctx, const char *path, const char *key,
+		   char **value);
+
+/*
  * Serialize a header for tensors t[0..n) whose begin/end are already laid
  * out contiguously.  The result is the 8-byte little-endian length followed
  * by the JSON object, space-padded to a multiple of 8; meta is a NULL or a

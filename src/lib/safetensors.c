@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -287,6 +288,28 @@ static int by_offset(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
+/*
+ * The data of the tensors (tiled without holes) ends beyond the file: the
+ * file was cut short or the offsets point past its end; either way the
+ * first tensor that is not all there is named.
+ */
+static int past_end(ds_ctx *ctx, const char *path, size_t hlen,
+		    const struct ds_tensor *t, size_t n, uint64_t data_size)
+{
+	size_t i = 0;
+
+	while (i + 1 < n && t[i].end <= data_size)
+		i++;
+	return ds_fail(ctx, DS_E_FORMAT,
+		       "%s: tensor '%s' data_offsets [%" PRIu64 ", %" PRIu64
+		       "] go past the end of the data (%" PRIu64 " bytes): "
+		       "truncated file or offsets past the end; file is %"
+		       PRIu64 " bytes, expected %" PRIu64 " (8 + header %zu + "
+		       "tensor data %" PRIu64 ")", path, t[i].name, t[i].begin,
+		       t[i].end, data_size, 8 + hlen + data_size,
+		       8 + hlen + t[n - 1].end, hlen, t[n - 1].end);
+}
+
 /* Sorted tensors must tile [0, data_size): no hole, no overlap, no tail. */
 static int check_tiling(ds_ctx *ctx, const char *path, size_t hlen,
 			const struct ds_tensor *t, size_t n, uint64_t data_size)
@@ -314,12 +337,26 @@ static int check_tiling(ds_ctx *ctx, const char *path, size_t hlen,
 	if (pos == data_size)
 		return 0;
 	/* Integers in JSON are below 2^63, so these sums cannot wrap. */
+	if (pos > data_size)
+		return past_end(ctx, path, hlen, t, n, data_size);
 	return ds_fail(ctx, DS_E_FORMAT,
-		       "%s: %s: file is %" PRIu64 " bytes, expected %" PRIu64
-		       " (8 + header %zu + tensor data %" PRIu64 ")", path,
-		       pos < data_size ? "trailing bytes after the last tensor"
-				       : "truncated tensor data",
-		       8 + hlen + data_size, 8 + hlen + pos, hlen, pos);
+		       "%s: trailing bytes after the last tensor: file is %"
+		       PRIu64 " bytes, expected %" PRIu64 " (8 + header %zu + "
+		       "tensor data %" PRIu64 ")", path, 8 + hlen + data_size,
+		       8 + hlen + pos, hlen, pos);
+}
+
+/* A header jansson refused, with what the refusal means here. */
+static int json_fail(ds_ctx *ctx, const char *path, const json_error_t *err)
+{
+	const char *what = "header is not valid JSON";
+
+	if (json_error_code(err) == json_error_duplicate_key)
+		what = "header names a tensor twice (duplicate tensor name)";
+	else if (json_error_code(err) == json_error_invalid_utf8)
+		what = "header is not valid UTF-8 (tensor names must be UTF-8)";
+	return ds_fail(ctx, DS_E_FORMAT, "%s: %s: %s (line %d, column %d)",
+		       path, what, err->text, err->line, err->column);
 }
 
 int ds_st_parse(ds_ctx *ctx, const char *path, const char *json, size_t len,
@@ -335,16 +372,14 @@ int ds_st_parse(ds_ctx *ctx, const char *path, const char *json, size_t len,
 	*n = 0;
 	if (len == 0 || json[0] != '{')
 		return ds_fail(ctx, DS_E_FORMAT,
-			       "%s: header must begin with '{', found 0x%02x: "
-			       "not a safetensors file", path,
+			       "%s: header is not a JSON object: it begins "
+			       "with byte 0x%02x, expected '{' (not a "
+			       "safetensors file?)", path,
 			       len ? (unsigned char)json[0] : 0);
 	/* Duplicate names and invalid UTF-8 are refused by jansson itself. */
 	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &err);
 	if (!root)
-		return ds_fail(ctx, DS_E_FORMAT,
-			       "%s: header is not valid JSON: %s (line %d, "
-			       "column %d)", path, err.text, err.line,
-			       err.column);
+		return json_fail(ctx, path, &err);
 	if (!json_is_object(root))
 		rc = ds_fail(ctx, DS_E_FORMAT, "%s: header is not a JSON "
 			     "object", path);
@@ -427,16 +462,14 @@ static int read_hlen(ds_ctx *ctx, int fd, const char *path, uint64_t size,
 	return 0;
 }
 
-int ds_st_read(ds_ctx *ctx, int fd, const char *path, unsigned shard,
-	       struct ds_shard *sh, struct ds_tensor **out, size_t *n)
+/* The header text of an open file (a malloc'd copy, not NUL-terminated). */
+static int read_header(ds_ctx *ctx, int fd, const char *path, char **hdr,
+		       uint64_t *hlen, uint64_t *size)
 {
 	struct stat st;
-	uint64_t size, hlen = 0;
-	char *hdr;
 	int rc;
 
-	*out = NULL;
-	*n = 0;
+	*hdr = NULL;
 	if (fstat(fd, &st)) {
 		int e = errno;
 
@@ -445,20 +478,65 @@ int ds_st_read(ds_ctx *ctx, int fd, const char *path, unsigned shard,
 	if (!S_ISREG(st.st_mode))
 		return ds_fail(ctx, DS_E_FORMAT, "%s: not a regular file",
 			       path);
-	size = (uint64_t)st.st_size;
-	if ((rc = read_hlen(ctx, fd, path, size, &hlen)))
+	*size = (uint64_t)st.st_size;
+	if ((rc = read_hlen(ctx, fd, path, *size, hlen)))
 		return rc;
-	if (!(hdr = malloc(hlen)))
-		return -ENOMEM;
-	rc = pread_full(ctx, fd, path, hdr, hlen, 8);
-	if (rc == 0)
-		rc = ds_st_parse(ctx, path, hdr, hlen, size - 8 - hlen, shard,
-				 out, n);
+	if (!(*hdr = malloc(*hlen)))
+		return ds_fail(ctx, -ENOMEM, "%s: out of memory for a header "
+			       "of %" PRIu64 " bytes", path, *hlen);
+	if ((rc = pread_full(ctx, fd, path, *hdr, *hlen, 8))) {
+		free(*hdr);
+		*hdr = NULL;
+	}
+	return rc;
+}
+
+int ds_st_read(ds_ctx *ctx, int fd, const char *path, unsigned shard,
+	       struct ds_shard *sh, struct ds_tensor **out, size_t *n)
+{
+	uint64_t size = 0, hlen = 0;
+	char *hdr;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	if ((rc = read_header(ctx, fd, path, &hdr, &hlen, &size)))
+		return rc;
+	rc = ds_st_parse(ctx, path, hdr, hlen, size - 8 - hlen, shard, out, n);
 	free(hdr);
 	if (rc == 0) {
 		sh->data_off = 8 + hlen;
 		sh->size = size;
 	}
+	return rc;
+}
+
+int ds_st_metadata(ds_ctx *ctx, const char *path, const char *key,
+		   char **value)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK), rc;
+	uint64_t size, hlen;
+	json_error_t err;
+	json_t *root = NULL, *v;
+	char *hdr;
+
+	*value = NULL;
+	if (fd < 0) {
+		int e = errno;
+
+		return ds_fail(ctx, -e, "%s: %s", path, strerror(e));
+	}
+	rc = read_header(ctx, fd, path, &hdr, &hlen, &size);
+	close(fd);
+	if (rc == 0 && !(root = json_loadb(hdr, hlen, JSON_REJECT_DUPLICATES,
+					   &err)))
+		rc = json_fail(ctx, path, &err);
+	free(hdr);
+	v = json_object_get(json_object_get(root, "__metadata__"), key);
+	if (rc == 0 && json_is_string(v) &&
+	    !(*value = strdup(json_string_value(v))))
+		rc = ds_fail(ctx, -ENOMEM, "%s: out of memory", path);
+	json_decref(root);
 	return rc;
 }
 

@@ -93,24 +93,29 @@ static void store_avx2(enum ds_dtype dt, const float *src, void *dst, size_t n)
 		   d + i * (dt == DS_DT_BF16 || dt == DS_DT_F16 ? 2 : 4), n - i);
 }
 
-/* ---- Philox, 8 blocks (32 lanes) per step ----------------------------- */
+/* ---- Philox, 8 blocks (32 lanes) per chain, 2 chains per step ---------- */
 
 /*
  * Each state word of 4 blocks lives in the low halves of the 4 64-bit
  * lanes of a register, so _mm256_mul_epu32 gives the full 32x32->64
- * products with no shuffling: lo is the low half of the product as is
- * (the high half left above it is never read: mul_epu32 reads only low
- * halves, and the final packing shifts it out), hi is the product >> 32.
+ * products with no shuffling: lo is the product as is (the high half left
+ * above it is never read: mul_epu32 reads only low halves, and the final
+ * packing shifts it out), hi is the product >> 32.  Counter words 2 and 3
+ * (j, name hash) are the same for every block, so round 1's second
+ * product and round 2's use of it are constants, folded in pk_init.
  */
 struct pk {
 	__m256i k0[DS_PHILOX_ROUNDS], k1[DS_PHILOX_ROUNDS];
-	__m256i j, hash;
+	__m256i r1a;    /* round 1: c0' = (ctr >> 32) ^ hi(M1 j) ^ k0 */
+	__m256i r1b;    /* round 1: c2' = hi(M0 ctr) ^ hash ^ k1 */
+	__m256i r2a;    /* round 2: c0'' = hi(M1 c2') ^ lo(M1 j) ^ k0' */
 };
 
-/* Round keys broadcast once per call. */
+/* Round keys and the constant parts of rounds 1 and 2, broadcast. */
 static void pk_init(struct pk *pk, uint64_t seed, uint32_t j, uint32_t hash)
 {
 	uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+	uint64_t p1 = (uint64_t)DS_PHILOX_M1 * j;
 	int r;
 
 	for (r = 0; r < DS_PHILOX_ROUNDS; r++) {
@@ -119,48 +124,96 @@ static void pk_init(struct pk *pk, uint64_t seed, uint32_t j, uint32_t hash)
 		k0 += DS_PHILOX_W0;
 		k1 += DS_PHILOX_W1;
 	}
-	pk->j = _mm256_set1_epi32((int)j);
-	pk->hash = _mm256_set1_epi32((int)hash);
+	k0 = (uint32_t)seed;
+	k1 = (uint32_t)(seed >> 32);
+	pk->r1a = _mm256_set1_epi32((int)((uint32_t)(p1 >> 32) ^ k0));
+	pk->r1b = _mm256_set1_epi32((int)(hash ^ k1));
+	pk->r2a = _mm256_set1_epi32((int)((uint32_t)p1 ^ (k0 + DS_PHILOX_W0)));
 }
 
-/*
- * The 16 lanes of blocks blk .. blk+3, in element order, into u[0..1].
- * Counter word 1 is taken per lane, so a run may cross 2^32 blocks.
- */
-static inline void philox4(const struct pk *pk, uint64_t blk, __m256i u[2])
+/* High halves of the 64-bit products, in the low halves. */
+#define HI_SHIFT(p) _mm256_srli_epi64((p), 32)
+#define HI_SHUF(p) _mm256_shuffle_epi32((p), 0xf5)
+
+/* Philox state of 4 blocks. */
+struct p4 {
+	__m256i c0, c1, c2, c3;
+};
+
+/* Rounds 1 and 2 for blocks blk .. blk+3 (counter word 1 per lane). */
+static inline void p4_start(const struct pk *pk, uint64_t blk, struct p4 *s)
 {
 	const __m256i m0 = _mm256_set1_epi32((int)DS_PHILOX_M0);
 	const __m256i m1 = _mm256_set1_epi32((int)DS_PHILOX_M1);
-	__m256i c0 = _mm256_add_epi64(_mm256_set1_epi64x((long long)blk),
-				      _mm256_setr_epi64x(0, 1, 2, 3));
-	__m256i c1 = _mm256_srli_epi64(c0, 32), c2 = pk->j, c3 = pk->hash;
-	__m256i p0, p1, t01, t23, lo, hi;
-	int r;
+	__m256i ctr = _mm256_add_epi64(_mm256_set1_epi64x((long long)blk),
+				       _mm256_setr_epi64x(0, 1, 2, 3));
+	__m256i q0 = _mm256_mul_epu32(ctr, m0);   /* round 1; c3' = q0 */
+	__m256i c0 = _mm256_xor_si256(_mm256_srli_epi64(ctr, 32), pk->r1a);
+	__m256i c2 = _mm256_xor_si256(HI_SHUF(q0), pk->r1b);
+	__m256i p0 = _mm256_mul_epu32(c0, m0);    /* round 2 */
+	__m256i p1 = _mm256_mul_epu32(c2, m1);
 
-	for (r = 0; r < DS_PHILOX_ROUNDS; r++) {
-		p0 = _mm256_mul_epu32(c0, m0);
-		p1 = _mm256_mul_epu32(c2, m1);
-		c0 = _mm256_xor_si256(_mm256_xor_si256(c1, pk->k0[r]),
-				      _mm256_srli_epi64(p1, 32));
-		c2 = _mm256_xor_si256(_mm256_xor_si256(c3, pk->k1[r]),
-				      _mm256_shuffle_epi32(p0, 0xf5));
-		c1 = p1;
-		c3 = p0;
-	}
-	/* (x0 x1) and (x2 x3) pairs per block, then blocks 0|2, 1|3. */
-	t01 = _mm256_blend_epi32(c0, _mm256_slli_epi64(c1, 32), 0xaa);
-	t23 = _mm256_blend_epi32(c2, _mm256_slli_epi64(c3, 32), 0xaa);
-	lo = _mm256_unpacklo_epi64(t01, t23);
-	hi = _mm256_unpackhi_epi64(t01, t23);
+	s->c0 = _mm256_xor_si256(HI_SHIFT(p1), pk->r2a);
+	s->c2 = _mm256_xor_si256(_mm256_xor_si256(q0, pk->k1[1]), HI_SHUF(p0));
+	s->c1 = p1;
+	s->c3 = p0;
+}
+
+/* One generic round r (2 .. 9) of 4 blocks. */
+static inline void p4_round(const struct pk *pk, int r, struct p4 *s)
+{
+	__m256i p0 = _mm256_mul_epu32(s->c0, _mm256_set1_epi32((int)DS_PHILOX_M0));
+	__m256i p1 = _mm256_mul_epu32(s->c2, _mm256_set1_epi32((int)DS_PHILOX_M1));
+
+	s->c0 = _mm256_xor_si256(_mm256_xor_si256(s->c1, pk->k0[r]),
+				 HI_SHIFT(p1));
+	s->c2 = _mm256_xor_si256(_mm256_xor_si256(s->c3, pk->k1[r]),
+				 HI_SHUF(p0));
+	s->c1 = p1;
+	s->c3 = p0;
+}
+
+/* The 16 lanes of a finished state, in element order. */
+static inline void p4_pack(const struct p4 *s, __m256i u[2])
+{
+	/* (x0 x1) and (x2 x3) pairs per block, then blocks 0|2 and 1|3. */
+	__m256i t01 = _mm256_blend_epi32(s->c0, _mm256_slli_epi64(s->c1, 32), 0xaa);
+	__m256i t23 = _mm256_blend_epi32(s->c2, _mm256_slli_epi64(s->c3, 32), 0xaa);
+	__m256i lo = _mm256_unpacklo_epi64(t01, t23);
+	__m256i hi = _mm256_unpackhi_epi64(t01, t23);
+
 	u[0] = _mm256_permute2x128_si256(lo, hi, 0x20);
 	u[1] = _mm256_permute2x128_si256(lo, hi, 0x31);
 }
 
-/* The 32 lanes of blocks blk .. blk+7: two independent chains. */
-static inline void philox8(const struct pk *pk, uint64_t blk, __m256i u[4])
+/* Independent 4-block chains per step: enough to cover the multiply
+ * latency (about 7 cycles per round and chain) with other chains' work. */
+#define NCHAIN 4
+#define STEP (16 * NCHAIN)      /* elements per step */
+
+/*
+ * The STEP lanes of blocks blk .. blk+4*NCHAIN-1 in element order, the
+ * chains advanced round by round side by side.
+ */
+static inline __attribute__((always_inline)) void
+philox_step(const struct pk *pk, uint64_t blk, __m256i u[2 * NCHAIN])
 {
-	philox4(pk, blk, u);
-	philox4(pk, blk + 4, u + 2);
+	struct p4 s[NCHAIN];
+	int r, c;
+
+	/* Hide pk from loop-invariant motion: the keys are read where they
+	 * are used (memory operands of vpxor) instead of being hoisted out of
+	 * the caller's loop into more registers than there are, then spilled. */
+	__asm__("" : "+r"(pk));
+	for (c = 0; c < NCHAIN; c++)
+		p4_start(pk, blk + 4 * (uint64_t)c, &s[c]);
+#pragma GCC unroll 8
+	for (r = 2; r < DS_PHILOX_ROUNDS; r++)
+#pragma GCC unroll 4
+		for (c = 0; c < NCHAIN; c++)
+			p4_round(pk, r, &s[c]);
+	for (c = 0; c < NCHAIN; c++)
+		p4_pack(&s[c], u + 2 * c);
 }
 
 /* Elements before i0's next multiple of 4 (the scalar head), at most n. */
@@ -177,14 +230,14 @@ static void philox_avx2(uint64_t seed, uint32_t j, uint32_t name_hash,
 {
 	size_t i = head_len(i0, n);
 	struct pk pk;
-	__m256i v[4];
+	__m256i v[2 * NCHAIN];
 	int q;
 
 	REF->philox(seed, j, name_hash, i0, i, u);
 	pk_init(&pk, seed, j, name_hash);
-	for (; i + 32 <= n; i += 32) {
-		philox8(&pk, (i0 + i) >> 2, v);
-		for (q = 0; q < 4; q++)
+	for (; i + STEP <= n; i += STEP) {
+		philox_step(&pk, (i0 + i) >> 2, v);
+		for (q = 0; q < 2 * NCHAIN; q++)
 			_mm256_storeu_si256((__m256i *)(u + i + 8 * q), v[q]);
 	}
 	REF->philox(seed, j, name_hash, i0 + i, n - i, u + i);
@@ -281,15 +334,15 @@ static size_t dare_axpy_32(float *acc, const float *b, const float *x,
 	const __m256 sv = _mm256_set1_ps(dp->s), wv = _mm256_set1_ps(dp->w);
 	const __m256i tb = thr_biased(dp->thr);
 	struct pk pk;
-	__m256i u[4];
+	__m256i u[2 * NCHAIN];
 	size_t i = 0, o;
 	__m256 d;
 	int q;
 
 	pk_init(&pk, dp->seed, dp->j, dp->name_hash);
-	for (; i + 32 <= n; i += 32) {
-		philox8(&pk, (i0 + i) >> 2, u);
-		for (q = 0; q < 4; q++) {
+	for (; i + STEP <= n; i += STEP) {
+		philox_step(&pk, (i0 + i) >> 2, u);
+		for (q = 0; q < 2 * NCHAIN; q++) {
 			o = i + 8 * (size_t)q;
 			d = dare8(_mm256_loadu_ps(b + o), _mm256_loadu_ps(x + o),
 				  u[q], tb, sv);

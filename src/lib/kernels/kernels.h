@@ -43,7 +43,8 @@
  *             else v = v / div when div != 0; v = b + lambda * v when b is
  *             given; a NaN v becomes the canonical quiet NaN 0x7fc00000.
  *
- * Arrays may be unaligned; n may be anything (0 included).
+ * Arrays may be unaligned; n may be anything (0 included); an output
+ * may be the same array as an input of the same element (delta's d and x).
  */
 
 /* One model's DARE stream of one tensor (DESIGN 4) and its weight. */
