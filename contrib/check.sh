@@ -8,6 +8,18 @@ top=$(pwd)
 jobs=$(nproc)
 [ -x configure ] || autoreconf -fi >/dev/null || exit 1
 
+# Test-only tools: the aarch64 cross compiler and qemu for the NEON path,
+# clang's libFuzzer runtime for the fuzzers.
+SUDO=
+[ "$(id -u)" = 0 ] || SUDO=sudo
+if [ "${DS_SKIP_DEPS:-}" != 1 ]; then
+	echo "== installing test tools (apt-get)"
+	$SUDO apt-get install -y -qq --no-install-recommends \
+		gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
+		clang libclang-rt-14-dev >/dev/null ||
+		echo "(could not install them: those tests will be skipped)"
+fi
+
 passed=0 failed=0 skipped=0
 
 # Add the totals of one build directory's test-suite.log.
