@@ -39,6 +39,13 @@ struct slot {
 	struct slot *qnext;
 };
 
+#define BEHIND 8
+
+struct range {
+	int fd;
+	uint64_t off, len;
+};
+
 struct pipe {
 	ds_ctx *ctx;
 	const struct ds_plan *p;
@@ -56,6 +63,8 @@ struct pipe {
 	size_t t;                       /* cursor: next window */
 	uint64_t pos;
 	uint64_t seq_issue, seq_write, seq_retire;
+	struct range behind[BEHIND];    /* written windows, to drop later */
+	int drop_inputs;
 	XXH3_state_t *tensor_hash;      /* of the tensor being written */
 	unsigned outstanding;           /* events ds_io_wait() still owes */
 	int err;
@@ -287,6 +296,29 @@ static void on_event(struct pipe *pp, struct ds_io_req *r)
 }
 
 /* Free written slots in sequence order; journal each finished tensor. */
+/*
+ * Page cache hygiene, so that a merge larger than RAM does not flood it:
+ * writeback of each written window starts at once, and a window written
+ * BEHIND windows ago is dropped from the cache (by then it is clean).
+ * Input pages are dropped once consumed when the inputs would not fit in
+ * half the RAM anyway; a smaller merge leaves them cached for the next run.
+ */
+static void cache_hygiene(struct pipe *pp, struct slot *s)
+{
+	struct range *old = &pp->behind[pp->seq_retire % BEHIND];
+
+	sync_file_range(s->wr.fd, (off_t)s->wr.off, (off_t)s->wr.len,
+			SYNC_FILE_RANGE_WRITE);
+	if (old->len)
+		posix_fadvise(old->fd, (off_t)old->off, (off_t)old->len,
+			      POSIX_FADV_DONTNEED);
+	*old = (struct range){ s->wr.fd, s->wr.off, s->wr.len };
+	for (unsigned k = 0; pp->drop_inputs && k < pp->p->ninputs; k++)
+		if (s->rd[k].len)
+			posix_fadvise(s->rd[k].fd, (off_t)s->rd[k].off,
+				      (off_t)s->rd[k].len, POSIX_FADV_DONTNEED);
+}
+
 static void retire(struct pipe *pp)
 {
 	struct slot *s;
@@ -298,6 +330,8 @@ static void retire(struct pipe *pp)
 			ds_fault("tensor");
 		}
 		ds_fault("window");
+		cache_hygiene(pp, s);
+		memset(s->rd, 0, sizeof(s->rd));
 		s->st = S_FREE;
 		pp->seq_retire++;
 	}
@@ -444,6 +478,9 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 		pp.done += p->ot[t].numel * ds_dtype_size(p->ot[t].odt);
 	if (!pp.tensor_hash)
 		rc = ds_fail(ctx, -ENOMEM, "out of memory");
+	pp.drop_inputs = p->bytes_read >
+			 (uint64_t)sysconf(_SC_PHYS_PAGES) *
+			 (uint64_t)sysconf(_SC_PAGESIZE) / 2;
 	if (!rc)
 		rc = ds_io_create(ctx, io, p->depth * (p->ninputs + 1), &pp.io);
 	if (!rc && io_name)
