@@ -3,7 +3,7 @@
 # check.sh - the whole test suite: unit and CLI tests, again under ASan+UBSan,
 # then make distcheck; ends with one line "N passed, N failed"
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 top=$(pwd)
 jobs=$(nproc)
 [ -x configure ] || autoreconf -fi >/dev/null || exit 1
@@ -22,17 +22,40 @@ fi
 
 passed=0 failed=0 skipped=0
 
-# Add the totals of one build directory's test-suite.log.
+# Add the results of one build directory: the individual checks of each
+# test program (Check's "Checks: N, Failures: F, Errors: E", the CLI
+# scripts' "# NAME: N checks, F failed", the NEON self-test's "neon: N
+# checks, F failures"), or its overall result for a test that reports no
+# count.
 tally() {
-	log=$1/test-suite.log
-	if [ ! -f "$log" ]; then
-		failed=$((failed + 1))
-		return
-	fi
-	get() { sed -n "s/^# $1: *\([0-9]*\)$/\1/p" "$log"; }
-	passed=$((passed + $(get PASS) + $(get XFAIL)))
-	failed=$((failed + $(get FAIL) + $(get XPASS) + $(get ERROR)))
-	skipped=$((skipped + $(get SKIP)))
+	dir=$1
+	for trs in $(find "$dir/tests" -name '*.trs' | sort); do
+		log=${trs%.trs}.log
+		res=$(sed -n 's/^:test-result: //p' "$trs" | head -n 1)
+		counts=$(sed -n \
+			-e 's/^[0-9]*%: Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\)$/\1 \2 \3/p' \
+			-e 's/^# [a-z0-9-]*: \([0-9]*\) checks, \([0-9]*\) failed$/\1 \2 0/p' \
+			-e 's/^[a-z0-9-]*: \([0-9]*\) checks, \([0-9]*\) failures$/\1 \2 0/p' \
+			"$log" | tail -n 1)
+		case $res in
+		SKIP) skipped=$((skipped + 1)); continue ;;
+		PASS | XFAIL) ok=1 ;;
+		*) ok=0 ;;
+		esac
+		if [ -n "$counts" ]; then
+			# shellcheck disable=SC2086 # three numbers
+			set -- $counts
+			bad=$(($2 + $3))
+			[ "$ok" = 0 ] && [ "$bad" = 0 ] && bad=1
+			passed=$((passed + $1 - $2 - $3))
+			failed=$((failed + bad))
+		elif [ "$ok" = 1 ]; then
+			passed=$((passed + 1))
+		else
+			failed=$((failed + 1))
+		fi
+	done
+	[ -f "$dir/test-suite.log" ] || failed=$((failed + 1))
 }
 
 # run NAME CONFIGURE-ARGS...: out-of-tree build and make check in build-NAME
@@ -49,6 +72,10 @@ run() {
 }
 
 run plain
+# A sanitizer report must never pass for an expected exit status.
+ASAN_OPTIONS=exitcode=86:detect_leaks=1
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export ASAN_OPTIONS UBSAN_OPTIONS
 run sanitize CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	LDFLAGS="-fsanitize=address,undefined"
 
