@@ -74,7 +74,7 @@ run() {
 run plain
 # A sanitizer report must never pass for an expected exit status.
 ASAN_OPTIONS=exitcode=86:detect_leaks=1
-UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=87
 export ASAN_OPTIONS UBSAN_OPTIONS
 run sanitize CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	LDFLAGS="-fsanitize=address,undefined"
