@@ -8,6 +8,13 @@
  * bit, against the scalar reference on odd lengths, odd starts, unaligned
  * buffers and inputs full of NaN, infinities, zeros and subnormals.
  * Exit 0: all passed; 1: a failure (each printed); 77: no such path here.
+ * Built natively against the library it checks any path this CPU runs,
+ * e.g. from a build tree on x86-64:
+ *
+ *   ./libtool --mode=link cc -O2 -ffp-contract=off -I. -I../include \
+ *       -I../src/lib -o selftest ../tests/neon_selftest.c \
+ *       libdare-stream.la -lxxhash -lm
+ *   ./libtool --mode=execute ./selftest avx512     (or avx2, scalar)
  */
 #include "config.h"
 

@@ -88,7 +88,8 @@ static int npaths;
 
 static void find_paths(void)
 {
-	static const char *const names[] = { "scalar", "avx2", "neon" };
+	static const char *const names[] = { "scalar", "avx2", "avx512",
+		"neon" };
 	int i;
 
 	npaths = 0;
@@ -405,11 +406,13 @@ START_TEST(cross_load_store)
 END_TEST
 
 /* Philox lanes at starts that are not multiples of 4, and across the
- * 2^32-block boundary where counter word 1 changes. */
+ * 2^32-block boundary where counter word 1 changes (1 to 250 blocks
+ * ahead, so that vector steps of every size meet it). */
 START_TEST(cross_philox)
 {
 	static const uint64_t starts[] = { 0, 1, 2, 3, 5, 4097,
-		(1ull << 34) - 37, (1ull << 34) - 2, BIG + 3, ~0ull >> 2 };
+		(1ull << 34) - 37, (1ull << 34) - 2, (1ull << 34) - 201,
+		(1ull << 34) - 1001, BIG + 3, ~0ull >> 2 };
 	static uint32_t u0[MAXN + 1], u1[MAXN + 1];
 	size_t t, s;
 	int p;
@@ -486,13 +489,15 @@ START_TEST(cross_elementwise)
 }
 END_TEST
 
-/* The fused DARE step, at odd starts and every kind of threshold. */
+/* The fused DARE step, at odd starts and every kind of threshold, with
+ * counter word 1 changing 10 or 75 blocks after the start. */
 START_TEST(cross_dare_axpy)
 {
 	static const uint32_t thrs[] = { 0, 1, 0x80000000u, 3865470566u,
 		0xffffffffu };
 	static float b[MAXN + 2], x[MAXN + 2], a0[MAXN + 2], a1[MAXN + 2];
 	struct ds_dare dp;
+	uint64_t i0;
 	size_t t, n, h;
 	int p;
 
@@ -500,6 +505,7 @@ START_TEST(cross_dare_axpy)
 		FOR_LENS(t)
 			for (h = 0; h < 5; h++) {
 				n = LEN(t);
+				i0 = (1ull << 34) - (h & 1 ? 300 : 40) + t;
 				fill_f(b, n + 1);
 				fill_f(x, n + 1);
 				fill_f(a0, n + 1);
@@ -508,9 +514,8 @@ START_TEST(cross_dare_axpy)
 					0x60b84adf, thrs[h], bf(special_bits()),
 					h ? bf(special_bits()) : -0.5f };
 				ds_kernel_scalar_ops.dare_axpy(a0 + 1, b + 1, x + 1,
-					&dp, (1ull << 34) - 40 + t, n);
-				paths[p]->dare_axpy(a1 + 1, b + 1, x + 1, &dp,
-					(1ull << 34) - 40 + t, n);
+					&dp, i0, n);
+				paths[p]->dare_axpy(a1 + 1, b + 1, x + 1, &dp, i0, n);
 				same_f(a0, a1, MAXN + 2);
 			}
 }

@@ -46,7 +46,9 @@ static uint32_t fb(float f)
 static void run(const struct ds_mparams *mp, const float *b,
 		const float *const *x, uint64_t i0, size_t n, float *out)
 {
-	static const char *const names[] = { "scalar", "avx2", "neon" };
+	static const char *const names[] = {
+		"scalar", "avx2", "avx512", "neon"
+	};
 	struct ds_window win = { 0 };
 	static float other[5000];
 	unsigned j, p;
@@ -62,7 +64,7 @@ static void run(const struct ds_mparams *mp, const float *b,
 	win.n = n;
 	win.out = out;
 	ds_method_window(ds_kernel_get("scalar"), mp, &win, scratch);
-	for (p = 1; p < 3 && n <= 5000; p++) {
+	for (p = 1; p < sizeof(names) / sizeof(names[0]) && n <= 5000; p++) {
 		if (!ds_kernel_get(names[p]))
 			continue;
 		win.out = other;

@@ -9,11 +9,17 @@
  *
  *   cc -O2 -ffp-contract=off -DDS_HAVE_AVX2=1 -I. -Iinclude -Isrc/lib \
  *      -c src/lib/kernels/avx2.c -mavx2 -mf16c -o avx2.o
+ *   cc -O2 -ffp-contract=off -I. -Iinclude -Isrc/lib \
+ *      -c src/lib/kernels/avx512.c -mavx512f -mavx512bw -mavx512vl \
+ *      -mf16c -mavx2 -o avx512.o
  *   cc -O2 -ffp-contract=off -I. -Iinclude -Isrc/lib contrib/bench/kbench.c \
  *      src/lib/ctx.c src/lib/methods.c src/lib/kernels/scalar.c \
- *      src/lib/kernels/dispatch.c avx2.o -lxxhash -lm -lpthread -o kbench
+ *      src/lib/kernels/dispatch.c avx2.o avx512.o -lxxhash -lm -lpthread \
+ *      -o kbench
  *
- * (config.h defines DS_HAVE_AVX2 on x86-64; drop avx2.o elsewhere.)
+ * (config.h defines DS_HAVE_AVX2 and DS_HAVE_AVX512 on x86-64; drop
+ * avx2.o and avx512.o elsewhere.)  The build tree makes it as
+ * contrib/bench/kbench.
  *
  * Usage: kbench [elements per run (default 2^25)] [runs (default 7)] [path]
  */
@@ -86,7 +92,8 @@ static double measure(const struct ds_kernel_ops *k,
 /* Each method on each path this CPU runs. */
 int main(int argc, char **argv)
 {
-	static const char *const paths[] = { "scalar", "avx2", "neon" };
+	static const char *const paths[] = { "scalar", "avx2", "avx512",
+		"neon" };
 	static const enum ds_method methods[] = { DS_M_DARE_LINEAR, DS_M_DARE_TIES };
 	size_t total = argc > 1 ? strtoull(argv[1], NULL, 0) : 1u << 25;
 	int runs = argc > 2 ? atoi(argv[2]) : 7;

@@ -33,24 +33,40 @@ static inline __m256 ld_f16(const void *p)
 }
 
 /*
- * 8 F32 to BF16, the integer rounding of convert.h lane by lane: add
- * 0x7fff plus the lowest kept bit, keep the upper half; NaN lanes get
- * upper half | 0x40 instead.  packus is exact: every lane is < 2^16.
+ * 8 F32 rounded to BF16 in the upper halves of the dwords, the integer
+ * rounding of convert.h lane by lane: add 0x7fff plus the lowest kept
+ * bit; NaN lanes get x | 0x00400000 instead, i.e. upper half | 0x40.
  */
+static inline __m256i bf16_round(__m256 v)
+{
+	__m256i x = _mm256_castps_si256(v);
+	__m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16),
+				       _mm256_set1_epi32(1));
+	__m256i r = _mm256_add_epi32(_mm256_add_epi32(x,
+					_mm256_set1_epi32(0x7fff)), lsb);
+	__m256i q = _mm256_or_si256(x, _mm256_set1_epi32(0x00400000));
+
+	return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(r),
+		_mm256_castsi256_ps(q), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+}
+
+/* 8 F32 to BF16; packus is exact: every lane is < 2^16 after the shift. */
 static inline __m128i st_bf16(__m256 v)
 {
-	const __m256i one = _mm256_set1_epi32(1);
-	__m256i x = _mm256_castps_si256(v);
-	__m256i hi = _mm256_srli_epi32(x, 16);
-	__m256i r = _mm256_add_epi32(x, _mm256_set1_epi32(0x7fff));
-	__m256i abs = _mm256_and_si256(x, _mm256_set1_epi32(0x7fffffff));
-	__m256i nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f800000));
+	__m256i r = _mm256_srli_epi32(bf16_round(v), 16);
 
-	r = _mm256_srli_epi32(_mm256_add_epi32(r, _mm256_and_si256(hi, one)), 16);
-	hi = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
-	r = _mm256_blendv_epi8(r, hi, nan);
 	return _mm_packus_epi32(_mm256_castsi256_si128(r),
 				_mm256_extracti128_si256(r, 1));
+}
+
+/* 16 F32 to BF16: one packus for both halves (it interleaves their
+ * 128-bit lanes), then the 64-bit quarters put back in order. */
+static inline __m256i st_bf16x16(__m256 a, __m256 b)
+{
+	__m256i p = _mm256_packus_epi32(_mm256_srli_epi32(bf16_round(a), 16),
+					_mm256_srli_epi32(bf16_round(b), 16));
+
+	return _mm256_permute4x64_epi64(p, 0xd8);
 }
 
 /* 8 F32 to F16 with VCVTPS2PH, imm 0: nearest-even, NaN as convert.h. */
@@ -81,11 +97,15 @@ static void store_avx2(enum ds_dtype dt, const float *src, void *dst, size_t n)
 	char *d = dst;
 	size_t i = 0;
 
-	if (dt == DS_DT_BF16)
+	if (dt == DS_DT_BF16) {
+		for (; i + 16 <= n; i += 16)
+			_mm256_storeu_si256((__m256i *)(d + 2 * i),
+					    st_bf16x16(_mm256_loadu_ps(src + i),
+						       _mm256_loadu_ps(src + i + 8)));
 		for (; i + 8 <= n; i += 8)
 			_mm_storeu_si128((__m128i *)(d + 2 * i),
 					 st_bf16(_mm256_loadu_ps(src + i)));
-	else if (dt == DS_DT_F16)
+	} else if (dt == DS_DT_F16)
 		for (; i + 8 <= n; i += 8)
 			_mm_storeu_si128((__m128i *)(d + 2 * i),
 					 st_f16(_mm256_loadu_ps(src + i)));
@@ -93,43 +113,85 @@ static void store_avx2(enum ds_dtype dt, const float *src, void *dst, size_t n)
 		   d + i * (dt == DS_DT_BF16 || dt == DS_DT_F16 ? 2 : 4), n - i);
 }
 
-/* ---- Philox, 8 blocks (32 lanes) per chain, 2 chains per step ---------- */
+/* ---- Philox: 4 blocks per register, NCHAIN registers (chains) per step - */
 
 /*
  * Each state word of 4 blocks lives in the low halves of the 4 64-bit
  * lanes of a register, so _mm256_mul_epu32 gives the full 32x32->64
- * products with no shuffling: lo is the product as is (the high half left
- * above it is never read: mul_epu32 reads only low halves, and the final
- * packing shifts it out), hi is the product >> 32.  Counter words 2 and 3
- * (j, name hash) are the same for every block, so round 1's second
- * product and round 2's use of it are constants, folded in pk_init.
+ * products with no shuffling: lo is the product as is (its upper half is
+ * never read: mul_epu32 reads only low halves, the last round swaps it
+ * out), hi is the product >> 32 (vpsrlq or vpshufd, alternately, to
+ * spread the work over the vector ports).
+ *
+ * Counter words 2 and 3 (j, name hash) are the same for every block and
+ * word 1 (block div 2^32) is the same for all blocks of a step but once
+ * in 2^34 elements, so round 1's second product, round 2's first and the
+ * c3 that round 3 reads are constants of the stream: struct pk holds them
+ * for the current word 1, which leaves 1 product in round 1 and 1 in
+ * round 2 instead of 2 each.  A step whose blocks straddle a change of
+ * word 1 goes to the scalar reference.
  */
 struct pk {
-	__m256i k0[DS_PHILOX_ROUNDS], k1[DS_PHILOX_ROUNDS];
-	__m256i r1a;    /* round 1: c0' = (ctr >> 32) ^ hi(M1 j) ^ k0 */
-	__m256i r1b;    /* round 1: c2' = hi(M0 ctr) ^ hash ^ k1 */
-	__m256i r2a;    /* round 2: c0'' = hi(M1 c2') ^ lo(M1 j) ^ k0' */
+	uint32_t k0[DS_PHILOX_ROUNDS], k1[DS_PHILOX_ROUNDS];
+	uint32_t j, hash;
+	uint64_t hi;    /* counter word 1 the constants below are for */
+	uint32_t r1b;   /* round 1: c2 = hi(M0 ctr) ^ r1b */
+	uint32_t r2a;   /* round 2: c0 = hi(M1 c2) ^ r2a */
+	uint32_t r2c;   /* round 2: c2 = lo(M0 ctr) ^ r2c */
+	uint32_t r3c;   /* round 3: c2 = hi(M0 c0) ^ r3c */
+	/* Round 10: (key ^ bias, bias) in each 64-bit lane, see p4_last. */
+	__m256i last0, last1;
 };
 
-/* Round keys and the constant parts of rounds 1 and 2, broadcast. */
-static void pk_init(struct pk *pk, uint64_t seed, uint32_t j, uint32_t hash)
+/* The constants of rounds 1 to 3 for counter word 1 = hi. */
+static void pk_hi(struct pk *pk, uint64_t hi)
+{
+	uint64_t p1 = (uint64_t)DS_PHILOX_M1 * pk->j;
+	uint32_t c0 = (uint32_t)(p1 >> 32) ^ (uint32_t)hi ^ pk->k0[0];
+	uint64_t p0 = (uint64_t)DS_PHILOX_M0 * c0;      /* round 2, constant */
+
+	pk->hi = hi;
+	pk->r1b = pk->hash ^ pk->k1[0];
+	pk->r2a = (uint32_t)p1 ^ pk->k0[1];
+	pk->r2c = (uint32_t)(p0 >> 32) ^ pk->k1[1];
+	pk->r3c = (uint32_t)p0 ^ pk->k1[2];
+}
+
+/* (key ^ bias, bias) in each 64-bit lane. */
+static inline __m256i key_bias(uint32_t key, uint32_t bias)
+{
+	return _mm256_set1_epi64x((long long)(((uint64_t)bias << 32) |
+					      (key ^ bias)));
+}
+
+/*
+ * Round keys of the stream (seed, j, name hash) and the constants for
+ * word 1 = 0.  Every output lane comes out XORed with bias (0, or the
+ * sign bit that lets a signed compare test u >= thr: see dare8_acc).
+ */
+static void pk_init(struct pk *pk, uint64_t seed, uint32_t j, uint32_t hash,
+		    uint32_t bias)
 {
 	uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-	uint64_t p1 = (uint64_t)DS_PHILOX_M1 * j;
 	int r;
 
 	for (r = 0; r < DS_PHILOX_ROUNDS; r++) {
-		pk->k0[r] = _mm256_set1_epi32((int)k0);
-		pk->k1[r] = _mm256_set1_epi32((int)k1);
+		pk->k0[r] = k0;
+		pk->k1[r] = k1;
 		k0 += DS_PHILOX_W0;
 		k1 += DS_PHILOX_W1;
 	}
-	k0 = (uint32_t)seed;
-	k1 = (uint32_t)(seed >> 32);
-	pk->r1a = _mm256_set1_epi32((int)((uint32_t)(p1 >> 32) ^ k0));
-	pk->r1b = _mm256_set1_epi32((int)(hash ^ k1));
-	pk->r2a = _mm256_set1_epi32((int)((uint32_t)p1 ^ (k0 + DS_PHILOX_W0)));
+	pk->j = j;
+	pk->hash = hash;
+	pk->last0 = key_bias(pk->k0[DS_PHILOX_ROUNDS - 1], bias);
+	pk->last1 = key_bias(pk->k1[DS_PHILOX_ROUNDS - 1], bias);
+	pk_hi(pk, 0);
 }
+
+/* A stream constant in every dword. */
+#define BC(v) _mm256_set1_epi32((int)(v))
+#define M0V BC(DS_PHILOX_M0)
+#define M1V BC(DS_PHILOX_M1)
 
 /* High halves of the 64-bit products, in the low halves. */
 #define HI_SHIFT(p) _mm256_srli_epi64((p), 32)
@@ -140,80 +202,119 @@ struct p4 {
 	__m256i c0, c1, c2, c3;
 };
 
-/* Rounds 1 and 2 for blocks blk .. blk+3 (counter word 1 per lane). */
-static inline void p4_start(const struct pk *pk, uint64_t blk, struct p4 *s)
+/*
+ * Rounds 1 and 2 of 4 blocks whose counter word 0 is in the low halves
+ * of ctr (word 1 is pk->hi); c3 after round 2 is the constant in r3c.
+ */
+static inline void p4_start(const struct pk *pk, __m256i ctr, struct p4 *s)
 {
-	const __m256i m0 = _mm256_set1_epi32((int)DS_PHILOX_M0);
-	const __m256i m1 = _mm256_set1_epi32((int)DS_PHILOX_M1);
-	__m256i ctr = _mm256_add_epi64(_mm256_set1_epi64x((long long)blk),
-				       _mm256_setr_epi64x(0, 1, 2, 3));
-	__m256i q0 = _mm256_mul_epu32(ctr, m0);   /* round 1; c3' = q0 */
-	__m256i c0 = _mm256_xor_si256(_mm256_srli_epi64(ctr, 32), pk->r1a);
-	__m256i c2 = _mm256_xor_si256(HI_SHUF(q0), pk->r1b);
-	__m256i p0 = _mm256_mul_epu32(c0, m0);    /* round 2 */
-	__m256i p1 = _mm256_mul_epu32(c2, m1);
+	__m256i q0 = _mm256_mul_epu32(ctr, M0V);        /* round 1; c3 */
+	__m256i c2 = _mm256_xor_si256(HI_SHUF(q0), BC(pk->r1b));
+	__m256i p1 = _mm256_mul_epu32(c2, M1V);         /* round 2 */
 
-	s->c0 = _mm256_xor_si256(HI_SHIFT(p1), pk->r2a);
-	s->c2 = _mm256_xor_si256(_mm256_xor_si256(q0, pk->k1[1]), HI_SHUF(p0));
+	s->c0 = _mm256_xor_si256(HI_SHIFT(p1), BC(pk->r2a));
+	s->c1 = p1;
+	s->c2 = _mm256_xor_si256(q0, BC(pk->r2c));
+}
+
+/* Round 3, where c3 is a constant (folded into r3c with the key). */
+static inline void p4_round3(const struct pk *pk, struct p4 *s)
+{
+	__m256i p0 = _mm256_mul_epu32(s->c0, M0V);
+	__m256i p1 = _mm256_mul_epu32(s->c2, M1V);
+
+	s->c0 = _mm256_xor_si256(_mm256_xor_si256(s->c1, BC(pk->k0[2])),
+				 HI_SHIFT(p1));
+	s->c2 = _mm256_xor_si256(HI_SHUF(p0), BC(pk->r3c));
 	s->c1 = p1;
 	s->c3 = p0;
 }
 
-/* One generic round r (2 .. 9) of 4 blocks. */
+/* One generic round r (3 .. 8, 0-based) of 4 blocks. */
 static inline void p4_round(const struct pk *pk, int r, struct p4 *s)
 {
-	__m256i p0 = _mm256_mul_epu32(s->c0, _mm256_set1_epi32((int)DS_PHILOX_M0));
-	__m256i p1 = _mm256_mul_epu32(s->c2, _mm256_set1_epi32((int)DS_PHILOX_M1));
+	__m256i p0 = _mm256_mul_epu32(s->c0, M0V);
+	__m256i p1 = _mm256_mul_epu32(s->c2, M1V);
 
-	s->c0 = _mm256_xor_si256(_mm256_xor_si256(s->c1, pk->k0[r]),
+	s->c0 = _mm256_xor_si256(_mm256_xor_si256(s->c1, BC(pk->k0[r])),
 				 HI_SHIFT(p1));
-	s->c2 = _mm256_xor_si256(_mm256_xor_si256(s->c3, pk->k1[r]),
+	s->c2 = _mm256_xor_si256(_mm256_xor_si256(s->c3, BC(pk->k1[r])),
 				 HI_SHUF(p0));
 	s->c1 = p1;
 	s->c3 = p0;
 }
 
-/* The 16 lanes of a finished state, in element order. */
-static inline void p4_pack(const struct p4 *s, __m256i u[2])
+/*
+ * Round 10 and the 16 lanes in element order.  Swapping the halves of a
+ * product puts hi where x0 (x2) goes and lo where x1 (x3) goes; one XOR
+ * with (c1 ^ key ^ bias, bias) then gives the pair (x0, x1) of each
+ * block, biased.  The counter layout (see ctr_offsets) makes the 64-bit
+ * interleave of the pairs the element order: blocks 0, 1, then 2, 3.
+ */
+static inline void p4_last(const struct pk *pk, const struct p4 *s,
+			   __m256i u[2])
 {
-	/* (x0 x1) and (x2 x3) pairs per block, then blocks 0|2 and 1|3. */
-	__m256i t01 = _mm256_blend_epi32(s->c0, _mm256_slli_epi64(s->c1, 32), 0xaa);
-	__m256i t23 = _mm256_blend_epi32(s->c2, _mm256_slli_epi64(s->c3, 32), 0xaa);
-	__m256i lo = _mm256_unpacklo_epi64(t01, t23);
-	__m256i hi = _mm256_unpackhi_epi64(t01, t23);
+	__m256i p0 = _mm256_mul_epu32(s->c0, M0V);
+	__m256i p1 = _mm256_mul_epu32(s->c2, M1V);
+	__m256i y01 = _mm256_blend_epi32(_mm256_xor_si256(s->c1, pk->last0),
+					 pk->last0, 0xaa);
+	__m256i y23 = _mm256_blend_epi32(_mm256_xor_si256(s->c3, pk->last1),
+					 pk->last1, 0xaa);
+	__m256i t01 = _mm256_xor_si256(_mm256_shuffle_epi32(p1, 0xb1), y01);
+	__m256i t23 = _mm256_xor_si256(_mm256_shuffle_epi32(p0, 0xb1), y23);
 
-	u[0] = _mm256_permute2x128_si256(lo, hi, 0x20);
-	u[1] = _mm256_permute2x128_si256(lo, hi, 0x31);
+	u[0] = _mm256_unpacklo_epi64(t01, t23);
+	u[1] = _mm256_unpackhi_epi64(t01, t23);
 }
 
-/* Independent 4-block chains per step: enough to cover the multiply
- * latency (about 7 cycles per round and chain) with other chains' work. */
-#define NCHAIN 4
-#define STEP (16 * NCHAIN)      /* elements per step */
+/* Block offsets of the 4 64-bit lanes: lanes 0, 1 of 128-bit half L hold
+ * blocks L and L+2, so unpacklo/hi give blocks 0, 1 and then 2, 3. */
+static inline __m256i ctr_offsets(void)
+{
+	return _mm256_setr_epi64x(0, 2, 1, 3);
+}
 
 /*
- * The STEP lanes of blocks blk .. blk+4*NCHAIN-1 in element order, the
- * chains advanced round by round side by side.
+ * Independent 4-block chains per step, enough to cover a round's latency
+ * (multiply, shift, two XORs) with the other chains' work.  Their 16
+ * state words fill the 16 registers, so some live in memory between
+ * rounds; measured, that costs less than the latency left uncovered by
+ * 3 chains (and 64 elements divide the 2048 of a methods.c chunk).
+ */
+#define NCHAIN 4
+#define STEP (16 * NCHAIN)      /* elements per full step */
+
+/*
+ * The 16 * nc lanes of blocks lo .. lo + 4 nc - 1 (counter word 0; word
+ * 1 is pk->hi) in element order, the nc chains advanced round by round
+ * side by side.
  */
 static inline __attribute__((always_inline)) void
-philox_step(const struct pk *pk, uint64_t blk, __m256i u[2 * NCHAIN])
+philox_step(const struct pk *pk, uint32_t lo, int nc, __m256i *u)
 {
+	__m256i ctr = _mm256_add_epi64(_mm256_set1_epi64x((long long)lo),
+				       ctr_offsets());
 	struct p4 s[NCHAIN];
 	int r, c;
 
-	/* Hide pk from loop-invariant motion: the keys are read where they
-	 * are used (memory operands of vpxor) instead of being hoisted out of
-	 * the caller's loop into more registers than there are, then spilled. */
+	/* Keep the keys as memory operands rather than letting them be
+	 * hoisted into more registers than there are, then spilled. */
 	__asm__("" : "+r"(pk));
-	for (c = 0; c < NCHAIN; c++)
-		p4_start(pk, blk + 4 * (uint64_t)c, &s[c]);
-#pragma GCC unroll 8
-	for (r = 2; r < DS_PHILOX_ROUNDS; r++)
 #pragma GCC unroll 4
-		for (c = 0; c < NCHAIN; c++)
+	for (c = 0; c < nc; c++)
+		p4_start(pk, _mm256_add_epi64(ctr, _mm256_set1_epi64x(4 * c)),
+			 &s[c]);
+#pragma GCC unroll 4
+	for (c = 0; c < nc; c++)
+		p4_round3(pk, &s[c]);
+#pragma GCC unroll 8
+	for (r = 3; r < DS_PHILOX_ROUNDS - 1; r++)
+#pragma GCC unroll 4
+		for (c = 0; c < nc; c++)
 			p4_round(pk, r, &s[c]);
-	for (c = 0; c < NCHAIN; c++)
-		p4_pack(&s[c], u + 2 * c);
+#pragma GCC unroll 4
+	for (c = 0; c < nc; c++)
+		p4_last(pk, &s[c], u + 2 * c);
 }
 
 /* Elements before i0's next multiple of 4 (the scalar head), at most n. */
@@ -224,23 +325,52 @@ static inline size_t head_len(uint64_t i0, size_t n)
 	return h < n ? h : n;
 }
 
+/*
+ * How many of the m elements from block blk on a vector step can do: a
+ * full step (STEP), one chain (16), or 0 when fewer than 16 are left or
+ * the 4 blocks of a chain straddle a change of counter word 1.  Makes
+ * pk's constants those of blk's word 1.
+ */
+static inline size_t step_len(struct pk *pk, uint64_t blk, size_t m)
+{
+	if ((blk >> 32) != pk->hi)
+		pk_hi(pk, blk >> 32);
+	if (m >= STEP && ((blk + STEP / 4 - 1) >> 32) == pk->hi)
+		return STEP;
+	if (m < 16 || ((blk + 3) >> 32) != pk->hi)
+		return 0;
+	return 16;
+}
+
 /* u[k] for elements i0 .. i0+n-1. */
 static void philox_avx2(uint64_t seed, uint32_t j, uint32_t name_hash,
 			uint64_t i0, size_t n, uint32_t *u)
 {
-	size_t i = head_len(i0, n);
-	struct pk pk;
+	size_t i = head_len(i0, n), m;
 	__m256i v[2 * NCHAIN];
+	struct pk pk;
+	uint64_t blk;
 	int q;
 
 	REF->philox(seed, j, name_hash, i0, i, u);
-	pk_init(&pk, seed, j, name_hash);
-	for (; i + STEP <= n; i += STEP) {
-		philox_step(&pk, (i0 + i) >> 2, v);
-		for (q = 0; q < 2 * NCHAIN; q++)
-			_mm256_storeu_si256((__m256i *)(u + i + 8 * q), v[q]);
+	pk_init(&pk, seed, j, name_hash, 0);
+	for (; i < n; i += m) {
+		blk = (i0 + i) >> 2;
+		m = step_len(&pk, blk, n - i);
+		if (m == STEP) {
+			philox_step(&pk, (uint32_t)blk, NCHAIN, v);
+			for (q = 0; q < 2 * NCHAIN; q++)
+				_mm256_storeu_si256((__m256i *)(u + i + 8 * q),
+						    v[q]);
+		} else if (m) {
+			philox_step(&pk, (uint32_t)blk, 1, v);
+			_mm256_storeu_si256((__m256i *)(u + i), v[0]);
+			_mm256_storeu_si256((__m256i *)(u + i + 8), v[1]);
+		} else {
+			m = n - i < 16 ? n - i : 16;
+			REF->philox(seed, j, name_hash, i0 + i, m, u + i);
+		}
 	}
-	REF->philox(seed, j, name_hash, i0 + i, n - i, u + i);
 }
 
 /* ---- elementwise steps ------------------------------------------------ */
@@ -327,46 +457,77 @@ static size_t keep_all_axpy(float *acc, const float *b, const float *x,
 	return i;
 }
 
-/* Philox, mask, rescale and accumulate fused, 32 elements per step. */
-static size_t dare_axpy_32(float *acc, const float *b, const float *x,
-			   const struct ds_dare *dp, uint64_t i0, size_t n)
+/* The constants of one dare_axpy call. */
+struct dv {
+	__m256 s, w;
+	__m256i thrb;   /* thr - 1, biased as the Philox lanes are */
+};
+
+/*
+ * acc = acc + w * (kept ? (x - b) * s : +0) for 8 lanes.  ub is u with
+ * its sign bit flipped, so the signed compare ub > thrb is the unsigned
+ * u > thr - 1, i.e. u >= thr (thr >= 1 here).
+ */
+static inline void dare8_acc(float *acc, const float *b, const float *x,
+			     __m256i ub, const struct dv *c)
 {
-	const __m256 sv = _mm256_set1_ps(dp->s), wv = _mm256_set1_ps(dp->w);
-	const __m256i tb = thr_biased(dp->thr);
-	struct pk pk;
+	__m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(ub, c->thrb));
+	__m256 d = _mm256_sub_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(b));
+
+	d = _mm256_and_ps(_mm256_mul_ps(d, c->s), keep);
+	d = _mm256_add_ps(_mm256_loadu_ps(acc), _mm256_mul_ps(c->w, d));
+	_mm256_storeu_ps(acc, d);
+}
+
+/* One vector step of dare_axpy: m (STEP or 16) elements. */
+static inline void dare_step(float *acc, const float *b, const float *x,
+			     const struct pk *pk, uint64_t blk,
+			     const struct dv *c, size_t m)
+{
 	__m256i u[2 * NCHAIN];
-	size_t i = 0, o;
-	__m256 d;
 	int q;
 
-	pk_init(&pk, dp->seed, dp->j, dp->name_hash);
-	for (; i + STEP <= n; i += STEP) {
-		philox_step(&pk, (i0 + i) >> 2, u);
-		for (q = 0; q < 2 * NCHAIN; q++) {
-			o = i + 8 * (size_t)q;
-			d = dare8(_mm256_loadu_ps(b + o), _mm256_loadu_ps(x + o),
-				  u[q], tb, sv);
-			d = _mm256_add_ps(_mm256_loadu_ps(acc + o),
-					  _mm256_mul_ps(wv, d));
-			_mm256_storeu_ps(acc + o, d);
-		}
+	if (m == STEP) {
+		philox_step(pk, (uint32_t)blk, NCHAIN, u);
+#pragma GCC unroll 8
+		for (q = 0; q < 2 * NCHAIN; q++)
+			dare8_acc(acc + 8 * q, b + 8 * q, x + 8 * q, u[q], c);
+		return;
 	}
-	return i;
+	philox_step(pk, (uint32_t)blk, 1, u);
+	dare8_acc(acc, b, x, u[0], c);
+	dare8_acc(acc + 8, b + 8, x + 8, u[1], c);
 }
 
 /* acc = acc + w * sparsify(x - b): scalar head to a block start, vector
- * body, scalar tail. */
+ * steps (Philox, mask, rescale and accumulate fused), scalar tail. */
 static void dare_axpy_avx2(float *acc, const float *b, const float *x,
 			   const struct ds_dare *dp, uint64_t i0, size_t n)
 {
-	size_t i = dp->thr ? head_len(i0, n) : 0;
+	const uint32_t bias = 0x80000000u;
+	const struct dv c = { _mm256_set1_ps(dp->s), _mm256_set1_ps(dp->w),
+			      BC((dp->thr - 1) ^ bias) };
+	size_t i = head_len(i0, n), m;
+	struct pk pk;
+	uint64_t blk;
 
+	if (!dp->thr) {
+		i = keep_all_axpy(acc, b, x, dp->s, dp->w, n);
+		REF->dare_axpy(acc + i, b + i, x + i, dp, i0 + i, n - i);
+		return;
+	}
 	REF->dare_axpy(acc, b, x, dp, i0, i);
-	if (dp->thr)
-		i += dare_axpy_32(acc + i, b + i, x + i, dp, i0 + i, n - i);
-	else
-		i += keep_all_axpy(acc, b, x, dp->s, dp->w, n);
-	REF->dare_axpy(acc + i, b + i, x + i, dp, i0 + i, n - i);
+	pk_init(&pk, dp->seed, dp->j, dp->name_hash, bias);
+	for (; i < n; i += m) {
+		blk = (i0 + i) >> 2;
+		m = step_len(&pk, blk, n - i);
+		if (m) {
+			dare_step(acc + i, b + i, x + i, &pk, blk, &c, m);
+			continue;
+		}
+		m = n - i < 16 ? n - i : 16;    /* tail, or word 1 changes */
+		REF->dare_axpy(acc + i, b + i, x + i, dp, i0 + i, m);
+	}
 }
 
 /*
@@ -406,17 +567,43 @@ static void ties_avx2(const float *e, size_t stride, unsigned nm,
 	REF->ties(e + i, stride, nm, w, acc + i, dsum + i, n - i);
 }
 
+/* The canonical NaN where v is NaN, else v. */
+static inline __m256 canon8(__m256 v)
+{
+	const __m256 canon = _mm256_castsi256_ps(
+		_mm256_set1_epi32((int)DS_CANON_NAN_BITS));
+
+	return _mm256_blendv_ps(v, canon, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+}
+
+/* acc = canon(b + lambda * acc): finish without a division, the case of
+ * dare_linear and dare_ties, in a loop of its own.  Returns the count
+ * done. */
+static size_t finish_base(float *acc, const float *b, float lambda, size_t n)
+{
+	const __m256 lam = _mm256_set1_ps(lambda);
+	size_t i = 0;
+	__m256 v;
+
+	for (; i + 8 <= n; i += 8) {
+		v = _mm256_mul_ps(lam, _mm256_loadu_ps(acc + i));
+		v = _mm256_add_ps(_mm256_loadu_ps(b + i), v);
+		_mm256_storeu_ps(acc + i, canon8(v));
+	}
+	return i;
+}
+
 /* Normalize, add the base scaled by lambda, canonicalize NaN. */
 static void finish_avx2(float *acc, const float *b, const float *dsum,
 			float div, float lambda, size_t n)
 {
 	const __m256 one = _mm256_set1_ps(1.0f), dv = _mm256_set1_ps(div);
 	const __m256 lam = _mm256_set1_ps(lambda);
-	const __m256 canon = _mm256_castsi256_ps(
-		_mm256_set1_epi32((int)DS_CANON_NAN_BITS));
 	size_t i = 0;
 	__m256 v, d;
 
+	if (b && !dsum && div == 0.0f)
+		i = finish_base(acc, b, lambda, n);
 	for (; i + 8 <= n; i += 8) {
 		v = _mm256_loadu_ps(acc + i);
 		if (dsum) {
@@ -429,8 +616,7 @@ static void finish_avx2(float *acc, const float *b, const float *dsum,
 		}
 		if (b)
 			v = _mm256_add_ps(_mm256_loadu_ps(b + i), _mm256_mul_ps(lam, v));
-		v = _mm256_blendv_ps(v, canon, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-		_mm256_storeu_ps(acc + i, v);
+		_mm256_storeu_ps(acc + i, canon8(v));
 	}
 	REF->finish(acc + i, b ? b + i : NULL, dsum ? dsum + i : NULL, div,
 		    lambda, n - i);

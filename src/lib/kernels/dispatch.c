@@ -41,18 +41,61 @@ static int avx2_usable(void)
 	return (b & bit_AVX2) != 0;
 }
 
-/* The CPU check, done once. */
-static int avx2_ok(void)
-{
-	static int cached = -1;     /* every thread would compute the same */
-	int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+#if defined(DS_HAVE_AVX512) && defined(__x86_64__)
+#define DS_TRY_AVX512 1
+/* XCR0 bits the OS sets when it saves SSE, AVX (YMM upper halves), the
+ * opmask registers, ZMM0-15 upper halves and ZMM16-31. */
+#define XCR0_AVX512 ((1u << 1) | (1u << 2) | (1u << 5) | (1u << 6) | (1u << 7))
+#define LEAF7_AVX512 ((1u << 16) | (1u << 30) | (1u << 31))  /* F, BW, VL */
 
-	if (v < 0) {
-		v = avx2_usable();
-		__atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+/*
+ * AVX-512 F, BW and VL (leaf 7 EBX bits 16, 30, 31) on top of the AVX2 and
+ * F16C that avx512.c also uses, and the OS saving the opmask and all of
+ * the ZMM state (XCR0): an OS (or hypervisor) that leaves AVX-512 off
+ * still reports the CPUID bits, and the first ZMM instruction faults.
+ */
+static int avx512_usable(void)
+{
+	unsigned a, b, c, d;
+
+	if (!avx2_usable())
+		return 0;
+	if ((xgetbv0() & XCR0_AVX512) != XCR0_AVX512)
+		return 0;
+	__cpuid_count(7, 0, a, b, c, d);
+	return (b & LEAF7_AVX512) == LEAF7_AVX512;
+}
+#endif
+
+/* The CPU check of test(), done once into *cached (-1: not yet). */
+static int cpu_ok(int *cached, int (*test)(void))
+{
+	int v = __atomic_load_n(cached, __ATOMIC_RELAXED);
+
+	if (v < 0) {     /* every thread would compute the same */
+		v = test();
+		__atomic_store_n(cached, v, __ATOMIC_RELAXED);
 	}
 	return v;
 }
+
+/* AVX2 usable here, checked once. */
+static int avx2_ok(void)
+{
+	static int cached = -1;
+
+	return cpu_ok(&cached, avx2_usable);
+}
+
+#ifdef DS_TRY_AVX512
+/* AVX-512 usable here, checked once. */
+static int avx512_ok(void)
+{
+	static int cached = -1;
+
+	return cpu_ok(&cached, avx512_usable);
+}
+#endif
 #endif
 
 const struct ds_kernel_ops *ds_kernel_get(const char *name)
@@ -64,6 +107,10 @@ const struct ds_kernel_ops *ds_kernel_get(const char *name)
 #ifdef DS_TRY_AVX2
 	if (strcmp(name, "avx2") == 0)
 		return avx2_ok() ? &ds_kernel_avx2_ops : NULL;
+#endif
+#ifdef DS_TRY_AVX512
+	if (strcmp(name, "avx512") == 0)
+		return avx512_ok() ? &ds_kernel_avx512_ops : NULL;
 #endif
 #if defined(DS_HAVE_NEON) && defined(__aarch64__)
 	if (strcmp(name, "neon") == 0)
@@ -78,7 +125,8 @@ static pthread_once_t select_once = PTHREAD_ONCE_INIT;
 /* The override if set (NULL when it cannot run here), else the best path. */
 static void select_path(void)
 {
-	static const char *const best[] = { "avx2", "neon", "scalar" };
+	static const char *const best[] = { "avx512", "avx2", "neon",
+					    "scalar" };
 	const char *env = getenv("DARE_STREAM_KERNEL");
 	size_t i;
 

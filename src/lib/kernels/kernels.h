@@ -8,7 +8,7 @@
 #include "dare-stream.h"
 
 /*
- * Every path (scalar, AVX2, NEON) gives the same bits as the scalar
+ * Every path (scalar, AVX2, AVX-512, NEON) gives the same bits as the scalar
  * reference for every input, NaN, infinities, zeros and subnormals
  * included, with one exception: the payload and sign of a NaN that an
  * arithmetic step (sparsify, delta, axpy, dare_axpy, ties) produces are
@@ -80,15 +80,23 @@ extern const struct ds_kernel_ops ds_kernel_scalar_ops;
  * which checks the CPU and the OS first. */
 extern const struct ds_kernel_ops ds_kernel_avx2_ops;
 #endif
+#if defined(DS_HAVE_AVX512) && defined(__x86_64__)
+/* The AVX-512 F/BW/VL path (avx512.c): likewise only through
+ * ds_kernel_get(), which checks the CPU and that the OS saves ZMM state. */
+extern const struct ds_kernel_ops ds_kernel_avx512_ops;
+#endif
 #if defined(DS_HAVE_NEON) && defined(__aarch64__)
 /* The NEON path (neon.c), part of every AArch64 CPU. */
 extern const struct ds_kernel_ops ds_kernel_neon_ops;
 #endif
 
-enum ds_kpath { DS_KPATH_SCALAR, DS_KPATH_AVX2, DS_KPATH_NEON, DS_KPATH_COUNT };
+enum ds_kpath {
+	DS_KPATH_SCALAR, DS_KPATH_AVX2, DS_KPATH_AVX512, DS_KPATH_NEON,
+	DS_KPATH_COUNT
+};
 
-/* The path named ("scalar", "avx2", "neon"), or NULL when this build or this
- * CPU cannot run it. */
+/* The path named ("scalar", "avx2", "avx512", "neon"), or NULL when this
+ * build or this CPU cannot run it. */
 const struct ds_kernel_ops *ds_kernel_get(const char *name);
 /*
  * The path to use: DARE_STREAM_KERNEL when set (NULL if it names a path
