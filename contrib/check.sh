@@ -79,6 +79,14 @@ export ASAN_OPTIONS UBSAN_OPTIONS
 run sanitize CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	LDFLAGS="-fsanitize=address,undefined"
 
+echo "== fuzz: ${FUZZ_SECONDS:-60} s per harness, ASan+UBSan"
+(cd build-plain && make fuzz)
+case $? in
+0) passed=$((passed + 1)) ;;
+77) skipped=$((skipped + 1)) ;;
+*) failed=$((failed + 1)) ;;
+esac
+
 echo "== make distcheck"
 rm -rf build-dist
 mkdir build-dist

@@ -198,6 +198,22 @@ void ds_merge_info(const ds_merge *mg, struct ds_plan_info *info);
 int ds_merge_run(ds_merge *mg, ds_progress_fn *progress, void *user);
 void ds_merge_free(ds_merge *mg);
 
+/* ---- verify ------------------------------------------------------------ */
+
+/*
+ * Check a merged output directory: every shard's structure (DESIGN section
+ * 8, as ds_model_open checks it), each shard's __metadata__ "format": "pt",
+ * the index against the shards (every tensor mapped, metadata.total_size
+ * the sum of their bytes), and CHECKSUMS.xxh128: every visible file of dir
+ * listed, every listed file present, each XXH3-128 recomputed and compared.
+ * report (may be NULL) gets a DS_LOG_NOTICE "NAME: ok" per file checked,
+ * then, last, "N files, M tensors".  Returns 0; DS_E_FORMAT when the
+ * content is corrupt (bad structure, checksum mismatch, a file missing or
+ * not listed), with ds_ctx_error() naming the file; a negative errno when a
+ * file cannot be read.
+ */
+int ds_verify(ds_ctx *ctx, const char *dir, ds_log_fn *report, void *user);
+
 #ifdef __cplusplus
 }
 #endif

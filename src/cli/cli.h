@@ -14,10 +14,12 @@ enum {
 	EXIT_USAGE = 2,             /* bad option or value */
 	EXIT_INPUT = 3,             /* invalid or inconsistent input */
 	EXIT_OUTPUT = 4,            /* output refused */
+	EXIT_CORRUPT = 5,           /* verify: OUT is corrupt or incomplete */
 };
 
 int cmd_merge(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 /* ---- options.c ---------------------------------------------------------- */
 

@@ -15,7 +15,9 @@ static void usage(FILE *f)
 	      "  merge    -o OUT --base B --model M... [options]   merge "
 	      "models (see dare-stream merge --help)\n"
 	      "  inspect  [--json] PATH...   tensors, dtypes, shapes, bytes "
-	      "and shards of a model\n\n"
+	      "and shards of a model\n"
+	      "  verify   [-v] OUT...        check a merged directory: "
+	      "structure, index, CHECKSUMS.xxh128\n\n"
 	      "  -h, --help     this help\n"
 	      "  -V, --version  version\n\n"
 	      "See dare-stream(1) for the formulas and the DARE mask.\n", f);
@@ -31,6 +33,8 @@ int main(int argc, char **argv)
 		return cmd_merge(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "inspect"))
 		return cmd_inspect(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "verify"))
+		return cmd_verify(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		usage(stdout);
 		return EXIT_OK;

@@ -28,6 +28,39 @@ const char *ds_ctx_error(const ds_ctx *ctx)
 	return ctx->err;
 }
 
+/* A C0 control, DEL, or the UTF-8 form (C2 80..C2 9F) of a C1 control. */
+static size_t control_len(const unsigned char *s)
+{
+	if (*s < 0x20 || *s == 0x7f)
+		return 1;
+	return s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f ? 2 : 0;
+}
+
+/*
+ * Format into out, writing control characters as \xNN: tensor and file
+ * names come from files of strangers and must not reach a terminal raw
+ * (an escape sequence in a tensor name would be run by it).
+ */
+static void format_safe(char *out, size_t size, const char *fmt, va_list ap)
+{
+	char raw[2048];
+	const unsigned char *s = (const unsigned char *)raw;
+	size_t o = 0, k;
+
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	for (; *s && o + 1 < size; s += k ? k : 1) {
+		if (!(k = control_len(s))) {
+			out[o++] = (char)*s;
+			continue;
+		}
+		if (o + 4 * k >= size)
+			break;
+		for (size_t i = 0; i < k; i++, o += 4)
+			snprintf(out + o, 5, "\\x%02x", s[i]);
+	}
+	out[o] = '\0';
+}
+
 int ds_fail(ds_ctx *ctx, int code, const char *fmt, ...)
 {
 	va_list ap;
@@ -35,7 +68,7 @@ int ds_fail(ds_ctx *ctx, int code, const char *fmt, ...)
 	if (!ctx)
 		return code;
 	va_start(ap, fmt);
-	vsnprintf(ctx->err, sizeof(ctx->err), fmt, ap);
+	format_safe(ctx->err, sizeof(ctx->err), fmt, ap);
 	va_end(ap);
 	return code;
 }
@@ -47,7 +80,7 @@ static void ds_log(ds_ctx *ctx, enum ds_log_level lv, const char *fmt,
 
 	if (!ctx || !ctx->log)
 		return;
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	format_safe(msg, sizeof(msg), fmt, ap);
 	ctx->log(ctx->log_user, lv, msg);
 }
 

@@ -664,12 +664,14 @@ static int write_checksums(struct ds_out *o)
 	return rc;
 }
 
-/* With --force, what an earlier merge left that this one does not write:
- * its checksums first, so the directory never looks finished meanwhile. */
+/* With --force, the regular files this merge does not write go (hidden
+ * files and subdirectories stay): the checksums first, so the directory
+ * never looks finished meanwhile. */
 static void remove_stale(struct ds_out *o)
 {
 	DIR *d = opendir(o->dir);
 	struct dirent *e;
+	struct stat st;
 
 	if (!d)
 		return;
@@ -677,8 +679,9 @@ static void remove_stale(struct ds_out *o)
 	while ((e = readdir(d))) {
 		int ours = 0;
 
-		if (fnmatch("*.safetensors", e->d_name, 0) &&
-		    strcmp(e->d_name, INDEX) && strcmp(e->d_name, RECIPE))
+		if (e->d_name[0] == '.' ||
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) ||
+		    (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)))
 			continue;
 		for (size_t i = 0; i < o->nf && !ours; i++)
 			ours = !strcmp(o->f[i].name, e->d_name);

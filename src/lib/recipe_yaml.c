@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,19 +16,44 @@
 
 /* ---- writing ------------------------------------------------------------ */
 
-/* A YAML double-quoted scalar: safe for any path or glob. */
-static void put_str(FILE *f, const char *s)
+/*
+ * The code point of the UTF-8 character at s (*len bytes) when YAML would
+ * not read it back as written: a C1 control or NEL, the line or paragraph
+ * separator (line breaks, folded in a quoted scalar), U+FFFE or U+FFFF
+ * (not printable); 0 for any other character.
+ */
+static unsigned yaml_unsafe(const unsigned char *s, int *len)
 {
+	*len = s[0] == 0xc2 ? 2 : 3;
+	if (s[0] == 0xc2)
+		return s[1] >= 0x80 && s[1] <= 0x9f ? s[1] : 0;
+	/* Each test of s[1] comes first, so s[2] is read only inside s. */
+	if ((s[0] == 0xe2 && s[1] == 0x80 && (s[2] == 0xa8 || s[2] == 0xa9)) ||
+	    (s[0] == 0xef && s[1] == 0xbf && (s[2] == 0xbe || s[2] == 0xbf)))
+		return (s[0] & 0x0fu) << 12 | (s[1] & 0x3fu) << 6 |
+		       (s[2] & 0x3fu);
+	return 0;
+}
+
+/* A YAML double-quoted scalar: safe for any path or glob. */
+static void put_str(FILE *f, const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	unsigned cp;
+	int len;
+
 	fputc('"', f);
 	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20 || c == 0x7f)
-			fprintf(f, "\\x%02x", c);
-		else
-			fputc(c, f);
+		if (*s == '"' || *s == '\\')
+			fprintf(f, "\\%c", *s);
+		else if (*s < 0x20 || *s == 0x7f)
+			fprintf(f, "\\x%02x", *s);
+		else if (*s >= 0xc2 && (cp = yaml_unsafe(s, &len))) {
+			fprintf(f, "\\u%04X", cp);
+			s += len - 1;
+		} else {
+			fputc(*s, f);
+		}
 	}
 	fputc('"', f);
 }
@@ -168,6 +194,18 @@ static int ydtype(struct yctx *y, yaml_node_t *n, int *out)
 	return ybad(y, n, "dtype must be bf16, f16 or f32");
 }
 
+/* A value out of range is a recipe error (exit 2), named by file and line. */
+static int yrange(struct yctx *y, yaml_node_t *n, const char *key, double d)
+{
+	bool rate = !strcmp(key, "drop_rate") || !strcmp(key, "density");
+
+	if (rate ? d >= 0 && d <= 1 : isfinite(d))
+		return 0;
+	return ds_fail(y->ctx, DS_E_USAGE, "%s:%lu: %s %g %s", y->path,
+		       (unsigned long)n->start_mark.line + 1, key, d,
+		       rate ? "is outside [0, 1]" : "is not a finite number");
+}
+
 /* Each key of a mapping node, with its value node. */
 #define YFOR(y, map, k, v)                                                   \
 	for (yaml_node_pair_t *p_ = (map)->data.mapping.pairs.start;         \
@@ -175,6 +213,25 @@ static int ydtype(struct yctx *y, yaml_node_t *n, int *out)
 	     ((k) = yscalar(yaml_document_get_node(&(y)->doc, p_->key)),     \
 	      (v) = yaml_document_get_node(&(y)->doc, p_->value), 1);        \
 	     p_++)
+
+/* A key given twice would silently lose one of its values: refuse it. */
+static int ydupes(struct yctx *y, yaml_node_t *map)
+{
+	yaml_node_pair_t *a, *b, *top = map->data.mapping.pairs.top;
+
+	for (a = map->data.mapping.pairs.start; a < top; a++)
+		for (b = a + 1; b < top; b++) {
+			const char *ka = yscalar(yaml_document_get_node(
+						 &y->doc, a->key));
+			const char *kb = yscalar(yaml_document_get_node(
+						 &y->doc, b->key));
+
+			if (ka && kb && !strcmp(ka, kb))
+				return ybad(y, yaml_document_get_node(
+					    &y->doc, b->key), "key given twice");
+		}
+	return 0;
+}
 
 /* Per-model (or, at top level, global) weight, density/drop_rate. */
 static int yparams(struct yctx *y, ds_recipe *r, yaml_node_t *map, int j)
@@ -186,6 +243,8 @@ static int yparams(struct yctx *y, ds_recipe *r, yaml_node_t *map, int j)
 
 	if (map->type != YAML_MAPPING_NODE)
 		return ybad(y, map, "parameters must be a mapping");
+	if ((rc = ydupes(y, map)))
+		return rc;
 	YFOR(y, map, k, v) {
 		if (!k)
 			return ybad(y, v, "parameter names must be strings");
@@ -215,7 +274,7 @@ static int yparams(struct yctx *y, ds_recipe *r, yaml_node_t *map, int j)
 					    "64-bit integer");
 			continue;
 		}
-		if ((rc = ydouble(y, v, &d)))
+		if ((rc = ydouble(y, v, &d)) || (rc = yrange(y, v, k, d)))
 			return rc;
 		if (!strcmp(k, "weight"))
 			rc = ds_recipe_set_weight(r, j, d);
@@ -246,6 +305,8 @@ static int ymodels(struct yctx *y, ds_recipe *r, yaml_node_t *seq)
 
 		if (m->type != YAML_MAPPING_NODE)
 			return ybad(y, m, "each model must be a mapping");
+		if ((rc = ydupes(y, m)))
+			return rc;
 		YFOR(y, m, k, v) {
 			if (k && !strcmp(k, "model"))
 				path = yscalar(v);
@@ -288,6 +349,8 @@ static int ytop(struct yctx *y, ds_recipe *r, yaml_node_t *root)
 
 	if (!root || root->type != YAML_MAPPING_NODE)
 		return ybad(y, root, "a recipe is a YAML mapping");
+	if ((rc = ydupes(y, root)))
+		return rc;
 	YFOR(y, root, k, v) {
 		enum ds_method m;
 
