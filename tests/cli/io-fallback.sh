@@ -16,6 +16,9 @@ M="--method dare_ties -p 0.8 --base $FX/base --model $FX/ft1 --model $FX/ft2"
 
 say "== io_uring available: the default backend"
 # shellcheck disable=SC2086
+"$DS_BIN" merge -o "$T/probe" --io uring --quiet $M 2>/dev/null ||
+	skip_all "io_uring is not available on this machine"
+# shellcheck disable=SC2086
 ds_merge "$T/uring" --io uring --quiet $M
 say "== io_uring refused: automatic fallback with a one-line notice"
 # shellcheck disable=SC2086
