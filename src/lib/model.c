@@ -155,21 +155,16 @@ static ssize_t read_all(int fd, char *buf, size_t len)
 static int small_size(ds_ctx *ctx, int fd, const char *path, uint64_t max,
 		      size_t *size)
 {
-	struct stat st;
+	uint64_t n;
+	int rc = ds_regular_size(ctx, fd, path, &n);
 
-	if (fstat(fd, &st)) {
-		int e = errno;
-
-		return ds_fail(ctx, -e, "%s: %s", path, strerror(e));
-	}
-	if (!S_ISREG(st.st_mode))
-		return ds_fail(ctx, DS_E_FORMAT, "%s: not a regular file",
-			       path);
-	if ((uint64_t)st.st_size > max)
-		return ds_fail(ctx, DS_E_FORMAT, "%s: %lld bytes, expected at "
-			       "most %llu", path, (long long)st.st_size,
+	if (rc)
+		return rc;
+	if (n > max)
+		return ds_fail(ctx, DS_E_FORMAT, "%s: %llu bytes, expected at "
+			       "most %llu", path, (unsigned long long)n,
 			       (unsigned long long)max);
-	*size = (size_t)st.st_size;
+	*size = (size_t)n;
 	return 0;
 }
 

@@ -72,6 +72,10 @@ int ds_st_parse(ds_ctx *ctx, const char *path, const char *json, size_t len,
 		uint64_t data_size, unsigned shard,
 		struct ds_tensor **out, size_t *n);
 
+/* Size of the open file fd, which must be a regular file (not a FIFO, a
+ * device or a directory); 0, -errno or DS_E_FORMAT naming path. */
+int ds_regular_size(ds_ctx *ctx, int fd, const char *path, uint64_t *size);
+
 /* Read and validate the header of an open safetensors file. */
 int ds_st_read(ds_ctx *ctx, int fd, const char *path, unsigned shard,
 	       struct ds_shard *sh, struct ds_tensor **out, size_t *n);

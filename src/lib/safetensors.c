@@ -462,14 +462,10 @@ static int read_hlen(ds_ctx *ctx, int fd, const char *path, uint64_t size,
 	return 0;
 }
 
-/* The header text of an open file (a malloc'd copy, not NUL-terminated). */
-static int read_header(ds_ctx *ctx, int fd, const char *path, char **hdr,
-		       uint64_t *hlen, uint64_t *size)
+int ds_regular_size(ds_ctx *ctx, int fd, const char *path, uint64_t *size)
 {
 	struct stat st;
-	int rc;
 
-	*hdr = NULL;
 	if (fstat(fd, &st)) {
 		int e = errno;
 
@@ -479,7 +475,18 @@ static int read_header(ds_ctx *ctx, int fd, const char *path, char **hdr,
 		return ds_fail(ctx, DS_E_FORMAT, "%s: not a regular file",
 			       path);
 	*size = (uint64_t)st.st_size;
-	if ((rc = read_hlen(ctx, fd, path, *size, hlen)))
+	return 0;
+}
+
+/* The header text of an open file (a malloc'd copy, not NUL-terminated). */
+static int read_header(ds_ctx *ctx, int fd, const char *path, char **hdr,
+		       uint64_t *hlen, uint64_t *size)
+{
+	int rc;
+
+	*hdr = NULL;
+	if ((rc = ds_regular_size(ctx, fd, path, size)) ||
+	    (rc = read_hlen(ctx, fd, path, *size, hlen)))
 		return rc;
 	if (!(*hdr = malloc(*hlen)))
 		return ds_fail(ctx, -ENOMEM, "%s: out of memory for a header "
