@@ -53,11 +53,12 @@ head -n 12 "$DEMO/inspect.txt"
 printf '... (%s lines in %s)\n' "$(wc -l <"$DEMO/inspect.txt")" \
 	"$DEMO/inspect.txt"
 
-step "Verify the checksums of the output"
+step "Verify the output: checksums (xxh128sum), then structure and checksums (dare-stream verify)"
 if command -v xxh128sum >/dev/null 2>&1; then
 	(cd "$DEMO/merged" && show xxh128sum -c CHECKSUMS.xxh128)
 else
 	echo "xxh128sum not installed (apt-get install xxhash); skipped"
 fi
+show "$BIN" verify "$DEMO/merged"
 
 step "Done: merged model in $DEMO/merged"
