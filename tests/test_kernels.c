@@ -9,6 +9,7 @@
 #include <xxhash.h>
 #include "methods.h"
 #include "kernels/kernels.h"
+#include "testutil.h"
 
 #define NAME1 "model.layers.0.mlp.up_proj.weight"
 #define NAME2 "lm_head.weight"
@@ -667,11 +668,5 @@ static Suite *kernels_suite(void)
 /* Exit status: failure if any check failed. */
 int main(void)
 {
-	SRunner *sr = srunner_create(kernels_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(kernels_suite());
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include "ctx.h"
 #include "methods.h"
+#include "testutil.h"
 
 #define NAME1 "model.layers.0.mlp.up_proj.weight"
 #define NAME2 "lm_head.weight"
@@ -83,6 +84,18 @@ static void expect(const float *got, const float *want, size_t n)
 			      "element %zu: got %a, want %a", k, got[k], want[k]);
 }
 
+/* run() a window of n elements from i0; the result is want, bit for bit. */
+static void expect_window(const struct ds_mparams *mp, const float *b,
+			  const float *const *x, uint64_t i0, size_t n,
+			  const float *want)
+{
+	float out[16];
+
+	ck_assert_uint_le(n, 16);
+	run(mp, b, x, i0, n, out);
+	expect(out, want, n);
+}
+
 /* Parameters that must be accepted. */
 static void init_ok(struct ds_mparams *mp, enum ds_method m, unsigned n,
 		    const double *w, const double *p, double lambda,
@@ -104,15 +117,12 @@ START_TEST(linear)
 	const float *x[2] = { x0, x1 };
 	double w[2] = { 1, 3 };
 	struct ds_mparams mp;
-	float out[4];
 
 	init_ok(&mp, DS_M_LINEAR, 2, w, NULL, 1, -1, 0, "t");
 	ck_assert(mp.normalize);
-	run(&mp, NULL, x, 0, 4, out);           /* no base needed */
-	expect(out, norm, 4);
+	expect_window(&mp, NULL, x, 0, 4, norm);        /* no base needed */
 	init_ok(&mp, DS_M_LINEAR, 2, w, NULL, 1, 0, 0, "t");
-	run(&mp, NULL, x, 0, 4, out);
-	expect(out, sum, 4);
+	expect_window(&mp, NULL, x, 0, 4, sum);
 }
 END_TEST
 
@@ -126,17 +136,14 @@ START_TEST(task_arithmetic)
 	const float *x[2] = { x0, x1 };
 	double w[2] = { 1, 0.5 }, w1[2] = { 1, 1 };
 	struct ds_mparams mp;
-	float out[4];
 
 	/* d0 = 1 -1 .5 0, d1 = 2 4 -1 1; acc = 2 1 0 .5; out = b + 2 acc */
 	init_ok(&mp, DS_M_TASK_ARITHMETIC, 2, w, NULL, 2, -1, 0, "t");
 	ck_assert(!mp.normalize);
-	run(&mp, b, x, 0, 4, out);
-	expect(out, plain, 4);
+	expect_window(&mp, b, x, 0, 4, plain);
 	/* acc = 3 3 -.5 1, / 2, out = b + 2 (acc / 2) */
 	init_ok(&mp, DS_M_TASK_ARITHMETIC, 2, w1, NULL, 2, 1, 0, "t");
-	run(&mp, b, x, 0, 4, out);
-	expect(out, norm, 4);
+	expect_window(&mp, b, x, 0, 4, norm);
 }
 END_TEST
 
@@ -149,19 +156,15 @@ START_TEST(dare_p0_p1)
 	const float *x[2] = { x0, x1 };
 	double w[2] = { 1, 0.5 }, p0[2] = { 0, 0 }, p1[2] = { 1, 1 };
 	struct ds_mparams mp;
-	float out[4];
 
 	/* p = 0 keeps everything with s = 1: task arithmetic. */
 	init_ok(&mp, DS_M_DARE_LINEAR, 2, w, p0, 2, -1, 7, "t");
-	run(&mp, b, x, 0, 4, out);
-	expect(out, plain, 4);
+	expect_window(&mp, b, x, 0, 4, plain);
 	/* p = 1 drops everything: out is the base, bit for bit. */
 	init_ok(&mp, DS_M_DARE_LINEAR, 2, w, p1, 3, -1, 7, "t");
-	run(&mp, b, x, 0, 4, out);
-	expect(out, b, 4);
+	expect_window(&mp, b, x, 0, 4, b);
 	init_ok(&mp, DS_M_DARE_TIES, 2, w, p1, 3, 1, 7, "t");
-	run(&mp, b, x, 0, 4, out);
-	expect(out, b, 4);
+	expect_window(&mp, b, x, 0, 4, b);
 }
 END_TEST
 
@@ -173,7 +176,7 @@ START_TEST(dare_worked_example)
 {
 	static const float want[16] = { 1.5f, 1, 1, 1, 3.5f, 4, 4.5f, 5,
 					1, 1, 1, 7, 1, 8, 8.5f, 1 };
-	float b[16], x0[16], out[16];
+	float b[16], x0[16];
 	const float *x[1] = { x0 }, *x5[1] = { x0 + 5 };
 	double w[1] = { 1 }, p[1] = { 0.5 };
 	struct ds_mparams mp;
@@ -186,11 +189,9 @@ START_TEST(dare_worked_example)
 	init_ok(&mp, DS_M_DARE_LINEAR, 1, w, p, 1, -1, 0, NAME1);
 	ck_assert_uint_eq(mp.name_hash, 0xda893b3c);
 	ck_assert(mp.s[0] == 2.0f);
-	run(&mp, b, x, 0, 16, out);
-	expect(out, want, 16);
+	expect_window(&mp, b, x, 0, 16, want);
 	/* The same elements in a window that starts at i0 = 5. */
-	run(&mp, b + 5, x5, 5, 11, out);
-	expect(out, want + 5, 11);
+	expect_window(&mp, b + 5, x5, 5, 11, want + 5);
 }
 END_TEST
 
@@ -199,7 +200,7 @@ START_TEST(dare_worked_example_j2)
 {
 	static const float want[16] = { 1, 1, 1, 0, 0, 0, 1, 0,
 					1, 1, 1, 1, 0, 1, 0, 0 };
-	float b[16], xa[16], x2[16], out[16];
+	float b[16], xa[16], x2[16];
 	const float *x[3] = { xa, xa, x2 };
 	double w[3] = { 1, 1, 1 }, p[3] = { 1, 1, 0.5 };
 	struct ds_mparams mp;
@@ -211,8 +212,7 @@ START_TEST(dare_worked_example_j2)
 		x2[k] = 0.5f;
 	}
 	init_ok(&mp, DS_M_DARE_LINEAR, 3, w, p, 1, -1, SEED2, NAME2);
-	run(&mp, b, x, 0, 16, out);
-	expect(out, want, 16);
+	expect_window(&mp, b, x, 0, 16, want);
 }
 END_TEST
 
@@ -235,20 +235,16 @@ START_TEST(dare_ties_election)
 	double w[3] = { 1, 0.5, 0.25 }, p[3] = { 0, 0, 0 };
 	double p1[3] = { 1, 0, 0 };
 	struct ds_mparams mp;
-	float out[6];
 
 	init_ok(&mp, DS_M_DARE_TIES, 3, w, p, 2, -1, 0, "t");
 	ck_assert(!mp.normalize);
-	run(&mp, b, x, 0, 6, out);
-	expect(out, plain, 6);
+	expect_window(&mp, b, x, 0, 6, plain);
 	init_ok(&mp, DS_M_DARE_TIES, 3, w, p, 2, 1, 0, "t");
-	run(&mp, b, x, 0, 6, out);
-	expect(out, norm, 6);
+	expect_window(&mp, b, x, 0, 6, norm);
 	/* Model 0 dropped: e = (0 -2 .5) (0 -.5 1) (0 -.5 -.125) (0 0 0)
 	 * (0 2 -2) (0 -1 0); elected sums -2 1 -.625 0 2 -1. */
 	init_ok(&mp, DS_M_DARE_TIES, 3, w, p1, 2, 0, 0, "t");
-	run(&mp, b, x, 0, 6, out);
-	expect(out, drop0, 6);
+	expect_window(&mp, b, x, 0, 6, drop0);
 }
 END_TEST
 
@@ -456,11 +452,5 @@ static Suite *methods_suite(void)
 /* Exit status: failure if any check failed. */
 int main(void)
 {
-	SRunner *sr = srunner_create(methods_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(methods_suite());
 }

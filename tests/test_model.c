@@ -3,9 +3,7 @@
 #include "config.h"
 
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,59 +13,20 @@
 #include <unistd.h>
 #include "ctx.h"
 #include "model.h"
+#include "testutil.h"
 
 /* An id no directory of the build tree is likely to be named like. */
 #define HF_ID   "ds-test-org/tiny-model.v1"
 #define HF_REPO "models--ds-test-org--tiny-model.v1"
 #define HF_REV  "0123456789abcdef0123456789abcdef01234567"
 
-static char tmp[PATH_MAX - 256];
 static ds_ctx *ctx;
 static ds_model *m;
 static char warned[4096];
 static const char *const envs[] = { "HF_HUB_CACHE", "HF_HOME", "HOME" };
 static char *saved[3];
 
-/* ---- helpers: files of raw bytes ---------------------------------------- */
-
-/* tmp/ + the formatted name, in one of a few rotating buffers. */
-static const char *P(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2)));
-static const char *P(const char *fmt, ...)
-{
-	static char buf[8][PATH_MAX];
-	static unsigned k;
-	char *b = buf[k++ % 8];
-	va_list ap;
-	int n = snprintf(b, PATH_MAX, "%s/", tmp);
-
-	va_start(ap, fmt);
-	vsnprintf(b + n, PATH_MAX - (size_t)n, fmt, ap);
-	va_end(ap);
-	return b;
-}
-
-static void rm_rf(const char *p)
-{
-	struct stat st;
-	struct dirent *de;
-	char sub[PATH_MAX];
-	DIR *d;
-
-	if (lstat(p, &st))
-		return;
-	if (S_ISDIR(st.st_mode) && (d = opendir(p))) {
-		while ((de = readdir(d))) {
-			if (!strcmp(de->d_name, ".") ||
-			    !strcmp(de->d_name, ".."))
-				continue;
-			snprintf(sub, sizeof(sub), "%s/%s", p, de->d_name);
-			rm_rf(sub);
-		}
-		closedir(d);
-	}
-	remove(p);
-}
+/* ---- helpers: files ----------------------------------------------------- */
 
 /* mkdir -p */
 static void mkdirs(const char *p)
@@ -83,20 +42,6 @@ static void mkdirs(const char *p)
 		}
 	}
 	mkdir(b, 0755);
-}
-
-static void write_raw(const char *p, const void *data, size_t len)
-{
-	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(write(fd, data, len), (ssize_t)len);
-	close(fd);
-}
-
-static void write_text(const char *p, const char *text)
-{
-	write_raw(p, text, strlen(text));
 }
 
 /*
@@ -137,11 +82,7 @@ static void log_fn(void *user, enum ds_log_level lv, const char *msg)
 
 static void setup(void)
 {
-	const char *t = getenv("TMPDIR");
-
-	snprintf(tmp, sizeof(tmp), "%s/ds-test-model-XXXXXX",
-		 t && *t ? t : "/tmp");
-	ck_assert_ptr_nonnull(mkdtemp(tmp));
+	ck_assert_ptr_nonnull(scratch_make("ds-test-model-"));
 	ctx = ds_ctx_create();
 	ck_assert_ptr_nonnull(ctx);
 	ds_ctx_set_log(ctx, log_fn, NULL);
@@ -166,7 +107,7 @@ static void teardown(void)
 	}
 	ds_model_free(m);
 	ds_ctx_free(ctx);
-	rm_rf(tmp);
+	scratch_remove();
 }
 
 /* rc is code and the error text holds each fragment (NULL-terminated). */
@@ -206,7 +147,7 @@ static void expect_tensor(size_t i, const char *name, unsigned s,
 	ck_assert_ptr_eq(ds_model_find(m, name), &m->tensors[i]);
 }
 
-/* tmp/dir: a model in two shards with its index (b, a | c). */
+/* scratch/dir: a model in two shards with its index (b, a | c). */
 static void make_sharded(const char *dir)
 {
 	mkdirs(P("%s", dir));
@@ -659,11 +600,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(suite());
 }

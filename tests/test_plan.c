@@ -4,7 +4,6 @@
 
 #include <check.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include "ctx.h"
 #include "plan.h"
 #include "recipe.h"
+#include "testutil.h"
 
 /* A tensor to put in a test file: name, dtype, up to 2 dims. */
 struct tdef {
@@ -21,7 +21,6 @@ struct tdef {
 	uint64_t d0, d1;
 };
 
-static char tmpdir[64];
 static char warnings[4096];
 
 static void on_log(void *u, enum ds_log_level lv, const char *msg)
@@ -32,14 +31,13 @@ static void on_log(void *u, enum ds_log_level lv, const char *msg)
 			 sizeof(warnings) - strlen(warnings), "%s\n", msg);
 }
 
-/* Write DIR/NAME/model.safetensors holding the tensors (zero data). */
+/* Write scratch/NAME/model.safetensors holding the tensors (zero data). */
 static void write_model(const char *name, const struct tdef *t, size_t n)
 {
 	struct ds_tensor *v = calloc(n, sizeof(*v));
 	uint64_t off = 0;
-	char path[256], *hdr;
+	char *hdr;
 	size_t hlen;
-	int fd;
 
 	for (size_t i = 0; i < n; i++) {
 		v[i].name = (char *)t[i].name;
@@ -52,45 +50,32 @@ static void write_model(const char *name, const struct tdef *t, size_t n)
 		v[i].end = off += v[i].numel * ds_dtype_size(t[i].dt);
 	}
 	ck_assert_int_eq(ds_st_build(v, n, NULL, &hdr, &hlen), 0);
-	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
-	ck_assert_int_eq(mkdir(path, 0755), 0);
-	snprintf(path, sizeof(path), "%s/%s/model.safetensors", tmpdir, name);
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(write(fd, hdr, hlen), (ssize_t)hlen);
-	ck_assert_int_eq(ftruncate(fd, (off_t)(hlen + off)), 0);
-	close(fd);
+	ck_assert_int_eq(mkdir(P("%s", name), 0755), 0);
+	write_raw(P("%s/model.safetensors", name), hdr, hlen);
+	ck_assert_int_eq(truncate(P("%s/model.safetensors", name),
+				  (off_t)(hlen + off)), 0);
 	free(hdr);
 	free(v);
 }
 
 static void setup(void)
 {
-	strcpy(tmpdir, "/tmp/ds-test-plan-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	ck_assert_ptr_nonnull(scratch_make("ds-test-plan-"));
 	warnings[0] = 0;
 }
 
 static void teardown(void)
 {
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	ck_assert_int_eq(system(cmd), 0);
+	ck_assert_int_eq(scratch_remove(), 0);
 }
 
 /* Plan base + models m1..mn with method and options; returns the code. */
 static int plan(struct ds_plan *p, ds_ctx *ctx, ds_recipe *r, int n,
 		const struct ds_merge_opts *o)
 {
-	char path[256];
-
-	snprintf(path, sizeof(path), "%s/base", tmpdir);
-	ds_recipe_set_base(r, path);
-	for (int j = 1; j <= n; j++) {
-		snprintf(path, sizeof(path), "%s/m%d", tmpdir, j);
-		ds_recipe_add_model(r, path);
-	}
+	ds_recipe_set_base(r, P("base"));
+	for (int j = 1; j <= n; j++)
+		ds_recipe_add_model(r, P("m%d", j));
 	ds_ctx_set_log(ctx, on_log, NULL);
 	return ds_plan_build(ctx, r, o, p);
 }
@@ -306,15 +291,12 @@ START_TEST(linear_without_base)
 	struct ds_plan p;
 	ds_ctx *ctx = ds_ctx_create();
 	ds_recipe *r = ds_recipe_create();
-	char path[256];
 
 	write_model("m1", llama, 4);
 	write_model("m2", llama, 4);
 	ds_recipe_set_method(r, DS_M_LINEAR);
-	for (int j = 1; j <= 2; j++) {
-		snprintf(path, sizeof(path), "%s/m%d", tmpdir, j);
-		ds_recipe_add_model(r, path);
-	}
+	for (int j = 1; j <= 2; j++)
+		ds_recipe_add_model(r, P("m%d", j));
 	ck_assert_int_eq(ds_plan_build(ctx, r, &o, &p), 0);
 	ck_assert(p.base_is_model);
 	ck_assert(!p.mp.uses_base);
@@ -330,8 +312,7 @@ START_TEST(recipe_yaml_round_trip)
 {
 	ds_ctx *ctx = ds_ctx_create();
 	ds_recipe *r = ds_recipe_create(), *back = ds_recipe_create();
-	char path[256], *yml;
-	FILE *f;
+	char *yml;
 
 	ds_recipe_set_method(r, DS_M_DARE_TIES);
 	ds_recipe_set_base(r, "org/base-model");
@@ -348,12 +329,9 @@ START_TEST(recipe_yaml_round_trip)
 	ds_recipe_set_dtype(r, DS_DT_F16);
 	ds_recipe_add_exclude(r, "lm_head*");
 	ck_assert_int_eq(ds_recipe_to_yaml(r, &yml), 0);
-	snprintf(path, sizeof(path), "%s/r.yml", tmpdir);
-	f = fopen(path, "w");
-	fputs(yml, f);
-	fclose(f);
+	write_text(P("r.yml"), yml);
 	free(yml);
-	ck_assert_int_eq(ds_recipe_load(ctx, back, path), 0);
+	ck_assert_int_eq(ds_recipe_load(ctx, back, P("r.yml")), 0);
 	ck_assert_int_eq(back->method, DS_M_DARE_TIES);
 	ck_assert_str_eq(back->base, "org/base-model");
 	ck_assert_uint_eq(back->n, 2);
@@ -377,21 +355,16 @@ START_TEST(recipe_mergekit_style)
 {
 	ds_ctx *ctx = ds_ctx_create();
 	ds_recipe *r = ds_recipe_create();
-	char path[256];
-	FILE *f;
 
-	snprintf(path, sizeof(path), "%s/mk.yml", tmpdir);
-	f = fopen(path, "w");
-	fputs("models:\n"
-	      "  - model: a\n"
-	      "    parameters: {weight: 0.5, density: 0.25}\n"
-	      "  - model: b\n"
-	      "    parameters:\n      weight: 0.5\n      density: 0.5\n"
-	      "merge_method: dare_ties\nbase_model: base\n"
-	      "parameters:\n  normalize: true\n  lambda: 2\n"
-	      "dtype: bfloat16\n", f);
-	fclose(f);
-	ck_assert_int_eq(ds_recipe_load(ctx, r, path), 0);
+	write_text(P("mk.yml"), "models:\n"
+		   "  - model: a\n"
+		   "    parameters: {weight: 0.5, density: 0.25}\n"
+		   "  - model: b\n"
+		   "    parameters:\n      weight: 0.5\n      density: 0.5\n"
+		   "merge_method: dare_ties\nbase_model: base\n"
+		   "parameters:\n  normalize: true\n  lambda: 2\n"
+		   "dtype: bfloat16\n");
+	ck_assert_int_eq(ds_recipe_load(ctx, r, P("mk.yml")), 0);
 	ck_assert_uint_eq(r->n, 2);
 	ck_assert(r->p[0] == 0.75 && r->p[1] == 0.5);
 	ck_assert(r->lambda == 2.0);
@@ -400,10 +373,9 @@ START_TEST(recipe_mergekit_style)
 	ds_recipe_free(r);
 	/* An unknown key is an error naming the file and line. */
 	r = ds_recipe_create();
-	f = fopen(path, "w");
-	fputs("merge_method: dare_ties\nbase_model: b\nmodles: []\n", f);
-	fclose(f);
-	ck_assert_int_eq(ds_recipe_load(ctx, r, path), DS_E_FORMAT);
+	write_text(P("mk.yml"),
+		   "merge_method: dare_ties\nbase_model: b\nmodles: []\n");
+	ck_assert_int_eq(ds_recipe_load(ctx, r, P("mk.yml")), DS_E_FORMAT);
 	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx), "mk.yml:3: unknown key"));
 	ds_recipe_free(r);
 	ds_ctx_free(ctx);
@@ -433,11 +405,5 @@ static Suite *plan_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(plan_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(plan_suite());
 }

@@ -3,7 +3,6 @@
 #include "config.h"
 
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -11,65 +10,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include "ctx.h"
 #include "model.h"
+#include "testutil.h"
 
-static char tmp[PATH_MAX - 256];
 static char path[PATH_MAX];
 static ds_ctx *ctx;
 
 /* ---- helpers: files of raw bytes ---------------------------------------- */
 
-static void rm_rf(const char *p)
-{
-	struct stat st;
-	struct dirent *de;
-	char sub[PATH_MAX];
-	DIR *d;
-
-	if (lstat(p, &st))
-		return;
-	if (S_ISDIR(st.st_mode) && (d = opendir(p))) {
-		while ((de = readdir(d))) {
-			if (!strcmp(de->d_name, ".") ||
-			    !strcmp(de->d_name, ".."))
-				continue;
-			snprintf(sub, sizeof(sub), "%s/%s", p, de->d_name);
-			rm_rf(sub);
-		}
-		closedir(d);
-	}
-	remove(p);
-}
-
 static void setup(void)
 {
-	const char *t = getenv("TMPDIR");
-
-	snprintf(tmp, sizeof(tmp), "%s/ds-test-st-XXXXXX",
-		 t && *t ? t : "/tmp");
-	ck_assert_ptr_nonnull(mkdtemp(tmp));
-	snprintf(path, sizeof(path), "%s/t.safetensors", tmp);
+	ck_assert_ptr_nonnull(scratch_make("ds-test-st-"));
+	snprintf(path, sizeof(path), "%s", P("t.safetensors"));
 	ctx = ds_ctx_create();
 	ck_assert_ptr_nonnull(ctx);
 }
 
 static void teardown(void)
 {
-	rm_rf(tmp);
+	scratch_remove();
 	ds_ctx_free(ctx);
-}
-
-/* Write len bytes to path, replacing it. */
-static void write_raw(const char *p, const void *data, size_t len)
-{
-	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(write(fd, data, len), (ssize_t)len);
-	close(fd);
 }
 
 /* A file of: hlen as u64 LE, hdr, then data_size bytes (0, 1, 2...). */
@@ -637,11 +599,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(suite());
 }

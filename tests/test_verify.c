@@ -16,71 +16,18 @@
 #include <xxhash.h>
 #include "ctx.h"
 #include "model.h"
+#include "testutil.h"
 
 #define SHARD1 "model-00001-of-00002.safetensors"
 #define SHARD2 "model-00002-of-00002.safetensors"
 #define INDEX  "model.safetensors.index.json"
 #define SUMS   "CHECKSUMS.xxh128"
 
-static char tmp[PATH_MAX - 256];
 static ds_ctx *ctx;
 static char last[256];          /* the last notice of ds_verify */
 static unsigned notices;
 
 /* ---- helpers ------------------------------------------------------------ */
-
-/* tmp/ + the formatted name, in one of a few rotating buffers. */
-static const char *P(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2)));
-static const char *P(const char *fmt, ...)
-{
-	static char buf[8][PATH_MAX];
-	static unsigned k;
-	char *b = buf[k++ % 8];
-	va_list ap;
-	int n = snprintf(b, PATH_MAX, "%s/", tmp);
-
-	va_start(ap, fmt);
-	vsnprintf(b + n, PATH_MAX - (size_t)n, fmt, ap);
-	va_end(ap);
-	return b;
-}
-
-static void rm_rf(const char *p)
-{
-	struct stat st;
-	struct dirent *de;
-	char sub[PATH_MAX];
-	DIR *d;
-
-	if (lstat(p, &st))
-		return;
-	if (S_ISDIR(st.st_mode) && (d = opendir(p))) {
-		while ((de = readdir(d))) {
-			if (!strcmp(de->d_name, ".") ||
-			    !strcmp(de->d_name, ".."))
-				continue;
-			snprintf(sub, sizeof(sub), "%s/%s", p, de->d_name);
-			rm_rf(sub);
-		}
-		closedir(d);
-	}
-	remove(p);
-}
-
-static void write_raw(const char *p, const void *data, size_t len)
-{
-	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(write(fd, data, len), (ssize_t)len);
-	close(fd);
-}
-
-static void write_text(const char *p, const char *text)
-{
-	write_raw(p, text, strlen(text));
-}
 
 /* A file's bytes, malloc'd; *len its size. */
 static char *slurp(const char *p, size_t *len)
@@ -100,36 +47,23 @@ static char *slurp(const char *p, size_t *len)
 }
 
 /*
- * A shard of F32 [2] tensors named names[0..n), built by ds_st_build with
- * __metadata__ {"format": fmt} (none when fmt is NULL); data bytes seed+i.
+ * A shard of F32 [2] tensors named names[0..n), built by build_f32_shard
+ * with __metadata__ {"format": fmt} (none when fmt is NULL); data bytes seed+i.
  */
 static void write_shard(const char *p, const char *const *names, size_t n,
 			const char *fmt, unsigned char seed)
 {
 	const char *meta[] = { "format", fmt, "dare_stream_version", "test",
 			       NULL };
-	struct ds_tensor t[8] = { { 0 } };
-	char *hdr, *file;
+	char *file;
 	size_t len;
 
-	for (size_t i = 0; i < n; i++) {
-		t[i].name = (char *)names[i];
-		t[i].dtype = DS_DT_F32;
-		t[i].ndim = 1;
-		t[i].shape[0] = 2;
-		t[i].numel = 2;
-		t[i].begin = 8 * i;
-		t[i].end = 8 * i + 8;
-	}
-	ck_assert_int_eq(ds_st_build(t, n, fmt ? meta : NULL, &hdr, &len), 0);
-	file = malloc(len + 8 * n);
-	ck_assert_ptr_nonnull(file);
-	memcpy(file, hdr, len);
+	ck_assert_int_eq(build_f32_shard(names, n, fmt ? meta : NULL, &file,
+					 &len), 0);
 	for (size_t i = 0; i < 8 * n; i++)
-		file[len + i] = (char)(seed + i);
-	write_raw(p, file, len + 8 * n);
+		file[len - 8 * n + i] = (char)(seed + i);
+	write_raw(p, file, len);
 	free(file);
-	free(hdr);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -223,11 +157,7 @@ static void expect(int want, ...)
 
 static void setup(void)
 {
-	const char *t = getenv("TMPDIR");
-
-	snprintf(tmp, sizeof(tmp), "%s/ds-test-verify-XXXXXX",
-		 t && *t ? t : "/tmp");
-	ck_assert_ptr_nonnull(mkdtemp(tmp));
+	ck_assert_ptr_nonnull(scratch_make("ds-test-verify-"));
 	ctx = ds_ctx_create();
 	ck_assert_ptr_nonnull(ctx);
 	last[0] = '\0';
@@ -237,7 +167,7 @@ static void setup(void)
 static void teardown(void)
 {
 	ds_ctx_free(ctx);
-	rm_rf(tmp);
+	scratch_remove();
 }
 
 /* Flip one bit of the byte at off of file p. */
@@ -276,17 +206,10 @@ END_TEST
 /* The known answer of xxh128sum for an empty file: the same format. */
 START_TEST(xxh128sum_known_answer)
 {
-	char text[4096];
-	size_t len;
-	char *sums;
-
 	make_good();
 	write_text(P("g/empty.txt"), "");
-	sums = slurp(P("g/" SUMS), &len);
-	snprintf(text, sizeof(text), "%.*s99aa06d3014798d86001c324468d497f"
-		 "  empty.txt\n", (int)len, sums);
-	write_text(P("g/" SUMS), text);
-	free(sums);
+	append_text(P("g/" SUMS), "99aa06d3014798d86001c324468d497f"
+		    "  empty.txt\n");
 	expect(0, NULL);
 	ck_assert_str_eq(last, "5 files, 3 tensors");
 }
@@ -326,12 +249,8 @@ END_TEST
 /* Structure is checked even when the checksums agree with the damage. */
 START_TEST(bad_structure_with_matching_checksums)
 {
-	int fd;
-
 	make_parts("pt");
-	fd = open(P("g/" SHARD1), O_WRONLY | O_APPEND);
-	ck_assert_int_eq(write(fd, "tail", 4), 4);
-	close(fd);
+	append_text(P("g/" SHARD1), "tail");
 	write_sums(P("g"));
 	expect(DS_E_FORMAT, P("g/" SHARD1), "trailing bytes", NULL);
 }
@@ -383,17 +302,10 @@ static const char *const bad_lines[] = {
 
 START_TEST(bad_checksum_line)
 {
-	char text[4096];
-	size_t len;
-	char *sums;
-
 	make_good();
-	sums = slurp(P("g/" SUMS), &len);
 	/* The good lines, then the bad one: it is line 5. */
-	snprintf(text, sizeof(text), "%.*s%s\n", (int)len, sums,
-		 bad_lines[_i]);
-	write_text(P("g/" SUMS), text);
-	free(sums);
+	append_text(P("g/" SUMS), bad_lines[_i]);
+	append_text(P("g/" SUMS), "\n");
 	expect(DS_E_FORMAT, P("g/" SUMS ":5: expected '<32 hex digits>  "
 			      "<file name>'"), NULL);
 }
@@ -401,16 +313,14 @@ END_TEST
 
 START_TEST(duplicate_checksum_line)
 {
-	char text[4096];
 	size_t len;
 	char *sums;
 
 	make_good();
 	sums = slurp(P("g/" SUMS), &len);
 	/* The first line (config.json) twice. */
-	snprintf(text, sizeof(text), "%.*s%.*s", (int)len, sums,
-		 (int)(strchr(sums, '\n') - sums + 1), sums);
-	write_text(P("g/" SUMS), text);
+	append_raw(P("g/" SUMS), sums,
+		   (size_t)(strchr(sums, '\n') - sums + 1));
 	free(sums);
 	expect(DS_E_FORMAT, "'config.json' is listed twice", NULL);
 }
@@ -552,11 +462,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(suite());
 }

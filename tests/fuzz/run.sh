@@ -49,18 +49,20 @@ SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
 CFLAGS="-g -O1 -fno-omit-frame-pointer $SAN -Wall -Wextra -Wshadow \
 -Wstrict-prototypes -Wmissing-prototypes -Wvla -Werror \
 -Wno-unused-command-line-argument"
-INC="-I$builddir -I$top/include -I$top/src/lib -I$here"
+INC="-I$builddir -I$top/include -I$top/src/lib -I$top/tests -I$here"
 DEPCF=$(pkg-config --cflags jansson yaml-0.1 libxxhash)
 # The library sources the harnesses reach (no kernels: methods.c only takes
-# their table as an argument), compiled once for all four.
-LIBSRC="ctx.c safetensors.c model.c recipe.c recipe_yaml.c methods.c"
+# their table as an argument), and the tests' shared helpers without their
+# Check part, compiled once for all four.
+SRC="src/lib/ctx.c src/lib/safetensors.c src/lib/model.c src/lib/recipe.c \
+src/lib/recipe_yaml.c src/lib/methods.c tests/testutil.c"
 
 objs=
-for s in $LIBSRC; do
-	o=$W/$s.o
+for s in $SRC; do
+	o=$W/$(basename "$s").o
 	# shellcheck disable=SC2086 # flag lists are split on purpose
-	"$CLANG" $CFLAGS -fsanitize=fuzzer-no-link $INC $DEPCF \
-		-c "$top/src/lib/$s" -o "$o" || hard "cannot compile src/lib/$s"
+	"$CLANG" $CFLAGS -fsanitize=fuzzer-no-link -DTESTUTIL_NO_CHECK $INC \
+		$DEPCF -c "$top/$s" -o "$o" || hard "cannot compile $s"
 	objs="$objs $o"
 done
 
