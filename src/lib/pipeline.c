@@ -341,6 +341,7 @@ static int loop(struct pipe *pp)
 {
 	for (;;) {
 		struct ds_io_req *r;
+		int rc;
 
 		while (!pp->err &&
 		       pp->slots[pp->seq_issue % pp->nslots].st == S_FREE &&
@@ -350,7 +351,11 @@ static int loop(struct pipe *pp)
 			;
 		if (pp->outstanding == 0)
 			return pp->err;
-		ds_io_wait(&pp->io, &r);
+		rc = ds_io_wait(&pp->io, &r);
+		if (rc)         /* the engine itself failed: nothing to drain */
+			return pp->err ? pp->err :
+			       ds_fail(pp->ctx, rc, "I/O engine: %s",
+				       strerror(-rc));
 		on_event(pp, r);
 		retire(pp);
 	}
