@@ -317,13 +317,6 @@ philox_step(const struct pk *pk, uint32_t lo, int nc, __m256i *u)
 		p4_last(pk, &s[c], u + 2 * c);
 }
 
-/* Elements before i0's next multiple of 4 (the scalar head), at most n. */
-static inline size_t head_len(uint64_t i0, size_t n)
-{
-	size_t h = (size_t)((4 - (i0 & 3)) & 3);
-
-	return h < n ? h : n;
-}
 
 /*
  * How many of the m elements from block blk on a vector step can do: a
@@ -346,7 +339,7 @@ static inline size_t step_len(struct pk *pk, uint64_t blk, size_t m)
 static void philox_avx2(uint64_t seed, uint32_t j, uint32_t name_hash,
 			uint64_t i0, size_t n, uint32_t *u)
 {
-	size_t i = head_len(i0, n), m;
+	size_t i = ds_philox_head_len(i0, n), m;
 	__m256i v[2 * NCHAIN];
 	struct pk pk;
 	uint64_t blk;
@@ -507,7 +500,7 @@ static void dare_axpy_avx2(float *acc, const float *b, const float *x,
 	const uint32_t bias = 0x80000000u;
 	const struct dv c = { _mm256_set1_ps(dp->s), _mm256_set1_ps(dp->w),
 			      BC((dp->thr - 1) ^ bias) };
-	size_t i = head_len(i0, n), m;
+	size_t i = ds_philox_head_len(i0, n), m;
 	struct pk pk;
 	uint64_t blk;
 

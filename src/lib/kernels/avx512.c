@@ -380,13 +380,6 @@ philox_step(const struct pk *pk, uint32_t lo, int nc, __m512i *u)
 		p8_last(pk, &s[c], u + 2 * c);
 }
 
-/* Elements before i0's next multiple of 4 (the scalar head), at most n. */
-static inline size_t head_len(uint64_t i0, size_t n)
-{
-	size_t h = (size_t)((4 - (i0 & 3)) & 3);
-
-	return h < n ? h : n;
-}
 
 /* Whether blocks blk .. blk + nb - 1 all have pk's counter word 1. */
 static inline int same_hi(const struct pk *pk, uint64_t blk, uint64_t nb)
@@ -417,7 +410,7 @@ static inline size_t step_len(struct pk *pk, uint64_t blk, size_t m)
 static void philox_avx512(uint64_t seed, uint32_t j, uint32_t name_hash,
 			  uint64_t i0, size_t n, uint32_t *u)
 {
-	size_t i = head_len(i0, n), m;
+	size_t i = ds_philox_head_len(i0, n), m;
 	__m512i v[2 * NCHAIN];
 	struct pk pk;
 	uint64_t blk;
@@ -587,7 +580,7 @@ static void dare_axpy_avx512(float *acc, const float *b, const float *x,
 {
 	const struct dv c = { _mm512_set1_ps(dp->s), _mm512_set1_ps(dp->w),
 			      BC(dp->thr) };
-	size_t i = head_len(i0, n), m;
+	size_t i = ds_philox_head_len(i0, n), m;
 	struct pk pk;
 	uint64_t blk;
 

@@ -135,19 +135,12 @@ static inline void philox4(uint64_t seed, uint32_t j, uint32_t hash,
 	x[3] = c3;
 }
 
-/* Elements before i0's next multiple of 4 (the scalar head), at most n. */
-static inline size_t head_len(uint64_t i0, size_t n)
-{
-	size_t h = (size_t)((4 - (i0 & 3)) & 3);
-
-	return h < n ? h : n;
-}
 
 /* u[k] for elements i0 .. i0+n-1: ST4 interleaves the words per block. */
 static void philox_neon(uint64_t seed, uint32_t j, uint32_t name_hash,
 			uint64_t i0, size_t n, uint32_t *u)
 {
-	size_t i = head_len(i0, n);
+	size_t i = ds_philox_head_len(i0, n);
 	uint32x4x4_t v;
 
 	REF->philox(seed, j, name_hash, i0, i, u);
@@ -233,7 +226,7 @@ static size_t dare_axpy_16(float *acc, const float *b, const float *x,
 static void dare_axpy_neon(float *acc, const float *b, const float *x,
 			   const struct ds_dare *dp, uint64_t i0, size_t n)
 {
-	size_t i = head_len(i0, n);
+	size_t i = ds_philox_head_len(i0, n);
 
 	REF->dare_axpy(acc, b, x, dp, i0, i);
 	if (dp->thr)

@@ -3,6 +3,7 @@
 #ifndef DS_PHILOX_H
 #define DS_PHILOX_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define DS_PHILOX_M0 0xD2511F53u
@@ -59,6 +60,17 @@ static inline uint32_t ds_philox_u(uint64_t seed, uint32_t j,
 
 	ds_philox_block(ctr, key, x);
 	return x[i & 3];
+}
+
+/*
+ * Vector paths generate whole blocks of 4 elements: the elements before
+ * i0's next multiple of 4 (at most n) come from the scalar reference first.
+ */
+static inline size_t ds_philox_head_len(uint64_t i0, size_t n)
+{
+	size_t h = (size_t)((4 - (i0 & 3)) & 3);
+
+	return h < n ? h : n;
 }
 
 #endif
