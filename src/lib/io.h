@@ -26,6 +26,30 @@ struct ds_io_req {
 	struct ds_io_req *next;     /* engine's: queue link */
 };
 
+/* A FIFO of requests linked through their next field; the caller locks. */
+struct ds_reqq {
+	struct ds_io_req *head, *tail;
+};
+
+static inline void ds_reqq_push(struct ds_reqq *q, struct ds_io_req *r)
+{
+	r->next = NULL;
+	if (q->tail)
+		q->tail->next = r;
+	else
+		q->head = r;
+	q->tail = r;
+}
+
+static inline struct ds_io_req *ds_reqq_pop(struct ds_reqq *q)
+{
+	struct ds_io_req *r = q->head;
+
+	if (r && !(q->head = r->next))
+		q->tail = NULL;
+	return r;
+}
+
 struct ds_io_ops {
 	const char *name;
 	int (*submit)(void *e, struct ds_io_req *r);

@@ -11,7 +11,7 @@
 
 /* A FIFO of requests guarded by the engine's lock. */
 struct fifo {
-	struct ds_io_req *head, *tail;
+	struct ds_reqq q;
 	pthread_cond_t nonempty;
 };
 
@@ -28,12 +28,7 @@ struct pread_engine {
 static void push(struct pread_engine *e, struct fifo *q, struct ds_io_req *r)
 {
 	pthread_mutex_lock(&e->lock);
-	r->next = NULL;
-	if (q->tail)
-		q->tail->next = r;
-	else
-		q->head = r;
-	q->tail = r;
+	ds_reqq_push(&q->q, r);
 	pthread_cond_signal(&q->nonempty);
 	pthread_mutex_unlock(&e->lock);
 }
@@ -44,11 +39,9 @@ static struct ds_io_req *pop(struct pread_engine *e, struct fifo *q)
 	struct ds_io_req *r;
 
 	pthread_mutex_lock(&e->lock);
-	while (!q->head && !e->stop)
+	while (!q->q.head && !e->stop)
 		pthread_cond_wait(&q->nonempty, &e->lock);
-	r = q->head;
-	if (r && !(q->head = r->next))
-		q->tail = NULL;
+	r = ds_reqq_pop(&q->q);
 	pthread_mutex_unlock(&e->lock);
 	return r;
 }

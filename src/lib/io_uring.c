@@ -22,7 +22,7 @@ struct uring_engine {
 	int efd;
 	uint64_t ebuf;                  /* target of the pending eventfd read */
 	pthread_mutex_t lock;
-	struct ds_io_req *posted, *posted_tail;
+	struct ds_reqq posted;
 };
 
 #define EVENTFD_TAG ((uint64_t)1)       /* user_data of the eventfd read */
@@ -79,9 +79,7 @@ static struct ds_io_req *pop_posted(struct uring_engine *e)
 	struct ds_io_req *r;
 
 	pthread_mutex_lock(&e->lock);
-	r = e->posted;
-	if (r && !(e->posted = r->next))
-		e->posted_tail = NULL;
+	r = ds_reqq_pop(&e->posted);
 	pthread_mutex_unlock(&e->lock);
 	return r;
 }
@@ -150,12 +148,7 @@ static void uring_post(void *ev, struct ds_io_req *r)
 	uint64_t one = 1;
 
 	pthread_mutex_lock(&e->lock);
-	r->next = NULL;
-	if (e->posted_tail)
-		e->posted_tail->next = r;
-	else
-		e->posted = r;
-	e->posted_tail = r;
+	ds_reqq_push(&e->posted, r);
 	pthread_mutex_unlock(&e->lock);
 	while (write(e->efd, &one, sizeof(one)) < 0 && errno == EINTR)
 		;

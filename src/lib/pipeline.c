@@ -36,7 +36,6 @@ struct slot {
 	void *in[DS_MAX_INPUTS];
 	void *out;
 	struct ds_io_req rd[DS_MAX_INPUTS], wr, wake;
-	struct slot *qnext;
 };
 
 #define BEHIND 8
@@ -73,7 +72,7 @@ struct pipe {
 	unsigned nth;
 	pthread_mutex_t lk;
 	pthread_cond_t cv;
-	struct slot *qhead, *qtail;
+	struct ds_reqq queue;            /* wake requests of slots to merge */
 	int stop;
 	/* progress */
 	ds_progress_fn *progress;
@@ -111,33 +110,26 @@ static void *worker(void *arg)
 	struct pipe *pp = wa->pp;
 
 	for (;;) {
-		struct slot *s;
+		struct ds_io_req *r;
 
 		pthread_mutex_lock(&pp->lk);
-		while (!pp->qhead && !pp->stop)
+		while (!pp->queue.head && !pp->stop)
 			pthread_cond_wait(&pp->cv, &pp->lk);
-		s = pp->qhead;
-		if (s && !(pp->qhead = s->qnext))
-			pp->qtail = NULL;
+		r = ds_reqq_pop(&pp->queue);
 		pthread_mutex_unlock(&pp->lk);
-		if (!s)
+		if (!r)
 			return NULL;
-		merge_window(pp, s, wa->scratch);
-		ds_io_post(&pp->io, &s->wake);
+		merge_window(pp, r->user, wa->scratch);
+		ds_io_post(&pp->io, r);     /* the slot's wake request */
 	}
 }
 
 static void enqueue(struct pipe *pp, struct slot *s)
 {
 	s->st = S_COMPUTING;
-	s->qnext = NULL;
 	pp->outstanding++;
 	pthread_mutex_lock(&pp->lk);
-	if (pp->qtail)
-		pp->qtail->qnext = s;
-	else
-		pp->qhead = s;
-	pp->qtail = s;
+	ds_reqq_push(&pp->queue, &s->wake);
 	pthread_cond_signal(&pp->cv);
 	pthread_mutex_unlock(&pp->lk);
 }
