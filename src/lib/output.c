@@ -416,6 +416,37 @@ static int open_journal(struct ds_out *o, const char *path, int trunc)
  * journal whose tensors verify (*first: how many tensors that covers);
  * otherwise, or when it belongs to another merge, begin a new one.
  */
+static int journal_head(const struct ds_out *o, char *head, size_t size)
+{
+	return snprintf(head, size, "dare-stream-journal 1 %016llx\n",
+			(unsigned long long)o->fingerprint);
+}
+
+/*
+ * Resuming is for the same merge only: a journal whose first line names
+ * another recipe, layout or inputs is refused rather than overwritten (an
+ * empty or torn first line is a run killed while starting: nothing to
+ * lose).
+ */
+static int check_journal(struct ds_out *o)
+{
+	char path[PATH_MAX], head[64], line[64] = "";
+	FILE *j;
+
+	snprintf(path, sizeof(path), "%s/" JOURNAL, o->dir);
+	if (!(j = fopen(path, "r")))
+		return 0;
+	if (!fgets(line, sizeof(line), j))
+		line[0] = 0;
+	fclose(j);
+	journal_head(o, head, sizeof(head));
+	if (!strchr(line, '\n') || !strcmp(line, head))
+		return 0;
+	return ds_fail(o->ctx, DS_E_OUTPUT, "%s: its interrupted merge was "
+		       "of another recipe or other inputs; rerun that one with "
+		       "--resume, or use --force to start again", o->dir);
+}
+
 static int replay(struct ds_out *o, int resume, size_t *first)
 {
 	char path[PATH_MAX], head[64], line[64];
@@ -424,8 +455,7 @@ static int replay(struct ds_out *o, int resume, size_t *first)
 	int len, rc;
 
 	snprintf(path, sizeof(path), "%s/" JOURNAL, o->dir);
-	len = snprintf(head, sizeof(head), "dare-stream-journal 1 %016llx\n",
-		       (unsigned long long)o->fingerprint);
+	len = journal_head(o, head, sizeof(head));
 	if (resume && (j = fopen(path, "r"))) {
 		if (fgets(line, sizeof(line), j) && !strcmp(line, head))
 			*first = verify_records(o, j, &end);
@@ -474,6 +504,8 @@ int ds_out_open(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
 		return ds_fail(ctx, -errno, "%s: cannot create the output "
 			       "directory: %s", dir, strerror(errno));
 	o->fingerprint = fingerprint(p);
+	if (resume && (rc = check_journal(o)))
+		return rc;
 	if (resume)
 		reclaim(o);
 	for (unsigned s = 0; !rc && s < p->nos; s++) {

@@ -62,15 +62,21 @@ ds_merge "$out" --resume $ARGS
 check "damaged tensor rewritten: identical to the clean run" \
 	diff -r "$T/clean" "$out"
 
-say "== a different recipe does not continue the journal"
+say "== a different recipe does not continue (nor destroy) another's journal"
 out=$T/other
 # shellcheck disable=SC2086
 DARE_STREAM_TEST_KILL=tensor=5 run "$DS_BIN" merge -o "$out" $ARGS
+cp "$out/.dare-stream.journal" "$T/journal.before"
 # shellcheck disable=SC2086
-ds_merge "$out" --resume $ARGS --seed 100
+run_expect 4 'another recipe or other inputs' "$DS_BIN" merge -o "$out" \
+	--resume $ARGS --seed 100
+check "the interrupted merge's journal is untouched" \
+	cmp "$T/journal.before" "$out/.dare-stream.journal"
+# shellcheck disable=SC2086
+ds_merge "$out" --force $ARGS --seed 100
 # shellcheck disable=SC2086
 ds_merge "$T/clean100" $ARGS --seed 100
-check "seed 100 after a seed 99 journal equals a clean seed 100 run" \
+check "seed 100 with --force over a seed 99 journal equals a clean run" \
 	diff -r "$T/clean100" "$out"
 
 say "== --force starts clean over an interrupted merge"
