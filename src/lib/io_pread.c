@@ -15,11 +15,11 @@ struct fifo {
 	pthread_cond_t nonempty;
 };
 
-/* Submitted requests wait in todo for an I/O thread; finished ones (and
+/* Submitted requests wait in queued for an I/O thread; finished ones (and
  * posted ones, from any thread) wait in done for ds_io_wait(). */
 struct pread_engine {
 	pthread_mutex_t lock;
-	struct fifo todo, done;
+	struct fifo queued, done;
 	int stop;
 	pthread_t th[PREAD_THREADS];
 	unsigned nth;
@@ -51,7 +51,7 @@ static void *io_thread(void *arg)
 	struct pread_engine *e = arg;
 	struct ds_io_req *r;
 
-	while ((r = pop(e, &e->todo))) {
+	while ((r = pop(e, &e->queued))) {
 		ds_io_rw_full(r);
 		push(e, &e->done, r);
 	}
@@ -62,7 +62,7 @@ static int pread_submit(void *ev, struct ds_io_req *r)
 {
 	r->done = 0;
 	r->res = 0;
-	push(ev, &((struct pread_engine *)ev)->todo, r);
+	push(ev, &((struct pread_engine *)ev)->queued, r);
 	return 0;
 }
 
@@ -87,13 +87,13 @@ static void pread_destroy(void *ev)
 		return;
 	pthread_mutex_lock(&e->lock);
 	e->stop = 1;
-	pthread_cond_broadcast(&e->todo.nonempty);
+	pthread_cond_broadcast(&e->queued.nonempty);
 	pthread_cond_broadcast(&e->done.nonempty);
 	pthread_mutex_unlock(&e->lock);
 	for (unsigned i = 0; i < e->nth; i++)
 		pthread_join(e->th[i], NULL);
 	pthread_mutex_destroy(&e->lock);
-	pthread_cond_destroy(&e->todo.nonempty);
+	pthread_cond_destroy(&e->queued.nonempty);
 	pthread_cond_destroy(&e->done.nonempty);
 	free(e);
 }
@@ -106,7 +106,7 @@ int ds_io_pread_create(unsigned depth, void **out)
 	if (!e)
 		return -ENOMEM;
 	pthread_mutex_init(&e->lock, NULL);
-	pthread_cond_init(&e->todo.nonempty, NULL);
+	pthread_cond_init(&e->queued.nonempty, NULL);
 	pthread_cond_init(&e->done.nonempty, NULL);
 	for (e->nth = 0; e->nth < (n ? n : 1); e->nth++)
 		if (pthread_create(&e->th[e->nth], NULL, io_thread, e)) {
