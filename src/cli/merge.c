@@ -103,16 +103,28 @@ static const struct option longopts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
+/* One finite number (count 0: for every model) or a comma-separated list
+ * (one per model); the count, or -1 after a usage message. */
+static int opt_values(const char *opt, const char *arg, bool list,
+		      double *v)
+{
+	int n = list ? parse_list(arg, v, DS_MAX_MODELS) :
+		parse_double(arg, v) ? -1 : 0;
+
+	if (n < 0)
+		usage_error("%s %s: expected %s (finite)", opt, arg, list ?
+			    "comma-separated numbers" : "a number");
+	return n;
+}
+
 /* A drop rate (or 1 - density) list: one value (count 0) or one per model. */
 static int opt_rates(struct mopts *m, const char *opt, const char *arg,
 		     bool list, bool density)
 {
-	int n = list ? parse_list(arg, m->ps, DS_MAX_MODELS) :
-		parse_double(arg, m->ps) ? -1 : 0;
+	int n = opt_values(opt, arg, list, m->ps);
 
 	if (n < 0)
-		return usage_error("%s %s: expected %s", opt, arg, list ?
-				   "comma-separated numbers" : "a number");
+		return EXIT_USAGE;
 	for (int i = 0; i < (n ? n : 1); i++) {
 		if (m->ps[i] < 0 || m->ps[i] > 1)
 			return usage_error("%s %s: %s must be between 0 and 1",
@@ -128,13 +140,10 @@ static int opt_rates(struct mopts *m, const char *opt, const char *arg,
 static int opt_weights(struct mopts *m, const char *opt, const char *arg,
 		       bool list)
 {
-	int n = list ? parse_list(arg, m->weights, DS_MAX_MODELS) :
-		parse_double(arg, m->weights) ? -1 : 0;
+	int n = opt_values(opt, arg, list, m->weights);
 
 	if (n < 0)
-		return usage_error("%s %s: expected %s (finite)", opt, arg,
-				   list ? "comma-separated numbers" :
-				   "a number");
+		return EXIT_USAGE;
 	m->nweights = n;
 	return 0;
 }

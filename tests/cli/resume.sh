@@ -56,7 +56,7 @@ out=$T/damaged
 # shellcheck disable=SC2086
 DARE_STREAM_TEST_KILL=tensor=20 run "$DS_BIN" merge -o "$out" $ARGS
 shard=$(ls "$out"/.model-00001-*.partial)
-printf 'XXXX' | dd of="$shard" bs=1 seek=4096 conv=notrunc 2>/dev/null
+printf 'ZZZZ' | dd of="$shard" bs=1 seek=4096 conv=notrunc 2>/dev/null
 # shellcheck disable=SC2086
 ds_merge "$out" --resume $ARGS
 check "damaged tensor rewritten: identical to the clean run" \
