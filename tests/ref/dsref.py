@@ -523,15 +523,8 @@ def add_lambda(rc, b, acc):
 
 
 def merge_sum(rc, b, ds):
-    """task_arithmetic and dare_linear."""
-    acc = [0.0] * len(b)
-    for j, d in enumerate(ds):
-        w = rc.w[j]
-        acc = r32([a + t for a, t in zip(acc, r32([w * v for v in d]))])
-    if rc.normalize:
-        div = rc.wsum or 1.0
-        acc = r32([a / div for a in acc])
-    return add_lambda(rc, b, acc)
+    """task_arithmetic and dare_linear: linear's sum of the deltas, on b."""
+    return add_lambda(rc, b, merge_linear(rc, b, ds))
 
 
 def merge_ties(rc, b, ds):
