@@ -66,6 +66,9 @@ const char *ds_ctx_error(const ds_ctx *ctx);
 const char *ds_dtype_name(enum ds_dtype dt);
 /* Size of one element in bytes (1 for BOOL and F8). */
 unsigned ds_dtype_size(enum ds_dtype dt);
+/* Format a shape as "[4096, 11008]" into buf (len bytes); returns buf. */
+const char *ds_shape_str(const uint64_t *shape, unsigned ndim, char *buf,
+			 size_t len);
 /* Method name ("dare_ties"), NULL when out of range. */
 const char *ds_method_name(enum ds_method m);
 /* Parse a method name; returns 0 or DS_E_USAGE. */

@@ -28,18 +28,11 @@ static void print_text(const char *arg, const ds_model *m)
 	for (size_t i = 0; i < n; i++) {
 		struct ds_tensor_info t;
 		char shape[256];
-		size_t o = 0;
 
 		ds_model_tensor(m, i, &t);
-		o += (size_t)snprintf(shape, sizeof(shape), "[");
-		for (unsigned d = 0; d < t.ndim && o < sizeof(shape); d++)
-			o += (size_t)snprintf(shape + o, sizeof(shape) - o,
-					      "%s%llu", d ? ", " : "",
-					      (unsigned long long)t.shape[d]);
-		if (o < sizeof(shape))
-			snprintf(shape + o, sizeof(shape) - o, "]");
 		printf("  %-50s %-5s %-20s %12llu  %s\n", t.name,
-		       ds_dtype_name(t.dtype), shape,
+		       ds_dtype_name(t.dtype),
+		       ds_shape_str(t.shape, t.ndim, shape, sizeof(shape)),
 		       (unsigned long long)t.nbytes,
 		       base_name(ds_model_shard_path(m, t.shard)));
 		bytes[t.dtype] += t.nbytes;

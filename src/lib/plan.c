@@ -22,17 +22,6 @@ static bool is_vocab_tensor(const char *name)
 	       strstr(name, "wte") || !strcmp(name, "output.weight");
 }
 
-static void shape_str(const struct ds_tensor *t, char *buf, size_t len)
-{
-	size_t o = (size_t)snprintf(buf, len, "[");
-
-	for (unsigned d = 0; d < t->ndim && o < len; d++)
-		o += (size_t)snprintf(buf + o, len - o, "%s%llu", d ? ", " : "",
-				      (unsigned long long)t->shape[d]);
-	if (o < len)
-		snprintf(buf + o, len - o, "]");
-}
-
 /* 0 when model tensor mt can be merged into base tensor bt (equal shapes,
  * or a vocabulary tensor with extra rows: its first rows are the base's). */
 static int check_shape(struct ds_plan *p, unsigned k,
@@ -45,8 +34,8 @@ static int check_shape(struct ds_plan *p, unsigned k,
 		same = bt->shape[d] == mt->shape[d];
 	if (same)
 		return 0;
-	shape_str(bt, bs, sizeof(bs));
-	shape_str(mt, ms, sizeof(ms));
+	ds_shape_str(bt->shape, bt->ndim, bs, sizeof(bs));
+	ds_shape_str(mt->shape, mt->ndim, ms, sizeof(ms));
 	if (bt->ndim == mt->ndim && bt->ndim >= 1 && is_vocab_tensor(bt->name) &&
 	    mt->shape[0] > bt->shape[0] &&
 	    !memcmp(bt->shape + 1, mt->shape + 1,

@@ -462,6 +462,19 @@ static int read_hlen(ds_ctx *ctx, int fd, const char *path, uint64_t size,
 	return 0;
 }
 
+const char *ds_shape_str(const uint64_t *shape, unsigned ndim, char *buf,
+			 size_t len)
+{
+	size_t o = (size_t)snprintf(buf, len, "[");
+
+	for (unsigned d = 0; d < ndim && o < len; d++)
+		o += (size_t)snprintf(buf + o, len - o, "%s%llu", d ? ", " : "",
+				      (unsigned long long)shape[d]);
+	if (o < len)
+		snprintf(buf + o, len - o, "]");
+	return buf;
+}
+
 int ds_regular_size(ds_ctx *ctx, int fd, const char *path, uint64_t *size)
 {
 	struct stat st;
