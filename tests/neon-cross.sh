@@ -37,8 +37,8 @@ cp "$XXH" "$tmp/xxhash.h"
 	-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	-Wvla -Werror -DXXH_INLINE_ALL \
 	-I"$tmp" -I"$top/include" -I"$top/src/lib" \
-	"$top/tests/neon_selftest.c" "$top/src/lib/ctx.c" \
-	"$top/src/lib/methods.c" "$top/src/lib/kernels/scalar.c" \
+	"$top/tests/neon_selftest.c" "$top/src/lib/common/ctx.c" \
+	"$top/src/lib/methods/methods.c" "$top/src/lib/kernels/scalar.c" \
 	"$top/src/lib/kernels/neon.c" "$top/src/lib/kernels/dispatch.c" \
 	-lm -lpthread -o "$tmp/neon_selftest"
 

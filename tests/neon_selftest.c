@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
-#include "methods.h"
+#include "methods/methods.h"
 #include "kernels/kernels.h"
 
 #define SEED2 0x123456789abcdef0ull

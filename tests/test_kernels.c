@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
-#include "methods.h"
+#include "methods/methods.h"
 #include "kernels/kernels.h"
 #include "testutil.h"
 

@@ -6,8 +6,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "ctx.h"
-#include "methods.h"
+#include "common/ctx.h"
+#include "methods/methods.h"
 #include "testutil.h"
 
 #define NAME1 "model.layers.0.mlp.up_proj.weight"

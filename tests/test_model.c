@@ -11,8 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "ctx.h"
-#include "model.h"
+#include "common/ctx.h"
+#include "inputs/model.h"
 #include "testutil.h"
 
 /* An id no directory of the build tree is likely to be named like. */

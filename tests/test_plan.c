@@ -9,9 +9,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "ctx.h"
-#include "plan.h"
-#include "recipe.h"
+#include "common/ctx.h"
+#include "plan/plan.h"
+#include "recipe/recipe.h"
 #include "testutil.h"
 
 /* A tensor to put in a test file: name, dtype, up to 2 dims. */

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "ctx.h"
-#include "model.h"
+#include "common/ctx.h"
+#include "inputs/model.h"
 #include "testutil.h"
 
 static char path[PATH_MAX];

@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
-#include "ctx.h"
-#include "model.h"
+#include "common/ctx.h"
+#include "inputs/model.h"
 #include "testutil.h"
 
 #define SHARD1 "model-00001-of-00002.safetensors"

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "model.h"
+#include "inputs/model.h"
 #include "testutil.h"
 
 static char scratch[PATH_MAX - 256];

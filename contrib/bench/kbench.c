@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "methods.h"
+#include "methods/methods.h"
 
 #define WINDOW (1u << 20)       /* elements per ds_method_window() call */
 

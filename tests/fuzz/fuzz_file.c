@@ -4,8 +4,8 @@
 
 #include <errno.h>
 #include <sys/mman.h>
-#include "ctx.h"
-#include "model.h"
+#include "common/ctx.h"
+#include "inputs/model.h"
 #include "fuzz.h"
 
 /* One memory file for the whole run, refilled for each input. */

@@ -4,8 +4,8 @@
 
 #include <inttypes.h>
 #include <string.h>
-#include "ctx.h"
-#include "model.h"
+#include "common/ctx.h"
+#include "inputs/model.h"
 #include "fuzz.h"
 
 /* What ds_st_parse promises: data order, a tiling of [0, data_size). */

@@ -5,8 +5,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
-#include "ctx.h"
-#include "model.h"
+#include "common/ctx.h"
+#include "inputs/model.h"
 #include "fuzz.h"
 #include "testutil.h"
 

@@ -5,8 +5,8 @@
 #include <limits.h>
 #include <math.h>
 #include <string.h>
-#include "ctx.h"
-#include "recipe.h"
+#include "common/ctx.h"
+#include "recipe/recipe.h"
 #include "fuzz.h"
 
 static char path[PATH_MAX], path2[PATH_MAX];

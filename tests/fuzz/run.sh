@@ -54,8 +54,9 @@ DEPCF=$(pkg-config --cflags jansson yaml-0.1 libxxhash)
 # The library sources the harnesses reach (no kernels: methods.c only takes
 # their table as an argument), and the tests' shared helpers without their
 # Check part, compiled once for all four.
-SRC="src/lib/ctx.c src/lib/safetensors.c src/lib/model.c src/lib/recipe.c \
-src/lib/recipe_yaml.c src/lib/methods.c tests/testutil.c"
+SRC="src/lib/common/ctx.c src/lib/inputs/safetensors.c src/lib/inputs/model.c \
+src/lib/recipe/recipe.c src/lib/recipe/recipe_yaml.c src/lib/methods/methods.c \
+tests/testutil.c"
 
 objs=
 for s in $SRC; do

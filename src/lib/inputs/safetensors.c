@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <jansson.h>
-#include "ctx.h"
-#include "model.h"
+#include "common/ctx.h"
+#include "inputs/model.h"
 
 /* The limit huggingface/safetensors enforces; we refuse what it refuses. */
 #define ST_MAX_HEADER 100000000ull

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "fault.h"
+#include "common/fault.h"
 
 static char kill_point[32];
 static long kill_countdown;

@@ -5,8 +5,8 @@
 #include <math.h>
 #include <string.h>
 #include <xxhash.h>
-#include "ctx.h"
-#include "methods.h"
+#include "common/ctx.h"
+#include "methods/methods.h"
 
 /*
  * Elements per inner chunk.  A chunk's working set (accumulator, base,

@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
-#include "io.h"
+#include "io/io.h"
 
 #define PREAD_THREADS 4
 

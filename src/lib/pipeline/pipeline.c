@@ -9,11 +9,11 @@
 #include <string.h>
 #include <unistd.h>
 #include <xxhash.h>
-#include "ctx.h"
-#include "fault.h"
-#include "io.h"
+#include "common/ctx.h"
+#include "common/fault.h"
+#include "io/io.h"
 #include "kernels/kernels.h"
-#include "pipeline.h"
+#include "pipeline/pipeline.h"
 
 /*
  * Window slots form a ring indexed by sequence number: window seq lives in

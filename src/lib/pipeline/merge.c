@@ -5,11 +5,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include "ctx.h"
+#include "common/ctx.h"
 #include "kernels/kernels.h"
-#include "output.h"
-#include "pipeline.h"
-#include "plan.h"
+#include "output/output.h"
+#include "pipeline/pipeline.h"
+#include "plan/plan.h"
 
 struct ds_merge {
 	ds_ctx *ctx;

@@ -14,10 +14,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
-#include "ctx.h"
-#include "fault.h"
-#include "io.h"
-#include "output.h"
+#include "common/ctx.h"
+#include "common/fault.h"
+#include "io/io.h"
+#include "output/output.h"
 
 #define TMP_SUFFIX ".partial"
 #define CHECKSUMS "CHECKSUMS.xxh128"

@@ -6,9 +6,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "dare-stream.h"
-#include "methods.h"
-#include "model.h"
-#include "recipe.h"
+#include "methods/methods.h"
+#include "inputs/model.h"
+#include "recipe/recipe.h"
 
 /* Input slot 0 is the layout model (the base); 1..n the fine-tunes. */
 #define DS_MAX_INPUTS (DS_MAX_MODELS + 1)

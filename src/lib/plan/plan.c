@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "ctx.h"
-#include "plan.h"
+#include "common/ctx.h"
+#include "plan/plan.h"
 
 static bool is_float(enum ds_dtype dt)
 {

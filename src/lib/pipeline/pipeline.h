@@ -3,8 +3,8 @@
 #ifndef DS_PIPELINE_H
 #define DS_PIPELINE_H
 
-#include "output.h"
-#include "plan.h"
+#include "output/output.h"
+#include "plan/plan.h"
 
 /*
  * Read every window of every input, merge it on the worker threads and

@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
-#include "ctx.h"
-#include "methods.h"
-#include "recipe.h"
+#include "common/ctx.h"
+#include "methods/methods.h"
+#include "recipe/recipe.h"
 
 ds_recipe *ds_recipe_create(void)
 {

@@ -4,7 +4,7 @@
 #define DS_OUTPUT_H
 
 #include <stddef.h>
-#include "plan.h"
+#include "plan/plan.h"
 
 struct ds_out;
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
-#include "io.h"
+#include "io/io.h"
 
 /*
  * Requests are prepared into the submission queue without a system call

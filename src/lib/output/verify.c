@@ -15,8 +15,8 @@
 #include <unistd.h>
 #include <jansson.h>
 #include <xxhash.h>
-#include "ctx.h"
-#include "model.h"
+#include "common/ctx.h"
+#include "inputs/model.h"
 
 #define CHECKSUMS   "CHECKSUMS.xxh128"
 #define ST_SUFFIX   ".safetensors"

@@ -5,8 +5,8 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
-#include "ctx.h"
-#include "io.h"
+#include "common/ctx.h"
+#include "io/io.h"
 
 int ds_io_rw_full(struct ds_io_req *r)
 {

@@ -5,7 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include "ctx.h"
+#include "common/ctx.h"
 
 ds_ctx *ds_ctx_create(void)
 {

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
-#include "ctx.h"
-#include "recipe.h"
+#include "common/ctx.h"
+#include "recipe/recipe.h"
 
 /* ---- writing ------------------------------------------------------------ */
 
