@@ -35,12 +35,29 @@ enum ds_dtype {
 	DS_DT_COUNT
 };
 
+/* Merge methods (DESIGN 5, 5.2; mergekit's names). */
 enum ds_method {
 	DS_M_LINEAR, DS_M_TASK_ARITHMETIC, DS_M_DARE_LINEAR, DS_M_DARE_TIES,
+	DS_M_TIES, DS_M_BREADCRUMBS, DS_M_BREADCRUMBS_TIES, DS_M_DELLA,
+	DS_M_DELLA_LINEAR, DS_M_SLERP, DS_M_NUSLERP, DS_M_MODEL_STOCK,
+	DS_M_SCE, DS_M_KARCHER, DS_M_PASSTHROUGH,
 	DS_M_COUNT
 };
 
-enum ds_rescale { DS_RESCALE_INVERSE, DS_RESCALE_NONE };
+/* Rescale of kept deltas: 1/(1-p) (the paper), L1-norm ratio, or none. */
+enum ds_rescale { DS_RESCALE_INVERSE, DS_RESCALE_NONE, DS_RESCALE_L1 };
+
+/*
+ * Method parameters beyond weights, drop rates and lambda, by mergekit's
+ * names.  The first four are per model; the rest apply to the whole merge
+ * (flags are 0 or 1).
+ */
+enum ds_param {
+	DS_P_GAMMA, DS_P_EPSILON,        /* per model */
+	DS_P_T, DS_P_SELECT_TOPK, DS_P_MAX_ITER, DS_P_TOL, DS_P_SCALE,
+	DS_P_FILTER_WISE, DS_P_NUSLERP_FLATTEN, DS_P_NUSLERP_ROW_WISE,
+	DS_P_COUNT
+};
 
 enum ds_io_backend { DS_IO_AUTO, DS_IO_URING, DS_IO_PREAD };
 
@@ -93,6 +110,15 @@ int ds_recipe_add_model(ds_recipe *r, const char *path);
 int ds_recipe_set_weight(ds_recipe *r, int j, double w);
 /* DARE drop probability of model j (every model when j < 0), 0 <= p <= 1. */
 int ds_recipe_set_drop_rate(ds_recipe *r, int j, double p);
+/*
+ * Parameter par of model j (every model when j < 0) for DS_P_GAMMA and
+ * DS_P_EPSILON, of the merge for the others (j ignored).  Defaults are
+ * mergekit's: gamma 0.01, epsilon 0.15, t 0.5, select_topk 1, max_iter 10,
+ * tol 1e-5, scale 1, filter_wise 0, nuslerp_flatten 1, nuslerp_row_wise 0.
+ */
+int ds_recipe_set_param(ds_recipe *r, int j, enum ds_param par, double v);
+/* Name of a parameter ("gamma", "select_topk"), NULL when out of range. */
+const char *ds_param_name(enum ds_param par);
 /* Global lambda (scale of the merged delta), default 1. */
 int ds_recipe_set_lambda(ds_recipe *r, double lambda);
 /* 1 on, 0 off, -1 the method's default. */

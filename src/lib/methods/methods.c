@@ -22,6 +22,17 @@ static const char *const method_names[DS_M_COUNT] = {
 	[DS_M_TASK_ARITHMETIC] = "task_arithmetic",
 	[DS_M_DARE_LINEAR] = "dare_linear",
 	[DS_M_DARE_TIES] = "dare_ties",
+	[DS_M_TIES] = "ties",
+	[DS_M_BREADCRUMBS] = "breadcrumbs",
+	[DS_M_BREADCRUMBS_TIES] = "breadcrumbs_ties",
+	[DS_M_DELLA] = "della",
+	[DS_M_DELLA_LINEAR] = "della_linear",
+	[DS_M_SLERP] = "slerp",
+	[DS_M_NUSLERP] = "nuslerp",
+	[DS_M_MODEL_STOCK] = "model_stock",
+	[DS_M_SCE] = "sce",
+	[DS_M_KARCHER] = "karcher",
+	[DS_M_PASSTHROUGH] = "passthrough",
 };
 
 const char *ds_method_name(enum ds_method m)
@@ -99,8 +110,9 @@ int ds_mparams_init(ds_ctx *ctx, struct ds_mparams *mp, enum ds_method m,
 	unsigned j;
 	int rc;
 
-	if ((unsigned)m >= DS_M_COUNT)
-		return ds_fail(ctx, DS_E_USAGE, "unknown merge method %d", (int)m);
+	if ((unsigned)m > DS_M_DARE_TIES)
+		return ds_fail(ctx, DS_E_USAGE, "merge method %s is not "
+			       "available in this build", ds_method_name(m));
 	if (n == 0 || n > DS_MAX_MODELS)
 		return ds_fail(ctx, DS_E_USAGE,
 			       "%u models given: between 1 and %d are needed",

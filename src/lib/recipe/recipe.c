@@ -14,12 +14,36 @@
 #include "methods/methods.h"
 #include "recipe/recipe.h"
 
+/* mergekit's defaults, indexed by enum ds_param. */
+static const struct {
+	const char *name;
+	double def;
+} params[DS_P_COUNT] = {
+	[DS_P_GAMMA] = { "gamma", 0.01 },
+	[DS_P_EPSILON] = { "epsilon", 0.15 },
+	[DS_P_T] = { "t", 0.5 },
+	[DS_P_SELECT_TOPK] = { "select_topk", 1.0 },
+	[DS_P_MAX_ITER] = { "max_iter", 10.0 },
+	[DS_P_TOL] = { "tol", 1e-5 },
+	[DS_P_SCALE] = { "scale", 1.0 },
+	[DS_P_FILTER_WISE] = { "filter_wise", 0.0 },
+	[DS_P_NUSLERP_FLATTEN] = { "nuslerp_flatten", 1.0 },
+	[DS_P_NUSLERP_ROW_WISE] = { "nuslerp_row_wise", 0.0 },
+};
+
+const char *ds_param_name(enum ds_param par)
+{
+	return (unsigned)par < DS_P_COUNT ? params[par].name : NULL;
+}
+
 ds_recipe *ds_recipe_create(void)
 {
 	ds_recipe *r = calloc(1, sizeof(*r));
 
 	if (!r)
 		return NULL;
+	for (unsigned i = 0; i < DS_P_COUNT; i++)
+		r->param[i] = params[i].def;
 	r->method = DS_M_DARE_LINEAR;
 	r->lambda = 1.0;
 	r->normalize = -1;
@@ -68,6 +92,8 @@ int ds_recipe_add_model(ds_recipe *r, const char *path)
 		return -ENOMEM;
 	r->weight[r->n] = 1.0;
 	r->p[r->n] = r->n ? r->p[0] : 0.0;
+	r->gamma[r->n] = r->n ? r->gamma[0] : r->param[DS_P_GAMMA];
+	r->epsilon[r->n] = r->n ? r->epsilon[0] : r->param[DS_P_EPSILON];
 	return (int)r->n++;
 }
 
@@ -93,6 +119,40 @@ int ds_recipe_set_drop_rate(ds_recipe *r, int j, double p)
 	return set_each(r, r->p, j, p);
 }
 
+int ds_recipe_set_param(ds_recipe *r, int j, enum ds_param par, double v)
+{
+	if ((unsigned)par >= DS_P_COUNT)
+		return DS_E_USAGE;
+	r->param_set[par] = true;
+	if (par == DS_P_GAMMA || par == DS_P_EPSILON) {
+		if (j < 0)
+			r->param[par] = v;     /* also for models added later */
+		return set_each(r, par == DS_P_GAMMA ? r->gamma : r->epsilon,
+				j, v);
+	}
+	r->param[par] = v;
+	return 0;
+}
+
+int ds_recipe_tparams(ds_ctx *ctx, const struct ds_recipe *r,
+		      const char *name, struct ds_tparams *tp)
+{
+	(void)ctx;
+	(void)name;
+	memset(tp, 0, sizeof(*tp));
+	tp->n = r->n;
+	memcpy(tp->weight, r->weight, sizeof(tp->weight));
+	memcpy(tp->p, r->p, sizeof(tp->p));
+	memcpy(tp->gamma, r->gamma, sizeof(tp->gamma));
+	memcpy(tp->epsilon, r->epsilon, sizeof(tp->epsilon));
+	memcpy(tp->param, r->param, sizeof(tp->param));
+	tp->lambda = r->lambda;
+	tp->normalize = r->normalize;
+	tp->rescale = r->rescale;
+	tp->seed = r->seed;
+	return 0;
+}
+
 int ds_recipe_set_lambda(ds_recipe *r, double lambda)
 {
 	r->lambda = lambda;
@@ -107,7 +167,8 @@ int ds_recipe_set_normalize(ds_recipe *r, int normalize)
 
 int ds_recipe_set_rescale(ds_recipe *r, enum ds_rescale rescale)
 {
-	if (rescale != DS_RESCALE_INVERSE && rescale != DS_RESCALE_NONE)
+	if (rescale != DS_RESCALE_INVERSE && rescale != DS_RESCALE_NONE &&
+	    rescale != DS_RESCALE_L1)
 		return DS_E_USAGE;
 	r->rescale = rescale;
 	return 0;

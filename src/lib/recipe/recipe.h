@@ -4,6 +4,7 @@
 #define DS_RECIPE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include "dare-stream.h"
 
 struct ds_recipe {
@@ -14,6 +15,10 @@ struct ds_recipe {
 	double p[DS_MAX_MODELS];
 	bool p_set;                 /* a drop rate was given (any model) */
 	unsigned n;
+	double gamma[DS_MAX_MODELS];   /* per model, DS_P_GAMMA */
+	double epsilon[DS_MAX_MODELS]; /* per model, DS_P_EPSILON */
+	double param[DS_P_COUNT];   /* merge-wide parameters (DS_P_T ...) */
+	bool param_set[DS_P_COUNT]; /* given, not the default */
 	double lambda;
 	int normalize;              /* -1: the method's default */
 	enum ds_rescale rescale;
@@ -22,6 +27,27 @@ struct ds_recipe {
 	char **exclude;
 	unsigned nexclude;
 };
+
+/*
+ * The parameters of one output tensor, resolved from the recipe.  The
+ * plan fills one for each merged tensor; the methods read nothing else.
+ */
+struct ds_tparams {
+	unsigned n;                    /* models */
+	double weight[DS_MAX_MODELS];
+	double p[DS_MAX_MODELS];       /* drop rate: 1 - density */
+	double gamma[DS_MAX_MODELS];
+	double epsilon[DS_MAX_MODELS];
+	double param[DS_P_COUNT];      /* DS_P_T ... (per-model slots unused) */
+	double lambda;
+	int normalize;                 /* -1: the method's default */
+	enum ds_rescale rescale;
+	uint64_t seed;
+};
+
+/* Resolve the parameters of output tensor name (0 or DS_E_USAGE). */
+int ds_recipe_tparams(ds_ctx *ctx, const struct ds_recipe *r,
+		      const char *name, struct ds_tparams *tp);
 
 /* True when the tensor name matches one of the --exclude globs. */
 bool ds_recipe_excluded(const struct ds_recipe *r, const char *name);
