@@ -321,7 +321,7 @@ START_TEST(window_split)
 		x0[k] = b[k] + (float)(k % 13) - 6;
 		x1[k] = b[k] - (float)(k % 7) + 3;
 	}
-	for (m = DS_M_TASK_ARITHMETIC; m < DS_M_COUNT; m++) {
+	for (m = DS_M_TASK_ARITHMETIC; m <= DS_M_DARE_TIES; m++) {
 		init_ok(&mp, (enum ds_method)m, 2, w, p, 0.75, 1, 99, NAME1);
 		run(&mp, b, x, 1000, N, whole);
 		run(&mp, b, x, 1000, CUT, parts);
@@ -407,7 +407,9 @@ END_TEST
 START_TEST(method_names)
 {
 	static const char *const names[] = { "linear", "task_arithmetic",
-		"dare_linear", "dare_ties" };
+		"dare_linear", "dare_ties", "ties", "breadcrumbs",
+		"breadcrumbs_ties", "della", "della_linear", "slerp", "nuslerp",
+		"model_stock", "sce", "karcher", "passthrough" };
 	enum ds_method m;
 	int i;
 
@@ -417,7 +419,7 @@ START_TEST(method_names)
 		ck_assert_int_eq(m, i);
 	}
 	ck_assert_ptr_null(ds_method_name(DS_M_COUNT));
-	ck_assert_int_eq(ds_method_parse("ties", &m), DS_E_USAGE);
+	ck_assert_int_eq(ds_method_parse("arcee_fusion", &m), DS_E_USAGE);
 	ck_assert_int_eq(ds_method_parse("", &m), DS_E_USAGE);
 	ck_assert(!ds_method_needs_base(DS_M_LINEAR));
 	ck_assert(ds_method_needs_base(DS_M_DARE_TIES));

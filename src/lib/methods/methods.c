@@ -110,6 +110,8 @@ int ds_mparams_init(ds_ctx *ctx, struct ds_mparams *mp, enum ds_method m,
 	unsigned j;
 	int rc;
 
+	if ((unsigned)m >= DS_M_COUNT)
+		return ds_fail(ctx, DS_E_USAGE, "unknown merge method %d", (int)m);
 	if ((unsigned)m > DS_M_DARE_TIES)
 		return ds_fail(ctx, DS_E_USAGE, "merge method %s is not "
 			       "available in this build", ds_method_name(m));
