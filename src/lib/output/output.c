@@ -556,7 +556,7 @@ static int write_index(struct ds_out *o)
 		const struct ds_otensor *t = &p->ot[i];
 
 		total += t->numel * ds_dtype_size(t->odt);
-		json_object_set_new(map, t->in[0]->name,
+		json_object_set_new(map, t->name,
 				    json_string(p->os[t->oshard].name));
 	}
 	json_object_set_new(meta, "total_size", json_integer((json_int_t)total));

@@ -168,11 +168,12 @@ static int next_window(struct pipe *pp, size_t *t, uint64_t *i0, uint64_t *n)
 static void read_input(struct pipe *pp, struct slot *s, unsigned k,
 		       void *buf, uint64_t es)
 {
-	const struct ds_tensor *t = pp->p->ot[s->t].in[k];
-	const struct ds_model *m = pp->p->in[k];
+	const struct ds_otensor *o = &pp->p->ot[s->t];
+	const struct ds_tensor *t = o->in[k];
+	const struct ds_model *m = pp->p->in[o->src[k]];
 	struct ds_io_req *r = &s->rd[k];
 
-	r->fd = pp->fds[k * pp->maxshards + t->shard];
+	r->fd = pp->fds[o->src[k] * pp->maxshards + t->shard];
 	r->write = false;
 	r->buf = buf;
 	r->len = s->n * es;
@@ -200,7 +201,7 @@ static int start_window(struct pipe *pp, struct slot *s)
 		return 1;
 	}
 	s->mp = p->mp;
-	ds_mparams_tensor(&s->mp, o->in[0]->name);
+	ds_mparams_tensor(&s->mp, o->name);
 	for (unsigned k = p->mp.uses_base ? 0 : 1; k < p->ninputs; k++)
 		read_input(pp, s, k, s->in[k], ds_dtype_size(o->in[k]->dtype));
 	return 1;
@@ -247,14 +248,14 @@ static void io_failed(struct pipe *pp, struct slot *s, struct ds_io_req *r)
 	if (r == &s->wr) {
 		pp->err = ds_fail(pp->ctx, r->res, "%s: write of tensor '%s' "
 				  "failed: %s", ds_out_path(pp->o, o->oshard),
-				  o->in[0]->name, strerror(-r->res));
+				  o->name, strerror(-r->res));
 		return;
 	}
 	unsigned k = (unsigned)(r - s->rd);
 	pp->err = ds_fail(pp->ctx, r->res, "%s: reading tensor '%s' at offset "
 			  "%llu failed: %s",
-			  pp->p->in[k]->shards[o->in[k]->shard].path,
-			  o->in[0]->name, (unsigned long long)r->off,
+			  pp->p->in[o->src[k]]->shards[o->in[k]->shard].path,
+			  o->name, (unsigned long long)r->off,
 			  r->res == -EIO ? "file shorter than its header says "
 			  "or I/O error" : strerror(-r->res));
 }
@@ -272,7 +273,7 @@ static void on_event(struct pipe *pp, struct ds_io_req *r)
 		pp->done += r->len;
 		if (pp->progress && !pp->err) {
 			struct ds_progress pr = {
-				.tensor = pp->p->ot[s->t].in[0]->name,
+				.tensor = pp->p->ot[s->t].name,
 				.done = pp->done, .total = pp->p->bytes_written,
 			};
 			pp->progress(pp->user, &pr);

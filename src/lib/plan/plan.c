@@ -72,7 +72,9 @@ static int plan_merge(struct ds_plan *p, struct ds_otensor *o,
 		if ((rc = check_shape(p, k, bt, mt)))
 			return rc;
 		o->in[k] = mt;
+		o->src[k] = k;
 	}
+	o->nsrc = p->ninputs - 1;
 	o->act = DS_ACT_MERGE;
 	o->odt = p->r->dtype >= 0 ? (enum ds_dtype)p->r->dtype : bt->dtype;
 	p->merged++;
@@ -84,6 +86,7 @@ static int plan_tensor(struct ds_plan *p, struct ds_otensor *o,
 		       const struct ds_tensor *bt)
 {
 	memset(o, 0, sizeof(*o));
+	o->name = bt->name;
 	o->in[0] = bt;
 	o->numel = bt->numel;
 	o->oshard = bt->shard;
@@ -156,6 +159,7 @@ static int layout_shard(struct ds_plan *p, struct ds_oshard *os)
 		struct ds_otensor *o = &p->ot[os->first + i];
 
 		t[i] = *o->in[0];
+		t[i].name = (char *)o->name;
 		t[i].dtype = o->odt;
 		nb = o->numel * ds_dtype_size(o->odt); /* <= input bytes * 2 */
 		o->obegin = off;
@@ -294,6 +298,11 @@ int ds_plan_build(ds_ctx *ctx, const struct ds_recipe *r,
 		return rc;
 	count_reads(p);
 	return size_windows(p, o);
+}
+
+int ds_plan_tparams(const struct ds_plan *p, size_t t, struct ds_tparams *tp)
+{
+	return ds_recipe_tparams(p->ctx, p->r, p->ot[t].name, tp);
 }
 
 void ds_plan_free(struct ds_plan *p)

@@ -15,9 +15,17 @@
 
 enum ds_action { DS_ACT_MERGE, DS_ACT_COPY };
 
-/* One tensor of the output. */
+/*
+ * One tensor of the output.  Slot 0 is the base (or the layout model), slots
+ * 1 .. nsrc the models merged into it, in the order of the tensor's
+ * parameters (ds_plan_tparams); src[k] is the input (index into
+ * ds_plan.in) that slot k reads.  Without slices slot 1+j is model j.
+ */
 struct ds_otensor {
-	const struct ds_tensor *in[DS_MAX_INPUTS]; /* [0] base, [1+j] model j */
+	const char *name;           /* output name (the mask's stream name) */
+	const struct ds_tensor *in[DS_MAX_INPUTS];
+	unsigned src[DS_MAX_INPUTS];
+	unsigned nsrc;
 	enum ds_action act;
 	enum ds_dtype odt;
 	uint64_t numel;             /* elements written (the base's) */
@@ -58,6 +66,8 @@ struct ds_plan {
 int ds_plan_build(ds_ctx *ctx, const struct ds_recipe *r,
 		  const struct ds_merge_opts *o, struct ds_plan *p);
 void ds_plan_free(struct ds_plan *p);
+/* The resolved parameters of output tensor t (0 or DS_E_USAGE). */
+int ds_plan_tparams(const struct ds_plan *p, size_t t, struct ds_tparams *tp);
 /* Bytes of one window slot's buffers (all inputs and the output). */
 uint64_t ds_plan_slot_bytes(const struct ds_plan *p, uint64_t window);
 
