@@ -111,6 +111,12 @@ int ds_recipe_set_weight(ds_recipe *r, int j, double w);
 /* DARE drop probability of model j (every model when j < 0), 0 <= p <= 1. */
 int ds_recipe_set_drop_rate(ds_recipe *r, int j, double p);
 /*
+ * Density 1 - p of model j (every model when j < 0).  The DARE mask uses
+ * p = 1 - d; top-k methods (ties, breadcrumbs) use d as given, and 1 - p
+ * when a drop rate was set instead.
+ */
+int ds_recipe_set_density(ds_recipe *r, int j, double d);
+/*
  * Parameter par of model j (every model when j < 0) for DS_P_GAMMA and
  * DS_P_EPSILON, of the merge for the others (j ignored).  Defaults are
  * mergekit's: gamma 0.01, epsilon 0.15, t 0.5, select_topk 1, max_iter 10,
@@ -195,6 +201,8 @@ struct ds_plan_info {
 	uint64_t bytes_read;      /* input tensor bytes read */
 	uint64_t bytes_written;   /* output bytes written (shards) */
 	uint64_t memory;          /* bytes of window buffers allocated */
+	uint64_t overhead;        /* method tables and scratch, beyond them */
+	unsigned max_passes;      /* most streams of one tensor's inputs */
 	uint64_t window;          /* elements per window */
 	unsigned threads;
 	const char *io;           /* I/O backend in use */
@@ -219,6 +227,19 @@ int ds_merge_create(ds_ctx *ctx, const ds_recipe *r, const char *out_dir,
 		    const struct ds_merge_opts *opts, ds_merge **out);
 /* Figures of a planned merge. */
 void ds_merge_info(const ds_merge *mg, struct ds_plan_info *info);
+/* How one output tensor is made. */
+struct ds_tensor_plan {
+	const char *name;         /* output tensor */
+	int merged;               /* 1 merged, 0 copied from an input */
+	unsigned passes;          /* streams of its inputs (1 when copied) */
+	const char *pass[8];      /* their names: hist_hi, hist_lo, count_eq,
+				   * sums, write */
+	uint64_t pass_bytes;      /* input bytes each pass reads */
+};
+
+/* Output tensor i (0 .. ds_plan_info.tensors - 1); 0 or DS_E_USAGE. */
+int ds_merge_tensor(const ds_merge *mg, size_t i, struct ds_tensor_plan *tp);
+
 /*
  * Run a planned merge.  Output files are written under temporary names and
  * renamed into place only when everything is complete; on failure they are

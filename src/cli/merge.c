@@ -19,6 +19,11 @@ struct mopts {
 	int method;                     /* -1: unset */
 	double weights[DS_MAX_MODELS], ps[DS_MAX_MODELS];
 	int nweights, nps;              /* -1: unset; 0: one value for all */
+	bool ps_density;                /* ps holds densities, not drop rates */
+	double gammas[DS_MAX_MODELS], epsilons[DS_MAX_MODELS];
+	int ngammas, nepsilons;
+	double param[DS_P_COUNT];
+	bool param_set[DS_P_COUNT];
 	double lambda;
 	int lambda_set, normalize, rescale, dtype;
 	uint64_t seed;
@@ -39,17 +44,27 @@ static void merge_usage(void)
 	       "      --base PATH         base model (directory, .safetensors, index, org/name)\n"
 	       "      --model PATH        fine-tuned model; repeat, in order (model index j)\n"
 	       "      --config FILE       read the recipe from YAML (dare-stream.yml, mergekit)\n"
-	       "      --method NAME       linear, task_arithmetic, dare_linear (default), dare_ties\n"
+	       "      --method NAME       linear, task_arithmetic, dare_linear (default), dare_ties,\n"
+	       "                          ties, breadcrumbs, breadcrumbs_ties, della, della_linear,\n"
+	       "                          slerp, nuslerp, model_stock, sce, karcher, passthrough\n"
 	       "      --weight W          weight of every model (default 1)\n"
 	       "      --weights W0,W1,..  weight of each model, in --model order\n"
 	       "  -p, --drop-rate P       DARE drop probability of every model, 0 <= P <= 1\n"
 	       "      --drop-rates P0,..  drop probability of each model\n"
 	       "      --density D         1 - P for every model\n"
-	       "      --densities D0,..   1 - P of each model\n"
+	       "      --densities D0,..   1 - P of each model (ties, breadcrumbs: fraction kept)\n"
+	       "      --gamma G, --gammas G0,..  breadcrumbs: largest fraction removed (0.01)\n"
+	       "      --epsilon E, --epsilons E0,..  della: keep-probability spread (0.15)\n"
+	       "      --t T               slerp: 0 gives the base, 1 the model (0.5)\n"
+	       "      --filter-wise       model_stock: one ratio per row\n"
+	       "      --select-topk K     sce: fraction of highest-variance elements kept (1)\n"
+	       "      --max-iter N, --tol X  karcher: iterations (10), tolerance (1e-5)\n"
+	       "      --no-nuslerp-flatten   nuslerp per row; --nuslerp-row-wise: per column\n"
+	       "      --scale S           passthrough: multiply by S (1)\n"
 	       "      --lambda L          scale of the merged delta (default 1)\n"
 	       "      --normalize         divide by the sum of the weights (default: linear only)\n"
 	       "      --no-normalize      do not\n"
-	       "      --rescale MODE      inverse (default: kept deltas times 1/(1-P)) or none\n"
+	       "      --rescale MODE      inverse (default: kept deltas times 1/(1-P)), l1 or none\n"
 	       "      --seed N            64-bit mask seed, decimal or 0x hex (default 0)\n"
 	       "      --dtype T           bf16, f16 or f32 for every merged tensor (default: the base's)\n"
 	       "      --exclude GLOB      copy tensors matching GLOB from the base; repeatable\n"
@@ -69,7 +84,9 @@ enum {
 	O_BASE = 256, O_MODEL, O_CONFIG, O_METHOD, O_WEIGHT, O_WEIGHTS,
 	O_DROPS, O_DENSITY, O_DENSITIES, O_LAMBDA, O_NORM, O_NONORM,
 	O_RESCALE, O_SEED, O_DTYPE, O_EXCLUDE, O_MEMORY, O_THREADS, O_IO,
-	O_FORCE, O_DRY, O_PROGRESS, O_RESUME,
+	O_FORCE, O_DRY, O_PROGRESS, O_RESUME, O_GAMMA, O_GAMMAS, O_EPSILON,
+	O_EPSILONS, O_T, O_FILTER_WISE, O_SELECT_TOPK, O_MAX_ITER, O_TOL,
+	O_NO_FLATTEN, O_ROW_WISE, O_SCALE,
 };
 
 static const struct option longopts[] = {
@@ -88,6 +105,18 @@ static const struct option longopts[] = {
 	{ "normalize", no_argument, NULL, O_NORM },
 	{ "no-normalize", no_argument, NULL, O_NONORM },
 	{ "rescale", required_argument, NULL, O_RESCALE },
+	{ "gamma", required_argument, NULL, O_GAMMA },
+	{ "gammas", required_argument, NULL, O_GAMMAS },
+	{ "epsilon", required_argument, NULL, O_EPSILON },
+	{ "epsilons", required_argument, NULL, O_EPSILONS },
+	{ "t", required_argument, NULL, O_T },
+	{ "filter-wise", no_argument, NULL, O_FILTER_WISE },
+	{ "select-topk", required_argument, NULL, O_SELECT_TOPK },
+	{ "max-iter", required_argument, NULL, O_MAX_ITER },
+	{ "tol", required_argument, NULL, O_TOL },
+	{ "no-nuslerp-flatten", no_argument, NULL, O_NO_FLATTEN },
+	{ "nuslerp-row-wise", no_argument, NULL, O_ROW_WISE },
+	{ "scale", required_argument, NULL, O_SCALE },
 	{ "seed", required_argument, NULL, O_SEED },
 	{ "dtype", required_argument, NULL, O_DTYPE },
 	{ "exclude", required_argument, NULL, O_EXCLUDE },
@@ -125,15 +154,13 @@ static int opt_rates(struct mopts *m, const char *opt, const char *arg,
 
 	if (n < 0)
 		return EXIT_USAGE;
-	for (int i = 0; i < (n ? n : 1); i++) {
+	for (int i = 0; i < (n ? n : 1); i++)
 		if (m->ps[i] < 0 || m->ps[i] > 1)
 			return usage_error("%s %s: %s must be between 0 and 1",
 					   opt, arg, density ? "a density" :
 					   "a drop rate");
-		if (density)
-			m->ps[i] = 1.0 - m->ps[i];
-	}
 	m->nps = n;
+	m->ps_density = density;
 	return 0;
 }
 
@@ -176,30 +203,111 @@ static int opt_resources(struct mopts *m, int c, const char *arg)
 	}
 }
 
+/* Per-model values in [0, 1]: gamma, epsilon. */
+static int opt_unit_list(const char *opt, const char *arg, bool list,
+			 double *v, int *count)
+{
+	int n = opt_values(opt, arg, list, v);
+
+	if (n < 0)
+		return EXIT_USAGE;
+	for (int i = 0; i < (n ? n : 1); i++)
+		if (v[i] < 0 || v[i] > 1)
+			return usage_error("%s %s: must be between 0 and 1",
+					   opt, arg);
+	*count = n;
+	return 0;
+}
+
+/* Methods of mergekit that dare-stream does not have. */
+static const char *const missing_methods[] = {
+	"arcee_fusion", "multislerp", "ram", "nearswap", NULL
+};
+
+static int opt_method_name(struct mopts *m, const char *arg)
+{
+	enum ds_method meth;
+	char list[512] = "";
+
+	if (!ds_method_parse(arg, &meth)) {
+		m->method = (int)meth;
+		return 0;
+	}
+	for (int i = 0; i < DS_M_COUNT; i++) {
+		strcat(list, i ? ", " : "");
+		strcat(list, ds_method_name((enum ds_method)i));
+	}
+	for (int i = 0; missing_methods[i]; i++)
+		if (!strcmp(arg, missing_methods[i]))
+			return usage_error("--method %s: mergekit's %s is not "
+					   "implemented in dare-stream; methods: "
+					   "%s", arg, arg, list);
+	return usage_error("--method %s: unknown method; expected one of %s",
+			   arg, list);
+}
+
+/* A merge-wide number: t, select_topk, max_iter, tol, scale. */
+static int opt_param(struct mopts *m, enum ds_param par, const char *opt,
+		     const char *arg)
+{
+	if (parse_double(arg, &m->param[par]))
+		return usage_error("%s %s: expected a finite number", opt, arg);
+	m->param_set[par] = true;
+	return 0;
+}
+
+static void opt_flag(struct mopts *m, enum ds_param par, double v)
+{
+	m->param[par] = v;
+	m->param_set[par] = true;
+}
+
+/* Options of the methods' own parameters. */
+static int opt_extra(struct mopts *m, int c, const char *arg)
+{
+	switch (c) {
+	case O_GAMMA: case O_GAMMAS:
+		return opt_unit_list(c == O_GAMMA ? "--gamma" : "--gammas", arg,
+				     c == O_GAMMAS, m->gammas, &m->ngammas);
+	case O_EPSILON: case O_EPSILONS:
+		return opt_unit_list(c == O_EPSILON ? "--epsilon" : "--epsilons",
+				     arg, c == O_EPSILONS, m->epsilons,
+				     &m->nepsilons);
+	case O_T: return opt_param(m, DS_P_T, "--t", arg);
+	case O_SELECT_TOPK:
+		return opt_param(m, DS_P_SELECT_TOPK, "--select-topk", arg);
+	case O_MAX_ITER: return opt_param(m, DS_P_MAX_ITER, "--max-iter", arg);
+	case O_TOL: return opt_param(m, DS_P_TOL, "--tol", arg);
+	case O_SCALE: return opt_param(m, DS_P_SCALE, "--scale", arg);
+	case O_FILTER_WISE: opt_flag(m, DS_P_FILTER_WISE, 1); return 0;
+	case O_NO_FLATTEN: opt_flag(m, DS_P_NUSLERP_FLATTEN, 0); return 0;
+	default: /* O_ROW_WISE */
+		opt_flag(m, DS_P_NUSLERP_ROW_WISE, 1);
+		return 0;
+	}
+}
+
 /* Options of the method's parameters. */
 static int opt_method(struct mopts *m, int c, const char *arg)
 {
-	enum ds_method meth;
-
 	switch (c) {
 	case O_METHOD:
-		if (ds_method_parse(arg, &meth))
-			return usage_error("--method %s: expected linear, "
-					   "task_arithmetic, dare_linear or "
-					   "dare_ties", arg);
-		m->method = (int)meth;
-		return 0;
+		return opt_method_name(m, arg);
 	case O_LAMBDA:
 		m->lambda_set = 1;
 		return parse_double(arg, &m->lambda) ?
 		       usage_error("--lambda %s: expected a finite number",
 				   arg) : 0;
 	case O_RESCALE:
-		if (strcmp(arg, "inverse") && strcmp(arg, "none"))
-			return usage_error("--rescale %s: expected inverse or "
-					   "none", arg);
-		m->rescale = strcmp(arg, "none") ? DS_RESCALE_INVERSE :
-						   DS_RESCALE_NONE;
+		if (!strcmp(arg, "inverse"))
+			m->rescale = DS_RESCALE_INVERSE;
+		else if (!strcmp(arg, "l1"))
+			m->rescale = DS_RESCALE_L1;
+		else if (!strcmp(arg, "none"))
+			m->rescale = DS_RESCALE_NONE;
+		else
+			return usage_error("--rescale %s: expected inverse, l1 "
+					   "or none", arg);
 		return 0;
 	case O_SEED:
 		m->seed_set = 1;
@@ -244,6 +352,10 @@ static int one_option(struct mopts *m, int c, const char *arg)
 	case O_DRY: m->dry_run = true; return 0;
 	case O_PROGRESS: m->progress = 1; return 0;
 	case 'q': m->quiet = true; return 0;
+	case O_GAMMA: case O_GAMMAS: case O_EPSILON: case O_EPSILONS:
+	case O_T: case O_FILTER_WISE: case O_SELECT_TOPK: case O_MAX_ITER:
+	case O_TOL: case O_NO_FLATTEN: case O_ROW_WISE: case O_SCALE:
+		return opt_extra(m, c, arg);
 	default:
 		return opt_method(m, c, arg);
 	}
@@ -255,6 +367,7 @@ static int parse_args(struct mopts *m, int argc, char **argv)
 
 	memset(m, 0, sizeof(*m));
 	m->method = m->nweights = m->nps = m->rescale = m->dtype = -1;
+	m->ngammas = m->nepsilons = -1;
 	m->normalize = m->progress = -1;
 	optind = 1;
 	opterr = 0;
@@ -297,6 +410,16 @@ static int apply_list(ds_recipe *r, const char *what, const double *v, int n,
 	return 0;
 }
 
+static int set_gamma(ds_recipe *r, int j, double v)
+{
+	return ds_recipe_set_param(r, j, DS_P_GAMMA, v);
+}
+
+static int set_epsilon(ds_recipe *r, int j, double v)
+{
+	return ds_recipe_set_param(r, j, DS_P_EPSILON, v);
+}
+
 static int build_recipe(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 {
 	int rc;
@@ -313,9 +436,22 @@ static int build_recipe(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 						 m->nweights,
 						 ds_recipe_set_weight)))
 		return rc;
-	if (m->nps >= 0 && (rc = apply_list(r, "the drop rate list", m->ps,
-					    m->nps, ds_recipe_set_drop_rate)))
+	if (m->nps >= 0 && (rc = apply_list(r, m->ps_density ?
+					    "the density list" :
+					    "the drop rate list", m->ps, m->nps,
+					    m->ps_density ? ds_recipe_set_density :
+					    ds_recipe_set_drop_rate)))
 		return rc;
+	if (m->ngammas >= 0 && (rc = apply_list(r, "the gamma list", m->gammas,
+						m->ngammas, set_gamma)))
+		return rc;
+	if (m->nepsilons >= 0 && (rc = apply_list(r, "the epsilon list",
+						  m->epsilons, m->nepsilons,
+						  set_epsilon)))
+		return rc;
+	for (int i = 0; i < DS_P_COUNT; i++)
+		if (m->param_set[i])
+			ds_recipe_set_param(r, -1, (enum ds_param)i, m->param[i]);
 	if (m->lambda_set)
 		ds_recipe_set_lambda(r, m->lambda);
 	if (m->normalize >= 0)
@@ -331,9 +467,24 @@ static int build_recipe(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 	return 0;
 }
 
+/* --dry-run: how each tensor is made, and what each of its passes reads. */
+static void print_tensors(const ds_merge *mg, size_t count)
+{
+	struct ds_tensor_plan tp;
+	char a[32];
+
+	for (size_t i = 0; i < count && !ds_merge_tensor(mg, i, &tp); i++) {
+		printf("  %-50s %s", tp.name, tp.merged ? "merge" : "copy ");
+		for (unsigned k = 0; tp.merged && k < tp.passes; k++)
+			printf("%s%s", k ? "," : " ", tp.pass[k]);
+		printf("  (%s%s)\n", human_bytes(tp.pass_bytes, a, sizeof(a)),
+		       tp.passes > 1 ? " per pass" : "");
+	}
+}
+
 static void print_plan(const struct ds_plan_info *in, const char *out)
 {
-	char a[32], b[32], c[32];
+	char a[32], b[32], c[32], d[32];
 
 	printf("plan: %zu tensors (%zu merged, %zu copied) in %u shard%s "
 	       "into %s\n", in->tensors, in->merged, in->tensors - in->merged,
@@ -345,6 +496,10 @@ static void print_plan(const struct ds_plan_info *in, const char *out)
 	       human_bytes(in->memory, c, sizeof(c)),
 	       (unsigned long long)in->window, in->threads,
 	       in->threads > 1 ? "s" : "", in->kernel, in->io);
+	if (in->max_passes > 1)
+		printf("plan: up to %u passes over a tensor's inputs (later "
+		       "ones from the page cache); tables and scratch %s\n",
+		       in->max_passes, human_bytes(in->overhead, d, sizeof(d)));
 	fflush(stdout);         /* before the progress line on stderr */
 }
 
@@ -378,6 +533,8 @@ static int run(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 	ds_merge_info(mg, &info);
 	if (m->dry_run || !m->quiet)
 		print_plan(&info, m->out);
+	if (m->dry_run)
+		print_tensors(mg, info.tensors);
 	if (!m->dry_run) {
 		pr.on = !m->quiet && (m->progress > 0 ||
 				      (m->progress < 0 && isatty(2)));

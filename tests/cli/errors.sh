@@ -170,9 +170,18 @@ expect 2 "$E" $M --method linear --memory 12Q
 expect 2 "$E" $M --method linear --threads many
 expect 2 "$E" $M --method linear --rescale l2
 expect 2 "$E" $M --method linear --bogus-option
-expect 2 "$E" --base "$B" --method linear
 run_expect 2 "$E" "$DS_BIN" merge --base "$B" --model "$F1" --method linear
 run_expect 2 "" "$DS_BIN" frobnicate
 run_expect 2 "" "$DS_BIN"
+expect 2 "$E.*no fine-tuned model" --method linear
+
+say "== a base and no model: the output is the base (DESIGN 5.2)"
+run_expect 0 "no model given" "$DS_BIN" merge -o "$T/base-only" \
+	--base "$B" --method ties --density 0.5
+if have_python; then
+	ref list "$T/base-only" >"$T/list.out" && ref list "$B" >"$T/list.base"
+	check "every tensor is the base's, byte for byte" \
+		cmp -s "$T/list.out" "$T/list.base"
+fi
 
 ds_finish

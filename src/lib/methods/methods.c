@@ -2,44 +2,70 @@
 /* methods.c - merge methods: parameters in their exact forms, window kernel */
 #include "config.h"
 
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 #include <xxhash.h>
 #include "common/ctx.h"
-#include "methods/methods.h"
+#include "methods/steps.h"
+#include "recipe/recipe.h"
+
+
+#define P(x) (1u << DS_P_##x)
+#define ALL DS_MAX_MODELS
 
 /*
- * Elements per inner chunk.  A chunk's working set (accumulator, base,
- * one model, D, all in floats: 32 KiB) stays in L1/L2 while every model
- * streams through it.  Chunks are independent of the window size, and every
- * element is computed by the same operations whatever chunk it falls in,
- * so the output does not depend on this number.
+ * The method table: each method is its sparsifier, its combine, mergekit's
+ * defaults (normalize; rescale l1 for the dare and della families, which a
+ * mergekit recipe gets), what the base is for, how many models it takes and
+ * the parameters it reads.
  */
-#define DS_CHUNK 2048
-
-static const char *const method_names[DS_M_COUNT] = {
-	[DS_M_LINEAR] = "linear",
-	[DS_M_TASK_ARITHMETIC] = "task_arithmetic",
-	[DS_M_DARE_LINEAR] = "dare_linear",
-	[DS_M_DARE_TIES] = "dare_ties",
-	[DS_M_TIES] = "ties",
-	[DS_M_BREADCRUMBS] = "breadcrumbs",
-	[DS_M_BREADCRUMBS_TIES] = "breadcrumbs_ties",
-	[DS_M_DELLA] = "della",
-	[DS_M_DELLA_LINEAR] = "della_linear",
-	[DS_M_SLERP] = "slerp",
-	[DS_M_NUSLERP] = "nuslerp",
-	[DS_M_MODEL_STOCK] = "model_stock",
-	[DS_M_SCE] = "sce",
-	[DS_M_KARCHER] = "karcher",
-	[DS_M_PASSTHROUGH] = "passthrough",
+static const struct ds_method_def methods[DS_M_COUNT] = {
+	[DS_M_LINEAR] = { "linear", DS_SP_NONE, DS_CB_LINEAR, true, false,
+			  DS_BASE_LAYOUT, 1, ALL, 0 },
+	[DS_M_TASK_ARITHMETIC] = { "task_arithmetic", DS_SP_NONE, DS_CB_SUM,
+			  false, false, DS_BASE_NEEDED, 1, ALL, 0 },
+	[DS_M_DARE_LINEAR] = { "dare_linear", DS_SP_DARE, DS_CB_SUM, false,
+			  true, DS_BASE_NEEDED, 1, ALL, 0 },
+	[DS_M_DARE_TIES] = { "dare_ties", DS_SP_DARE, DS_CB_CONSENSUS, false,
+			  true, DS_BASE_NEEDED, 1, ALL, 0 },
+	[DS_M_TIES] = { "ties", DS_SP_MAGNITUDE, DS_CB_CONSENSUS, true, false,
+			  DS_BASE_NEEDED, 1, ALL, 0 },
+	[DS_M_BREADCRUMBS] = { "breadcrumbs", DS_SP_OUTLIERS, DS_CB_SUM, false,
+			  false, DS_BASE_NEEDED, 1, ALL, P(GAMMA) },
+	[DS_M_BREADCRUMBS_TIES] = { "breadcrumbs_ties", DS_SP_OUTLIERS,
+			  DS_CB_CONSENSUS, false, false, DS_BASE_NEEDED, 1, ALL,
+			  P(GAMMA) },
+	[DS_M_DELLA] = { "della", DS_SP_DELLA, DS_CB_CONSENSUS, true, true,
+			  DS_BASE_NEEDED, 1, ALL, P(EPSILON) },
+	[DS_M_DELLA_LINEAR] = { "della_linear", DS_SP_DELLA, DS_CB_SUM, false,
+			  true, DS_BASE_NEEDED, 1, ALL, P(EPSILON) },
+	[DS_M_SLERP] = { "slerp", DS_SP_NONE, DS_CB_SLERP, false, false,
+			  DS_BASE_NEEDED, 1, 1, P(T) },
+	[DS_M_NUSLERP] = { "nuslerp", DS_SP_NONE, DS_CB_NUSLERP, false, false,
+			  DS_BASE_OPTIONAL, 1, 2,
+			  P(NUSLERP_FLATTEN) | P(NUSLERP_ROW_WISE) },
+	[DS_M_MODEL_STOCK] = { "model_stock", DS_SP_NONE, DS_CB_MODEL_STOCK,
+			  false, false, DS_BASE_NEEDED, 2, ALL, P(FILTER_WISE) },
+	[DS_M_SCE] = { "sce", DS_SP_NONE, DS_CB_SCE, false, false,
+			  DS_BASE_NEEDED, 1, ALL, P(SELECT_TOPK) },
+	[DS_M_KARCHER] = { "karcher", DS_SP_NONE, DS_CB_KARCHER, false, false,
+			  DS_BASE_LAYOUT, 1, ALL, P(MAX_ITER) | P(TOL) },
+	[DS_M_PASSTHROUGH] = { "passthrough", DS_SP_NONE, DS_CB_PASSTHROUGH,
+			  false, false, DS_BASE_LAYOUT, 1, 1, P(SCALE) },
 };
+
+#undef P
+#undef ALL
+
+const struct ds_method_def *ds_method_def(enum ds_method m)
+{
+	return (unsigned)m < DS_M_COUNT ? &methods[m] : NULL;
+}
 
 const char *ds_method_name(enum ds_method m)
 {
-	if ((unsigned)m >= DS_M_COUNT)
-		return NULL;
-	return method_names[m];
+	return (unsigned)m < DS_M_COUNT ? methods[m].name : NULL;
 }
 
 int ds_method_parse(const char *name, enum ds_method *out)
@@ -47,7 +73,7 @@ int ds_method_parse(const char *name, enum ds_method *out)
 	unsigned m;
 
 	for (m = 0; name && m < DS_M_COUNT; m++) {
-		if (strcmp(name, method_names[m]) == 0) {
+		if (strcmp(name, methods[m].name) == 0) {
 			*out = (enum ds_method)m;
 			return 0;
 		}
@@ -57,12 +83,12 @@ int ds_method_parse(const char *name, enum ds_method *out)
 
 bool ds_method_default_normalize(enum ds_method m)
 {
-	return m == DS_M_LINEAR;
+	return (unsigned)m < DS_M_COUNT && methods[m].normalize;
 }
 
 bool ds_method_needs_base(enum ds_method m)
 {
-	return m != DS_M_LINEAR;
+	return (unsigned)m < DS_M_COUNT && methods[m].base == DS_BASE_NEEDED;
 }
 
 uint64_t ds_drop_threshold(double p)
@@ -75,31 +101,172 @@ uint64_t ds_drop_threshold(double p)
 	return (uint64_t)floor(p * 4294967296.0);
 }
 
-/* Check the per-model values; 0 or DS_E_USAGE with the model named. */
-static int check_models(ds_ctx *ctx, unsigned n, const double *w,
-			const double *p)
+/* A value of model j that must lie in [0, 1]; 0 or DS_E_USAGE. */
+static int check_unit(ds_ctx *ctx, unsigned j, const char *what, double v)
 {
-	unsigned j;
+	if (v >= 0.0 && v <= 1.0)
+		return 0;
+	return ds_fail(ctx, DS_E_USAGE, "model %u: %s %g is outside [0, 1]",
+		       j, what, v);
+}
 
-	for (j = 0; j < n; j++) {
-		if (!isfinite(w[j]))
+/* Check the per-model values; 0 or DS_E_USAGE with the model named. */
+static int check_models(ds_ctx *ctx, const struct ds_tparams *tp)
+{
+	int rc = 0;
+
+	for (unsigned j = 0; !rc && j < tp->n; j++) {
+		if (!isfinite(tp->weight[j]))
 			return ds_fail(ctx, DS_E_USAGE,
 				       "model %u: weight %g is not a finite number",
-				       j, w[j]);
-		if (p && !(p[j] >= 0.0 && p[j] <= 1.0))
+				       j, tp->weight[j]);
+		if (!(tp->p[j] >= 0.0 && tp->p[j] <= 1.0))
 			return ds_fail(ctx, DS_E_USAGE,
 				       "model %u: drop rate %g is outside [0, 1]",
-				       j, p[j]);
+				       j, tp->p[j]);
+		rc = check_unit(ctx, j, "density", tp->density[j]);
+		if (!rc)
+			rc = check_unit(ctx, j, "gamma", tp->gamma[j]);
+		if (!rc)
+			rc = check_unit(ctx, j, "epsilon", tp->epsilon[j]);
+	}
+	return rc;
+}
+
+/* della: 0 < d < 1 needs d - epsilon > 0 and d + epsilon < 1 (DESIGN 5.1). */
+static int check_della(ds_ctx *ctx, const struct ds_tparams *tp)
+{
+	for (unsigned j = 0; j < tp->n; j++) {
+		double d = tp->density[j], e = tp->epsilon[j];
+
+		if (d > 0.0 && d < 1.0 && (d - e <= 0.0 || d + e >= 1.0))
+			return ds_fail(ctx, DS_E_USAGE, "model %u: della with "
+				       "density %g and epsilon %g keeps with "
+				       "probabilities from %g to %g; both must "
+				       "lie strictly between 0 and 1 (lower "
+				       "--epsilon)", j, d, e, d - e, d + e);
 	}
 	return 0;
 }
 
-/* Rescale factor s_j of DESIGN 4: computed in double, rounded once. */
+/* How many models the method takes; 0 or DS_E_USAGE. */
+static int check_count(ds_ctx *ctx, const struct ds_method_def *def,
+		       unsigned n)
+{
+	if (n == 0 || n > DS_MAX_MODELS)
+		return ds_fail(ctx, DS_E_USAGE,
+			       "%u models given: between 1 and %d are needed",
+			       n, DS_MAX_MODELS);
+	if (n < def->min_models || n > def->max_models) {
+		if (def->min_models == def->max_models)
+			return ds_fail(ctx, DS_E_USAGE, "method %s merges "
+				       "exactly %u model%s with the base; %u "
+				       "given", def->name, def->min_models,
+				       def->min_models > 1 ? "s" : "", n);
+		if (n < def->min_models)
+			return ds_fail(ctx, DS_E_USAGE, "method %s needs at "
+				       "least %u models; %u given", def->name,
+				       def->min_models, n);
+		return ds_fail(ctx, DS_E_USAGE, "method %s merges at most %u "
+			       "models; %u given", def->name, def->max_models,
+			       n);
+	}
+	return 0;
+}
+
+/* The merge-wide parameters; 0 or DS_E_USAGE. */
+static int check_global(ds_ctx *ctx, const struct ds_tparams *tp)
+{
+	const double *g = tp->param;
+
+	if (!isfinite(tp->lambda))
+		return ds_fail(ctx, DS_E_USAGE,
+			       "lambda %g is not a finite number", tp->lambda);
+	if (!isfinite(g[DS_P_T]))
+		return ds_fail(ctx, DS_E_USAGE, "t %g is not a finite number",
+			       g[DS_P_T]);
+	if (!(g[DS_P_SELECT_TOPK] >= 0.0 && g[DS_P_SELECT_TOPK] <= 1.0))
+		return ds_fail(ctx, DS_E_USAGE, "select_topk %g is outside "
+			       "[0, 1]", g[DS_P_SELECT_TOPK]);
+	if (!(g[DS_P_MAX_ITER] >= 0.0 && g[DS_P_MAX_ITER] <= 1e6) ||
+	    g[DS_P_MAX_ITER] != floor(g[DS_P_MAX_ITER]))
+		return ds_fail(ctx, DS_E_USAGE, "max_iter %g: expected a whole "
+			       "number from 0 to 1000000", g[DS_P_MAX_ITER]);
+	if (!(g[DS_P_TOL] >= 0.0) || !isfinite(g[DS_P_TOL]))
+		return ds_fail(ctx, DS_E_USAGE, "tol %g: expected a finite "
+			       "number >= 0", g[DS_P_TOL]);
+	if (!isfinite(g[DS_P_SCALE]))
+		return ds_fail(ctx, DS_E_USAGE, "scale %g is not a finite "
+			       "number", g[DS_P_SCALE]);
+	return 0;
+}
+
+/* Rescale factor s_j of DESIGN 4: computed in double, rounded once.  L1
+ * factors come from a pass; they start at 1. */
 static float rescale_factor(bool dare, enum ds_rescale rescale, double p)
 {
-	if (!dare || rescale == DS_RESCALE_NONE || p >= 1.0)
+	if (!dare || rescale != DS_RESCALE_INVERSE || p >= 1.0)
 		return 1.0f;
 	return (float)(1.0 / (1.0 - p));
+}
+
+static void set_globals(struct ds_mparams *mp, const struct ds_tparams *tp)
+{
+	const double *g = tp->param;
+
+	mp->lambda = (float)tp->lambda;
+	mp->seed = tp->seed;
+	mp->rescale = tp->rescale;
+	mp->t = g[DS_P_T];
+	mp->select_topk = g[DS_P_SELECT_TOPK];
+	mp->max_iter = (unsigned)g[DS_P_MAX_ITER];
+	mp->tol = g[DS_P_TOL];
+	mp->scale = (float)g[DS_P_SCALE];
+	mp->filter_wise = g[DS_P_FILTER_WISE] != 0.0;
+	mp->flatten = g[DS_P_NUSLERP_FLATTEN] != 0.0;
+	mp->row_wise = g[DS_P_NUSLERP_ROW_WISE] != 0.0;
+}
+
+int ds_mparams_from(ds_ctx *ctx, struct ds_mparams *mp, enum ds_method m,
+		    const struct ds_tparams *tp)
+{
+	const struct ds_method_def *def = ds_method_def(m);
+	int rc;
+
+	if (!def)
+		return ds_fail(ctx, DS_E_USAGE, "unknown merge method %d", (int)m);
+	if ((rc = check_count(ctx, def, tp->n)) || (rc = check_models(ctx, tp)) ||
+	    (rc = check_global(ctx, tp)))
+		return rc;
+	if (def->sp == DS_SP_DELLA && (rc = check_della(ctx, tp)))
+		return rc;
+	memset(mp, 0, sizeof(*mp));
+	mp->method = m;
+	mp->def = def;
+	mp->n = tp->n;
+	mp->dare = def->sp == DS_SP_DARE;
+	mp->ties = def->cb == DS_CB_CONSENSUS;
+	mp->uses_base = def->base == DS_BASE_NEEDED ||
+			(def->base == DS_BASE_OPTIONAL && tp->has_base);
+	mp->normalize = tp->normalize < 0 ? def->normalize : tp->normalize != 0;
+	set_globals(mp, tp);
+	mp->wsum = 0.0f;
+	for (unsigned j = 0; j < tp->n; j++) {
+		mp->w[j] = (float)tp->weight[j];
+		mp->wsum = mp->wsum + mp->w[j];
+		mp->thr[j] = mp->dare ? ds_drop_threshold(tp->p[j]) : 0;
+		mp->s[j] = rescale_factor(mp->dare, tp->rescale, tp->p[j]);
+		mp->sj[j] = tp->j[j];
+		mp->density[j] = tp->density[j];
+		mp->gamma[j] = tp->gamma[j];
+		mp->epsilon[j] = tp->epsilon[j];
+	}
+	if (mp->normalize && mp->wsum == 0.0f &&
+	    (def->cb == DS_CB_LINEAR || def->cb == DS_CB_SUM ||
+	     def->cb == DS_CB_CONSENSUS))
+		return ds_fail(ctx, DS_E_USAGE,
+			       "weights sum to zero; use --no-normalize or change --weights");
+	return 0;
 }
 
 int ds_mparams_init(ds_ctx *ctx, struct ds_mparams *mp, enum ds_method m,
@@ -107,45 +274,32 @@ int ds_mparams_init(ds_ctx *ctx, struct ds_mparams *mp, enum ds_method m,
 		    double lambda, int normalize, enum ds_rescale rescale,
 		    uint64_t seed)
 {
-	unsigned j;
-	int rc;
+	struct ds_tparams tp;
+	ds_recipe *r = NULL;
 
-	if ((unsigned)m >= DS_M_COUNT)
-		return ds_fail(ctx, DS_E_USAGE, "unknown merge method %d", (int)m);
-	if ((unsigned)m > DS_M_DARE_TIES)
-		return ds_fail(ctx, DS_E_USAGE, "merge method %s is not "
-			       "available in this build", ds_method_name(m));
-	if (n == 0 || n > DS_MAX_MODELS)
-		return ds_fail(ctx, DS_E_USAGE,
-			       "%u models given: between 1 and %d are needed",
-			       n, DS_MAX_MODELS);
-	rc = check_models(ctx, n, w, p);
-	if (rc)
-		return rc;
-	if (!isfinite(lambda))
-		return ds_fail(ctx, DS_E_USAGE,
-			       "lambda %g is not a finite number", lambda);
-	memset(mp, 0, sizeof(*mp));
-	mp->method = m;
-	mp->n = n;
-	mp->dare = m == DS_M_DARE_LINEAR || m == DS_M_DARE_TIES;
-	mp->ties = m == DS_M_DARE_TIES;
-	mp->uses_base = ds_method_needs_base(m);
-	mp->normalize = normalize < 0 ? ds_method_default_normalize(m)
-				      : normalize != 0;
-	mp->lambda = (float)lambda;
-	mp->seed = seed;
-	mp->wsum = 0.0f;
-	for (j = 0; j < n; j++) {
-		mp->w[j] = (float)w[j];
-		mp->wsum = mp->wsum + mp->w[j];
-		mp->thr[j] = mp->dare && p ? ds_drop_threshold(p[j]) : 0;
-		mp->s[j] = rescale_factor(mp->dare, rescale, p ? p[j] : 0.0);
+	if (n > DS_MAX_MODELS)
+		n = DS_MAX_MODELS + 1;          /* refused by check_count */
+	memset(&tp, 0, sizeof(tp));
+	r = ds_recipe_create();
+	if (!r)
+		return ds_fail(ctx, -ENOMEM, "out of memory");
+	ds_recipe_tparams(ctx, r, "", &tp);
+	ds_recipe_free(r);
+	tp.n = n;
+	tp.has_base = true;
+	for (unsigned j = 0; j < n && j < DS_MAX_MODELS; j++) {
+		tp.j[j] = j;
+		tp.weight[j] = w[j];
+		tp.p[j] = p ? p[j] : 0.0;
+		tp.density[j] = 1.0 - tp.p[j];
+		tp.gamma[j] = tp.param[DS_P_GAMMA];
+		tp.epsilon[j] = tp.param[DS_P_EPSILON];
 	}
-	if (mp->normalize && mp->wsum == 0.0f)
-		return ds_fail(ctx, DS_E_USAGE,
-			       "weights sum to zero; use --no-normalize or change --weights");
-	return 0;
+	tp.lambda = lambda;
+	tp.normalize = normalize;
+	tp.rescale = rescale;
+	tp.seed = seed;
+	return ds_mparams_from(ctx, mp, m, &tp);
 }
 
 void ds_mparams_tensor(struct ds_mparams *mp, const char *name)
@@ -155,20 +309,38 @@ void ds_mparams_tensor(struct ds_mparams *mp, const char *name)
 
 size_t ds_method_scratch_floats(unsigned nmodels)
 {
-	/* acc, base, model, D, then one row per model for TIES. */
-	return (size_t)DS_CHUNK * (4 + (size_t)nmodels);
+	/* acc, base, model, D, one row per model for TIES, then two
+	 * temporaries, keys and draws for the multi-pass methods. */
+	return (size_t)DS_CHUNK * (8 + (size_t)nmodels);
 }
 
-/* Bytes per element of a window dtype (F32, F16 or BF16). */
-static size_t elsize(enum ds_dtype dt)
+/* The single-pass window needs only the first 4 + n buffers. */
+void ds_chunk_carve(struct ds_chunk *c, float *scratch, unsigned n)
 {
-	return dt == DS_DT_F32 ? 4 : 2;
+	float *t = scratch + (4 + (size_t)n) * DS_CHUNK;
+
+	c->acc = scratch;
+	c->b = scratch + DS_CHUNK;
+	c->x = scratch + 2 * DS_CHUNK;
+	c->dsum = scratch + 3 * DS_CHUNK;
+	c->e = scratch + 4 * DS_CHUNK;
+	c->t1 = t;
+	c->t2 = t + DS_CHUNK;
+	c->key = (uint32_t *)(t + 2 * DS_CHUNK);
+	c->u = (uint32_t *)(t + 3 * DS_CHUNK);
 }
 
-/* Element off of a raw window buffer. */
-static const void *at(const void *p, enum ds_dtype dt, size_t off)
+void ds_chunk_deltas(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
+		     const struct ds_window *win, const struct ds_chunk *c)
 {
-	return (const char *)p + off * elsize(dt);
+	k->load(win->bdt, ds_at(win->base, win->bdt, c->off), c->b, c->m);
+	for (unsigned j = 0; j < mp->n; j++) {
+		float *d = ds_erow(c, j);
+
+		k->load(win->xdt[j], ds_at(win->x[j], win->xdt[j], c->off), d,
+			c->m);
+		k->delta(c->b, d, d, c->m);
+	}
 }
 
 /* Model j's DARE stream at this tensor. */
@@ -176,23 +348,16 @@ static void dare_of(const struct ds_mparams *mp, unsigned j,
 		    struct ds_dare *dp)
 {
 	dp->seed = mp->seed;
-	dp->j = j;
+	dp->j = mp->sj[j];
 	dp->name_hash = mp->name_hash;
 	dp->thr = (uint32_t)mp->thr[j];   /* thr < 2^32 here */
 	dp->s = mp->s[j];
 	dp->w = mp->w[j];
 }
 
-/* Per-chunk buffers carved from the caller's scratch. */
-struct chunk {
-	float *acc, *b, *x, *dsum, *e;
-	size_t off, m;                  /* chunk start in the window, length */
-	uint64_t i0;                    /* flat index of its first element */
-};
-
 /* acc += w_j * d_j for every model, d_j as the method defines it. */
 static void combine(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
-		    const struct ds_window *win, const struct chunk *c)
+		    const struct ds_window *win, const struct ds_chunk *c)
 {
 	struct ds_dare dp;
 	unsigned j;
@@ -201,7 +366,7 @@ static void combine(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 		/* p = 1: d_j = +0 everywhere, which leaves acc unchanged. */
 		if (mp->dare && mp->thr[j] > UINT32_MAX)
 			continue;
-		k->load(win->xdt[j], at(win->x[j], win->xdt[j], c->off),
+		k->load(win->xdt[j], ds_at(win->x[j], win->xdt[j], c->off),
 			c->x, c->m);
 		if (mp->method == DS_M_LINEAR) {
 			k->axpy(c->acc, mp->w[j], c->x, c->m);
@@ -221,7 +386,7 @@ static void combine(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
  * the election gives acc and D.
  */
 static void ties(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
-		 const struct ds_window *win, const struct chunk *c)
+		 const struct ds_window *win, const struct ds_chunk *c)
 {
 	struct ds_dare dp;
 	unsigned j;
@@ -232,7 +397,7 @@ static void ties(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 		memset(ej, 0, c->m * sizeof(float));
 		if (mp->thr[j] > UINT32_MAX)
 			continue;
-		k->load(win->xdt[j], at(win->x[j], win->xdt[j], c->off),
+		k->load(win->xdt[j], ds_at(win->x[j], win->xdt[j], c->off),
 			c->x, c->m);
 		dare_of(mp, j, &dp);
 		k->dare_axpy(ej, c->b, c->x, &dp, c->i0, c->m);
@@ -243,13 +408,13 @@ static void ties(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 /* One chunk: load the base, combine the models, finish, store. */
 static void window_chunk(const struct ds_kernel_ops *k,
 			 const struct ds_mparams *mp,
-			 const struct ds_window *win, struct chunk *c)
+			 const struct ds_window *win, struct ds_chunk *c)
 {
 	const float *b = NULL, *dsum = NULL;
 	float div = 0.0f;
 
 	if (mp->uses_base) {
-		k->load(win->bdt, at(win->base, win->bdt, c->off), c->b, c->m);
+		k->load(win->bdt, ds_at(win->base, win->bdt, c->off), c->b, c->m);
 		b = c->b;
 	}
 	if (mp->ties) {
@@ -261,7 +426,7 @@ static void window_chunk(const struct ds_kernel_ops *k,
 		div = mp->normalize ? mp->wsum : 0.0f;
 	}
 	k->finish(c->acc, b, dsum, div, mp->lambda, c->m);
-	k->store(win->odt, c->acc, (char *)win->out + c->off * elsize(win->odt),
+	k->store(win->odt, c->acc, (char *)win->out + c->off * ds_elsize(win->odt),
 		 c->m);
 }
 
@@ -269,14 +434,9 @@ void ds_method_window(const struct ds_kernel_ops *k,
 		      const struct ds_mparams *mp,
 		      const struct ds_window *win, float *scratch)
 {
-	struct chunk c = {
-		.acc = scratch,
-		.b = scratch + DS_CHUNK,
-		.x = scratch + 2 * DS_CHUNK,
-		.dsum = scratch + 3 * DS_CHUNK,
-		.e = scratch + 4 * DS_CHUNK,
-	};
+	struct ds_chunk c;
 
+	ds_chunk_carve(&c, scratch, mp->n);
 	for (c.off = 0; c.off < win->n; c.off += DS_CHUNK) {
 		c.m = win->n - c.off < DS_CHUNK ? win->n - c.off : DS_CHUNK;
 		c.i0 = win->i0 + c.off;

@@ -58,10 +58,40 @@ void ds_merge_info(const ds_merge *mg, struct ds_plan_info *info)
 	info->bytes_read = p->bytes_read;
 	info->bytes_written = p->bytes_written;
 	info->memory = p->memory;
+	info->overhead = p->overhead;
+	info->max_passes = p->max_passes ? p->max_passes : 1;
 	info->window = p->window;
 	info->threads = p->threads;
 	info->io = mg->io_name;
 	info->kernel = k ? k->name : "none";
+}
+
+int ds_merge_tensor(const ds_merge *mg, size_t i, struct ds_tensor_plan *tp)
+{
+	static const char *const names[] = {
+		[DS_PASS_HIST_HI] = "hist_hi", [DS_PASS_HIST_LO] = "hist_lo",
+		[DS_PASS_COUNT_EQ] = "count_eq", [DS_PASS_SUMS] = "sums",
+		[DS_PASS_WRITE] = "write",
+	};
+	const struct ds_plan *p = &mg->plan;
+	const struct ds_otensor *o;
+
+	if (i >= p->not)
+		return DS_E_USAGE;
+	o = &p->ot[i];
+	memset(tp, 0, sizeof(*tp));
+	tp->name = o->name;
+	tp->merged = o->act == DS_ACT_MERGE;
+	tp->passes = o->npass;
+	for (unsigned k = 0; k < o->npass; k++)
+		tp->pass[k] = names[o->pass[k]];
+	if (!tp->merged) {
+		tp->pass_bytes = o->in[0]->end - o->in[0]->begin;
+		return 0;
+	}
+	for (unsigned k = p->mp.uses_base ? 0 : 1; k <= o->nsrc; k++)
+		tp->pass_bytes += o->numel * ds_dtype_size(o->in[k]->dtype);
+	return 0;
 }
 
 int ds_merge_run(ds_merge *mg, ds_progress_fn *progress, void *user)

@@ -22,17 +22,26 @@
  * order, so each shard's checksum is fed in order without holding data.
  */
 enum slot_state {
-	S_FREE, S_READING, S_COMPUTING, S_COMPUTED, S_WRITING, S_WRITTEN
+	S_FREE, S_READING, S_WAITING, S_COMPUTING, S_COMPUTED, S_WRITING,
+	S_WRITTEN
 };
 
+/*
+ * A tensor is streamed once per pass (methods.h); a window of a reducing
+ * pass ends in its slot's reduction buffer, folded in sequence order where
+ * a written window would be written.  A window whose pass needs the one
+ * before it finalized waits, read, in S_WAITING.
+ */
 struct slot {
 	enum slot_state st;
 	size_t t;                       /* output tensor */
+	unsigned pass;                  /* of its tensor's passes */
 	uint64_t i0, n;                 /* elements (merge) or bytes (copy) */
 	unsigned pending;               /* reads outstanding */
 	int last;                       /* last window of its tensor */
 	uint64_t tdigest;               /* then: XXH3-64 of the tensor */
-	struct ds_mparams mp;           /* with this tensor's name hash */
+	struct ds_tstate *ts;           /* its tensor's state (merged ones) */
+	void *red;                      /* reduction buffer */
 	void *in[DS_MAX_INPUTS];
 	void *out;
 	struct ds_io_req rd[DS_MAX_INPUTS], wr, wake;
@@ -60,7 +69,13 @@ struct pipe {
 	unsigned maxshards;
 	uint64_t chunk;                 /* bytes per copy window */
 	size_t t;                       /* cursor: next window */
+	unsigned pass;
 	uint64_t pos;
+	struct ds_tstate *cur;          /* the cursor tensor's state, or NULL */
+	bool begun;                     /* cursor tensor started */
+	struct ds_tstate *ts;           /* ring of nts tensor states */
+	unsigned nts;
+	void *acc;                      /* the method's accumulators */
 	uint64_t seq_issue, seq_write, seq_retire;
 	struct range behind[BEHIND];    /* written windows, to drop later */
 	int drop_inputs;
@@ -82,21 +97,37 @@ struct pipe {
 
 /* ---- compute workers ------------------------------------------------------ */
 
-static void merge_window(struct pipe *pp, struct slot *s, float *scratch)
+/* The window of slot s as the methods see it. */
+static void window_of(const struct pipe *pp, const struct slot *s,
+		      struct ds_window *w)
 {
-	const struct ds_plan *p = pp->p;
-	const struct ds_otensor *o = &p->ot[s->t];
-	struct ds_window w = {
-		.base = p->mp.uses_base ? s->in[0] : NULL,
+	const struct ds_otensor *o = &pp->p->ot[s->t];
+
+	*w = (struct ds_window){
+		.base = s->ts->mp.uses_base ? s->in[0] : NULL,
 		.bdt = o->in[0]->dtype,
 		.out = s->out, .odt = o->odt, .i0 = s->i0, .n = s->n,
 	};
-
-	for (unsigned j = 0; j < p->mp.n; j++) {
-		w.x[j] = s->in[1 + j];
-		w.xdt[j] = o->in[1 + j]->dtype;
+	for (unsigned j = 0; j < o->nsrc; j++) {
+		w->x[j] = s->in[1 + j];
+		w->xdt[j] = o->in[1 + j]->dtype;
 	}
-	ds_method_window(pp->k, &s->mp, &w, scratch);
+}
+
+static bool writing(const struct slot *s)
+{
+	return !s->ts || s->ts->pass[s->pass] == DS_PASS_WRITE;
+}
+
+static void merge_window(struct pipe *pp, struct slot *s, float *scratch)
+{
+	struct ds_window w;
+
+	window_of(pp, s, &w);
+	if (writing(s))
+		ds_pass_write(pp->k, s->ts, &w, scratch, pp->acc);
+	else
+		ds_pass_reduce(pp->k, s->ts, s->pass, &w, s->red, scratch);
 }
 
 struct worker_arg {
@@ -145,23 +176,78 @@ static uint64_t units(const struct pipe *pp, size_t t)
 	       o->in[0]->end - o->in[0]->begin;
 }
 
-/* Take the next window from the cursor; 0 when there is none left. */
-static int next_window(struct pipe *pp, size_t *t, uint64_t *i0, uint64_t *n)
+/*
+ * Start the cursor's tensor: its parameters (checked by the plan already)
+ * and its passes, in the next state of the ring.  The ring has a state more
+ * than there are slots, so no window in flight still reads the one reused.
+ */
+static int begin_tensor(struct pipe *pp)
 {
-	uint64_t step;
+	const struct ds_plan *p = pp->p;
+	const struct ds_otensor *o = &p->ot[pp->t];
+	struct ds_tparams tp;
+	struct ds_mparams mp;
+	int rc;
 
-	while (pp->t < pp->p->not && pp->pos >= units(pp, pp->t)) {
-		pp->t++;
+	pp->cur = NULL;
+	if (o->act != DS_ACT_MERGE)
+		return 0;
+	pp->cur = &pp->ts[pp->t % pp->nts];
+	if ((rc = ds_plan_tparams(p, pp->t, &tp)) ||
+	    (rc = ds_mparams_from(pp->ctx, &mp, p->r->method, &tp)))
+		return rc;
+	ds_mparams_tensor(&mp, o->name);
+	return ds_tensor_begin(pp->ctx, pp->cur, &mp, o->in[0]->shape,
+			       o->in[0]->ndim, o->numel, p->window, p->maxrow);
+}
+
+/* Elements (or bytes) per window of the cursor's tensor. */
+static uint64_t step_of(const struct pipe *pp)
+{
+	const struct ds_tstate *ts = pp->cur;
+
+	if (pp->p->ot[pp->t].act != DS_ACT_MERGE)
+		return pp->chunk;
+	if (!ts->copy0 && ds_method_rows(&ts->mp))
+		return pp->p->window / ts->rowlen * ts->rowlen;
+	return pp->p->window;
+}
+
+/* Take the next window from the cursor; 0 when there is none left. */
+static int next_window(struct pipe *pp, struct slot *s)
+{
+	uint64_t step, left;
+	int rc;
+
+	for (;;) {
+		if (pp->t >= pp->p->not)
+			return 0;
+		if (!pp->begun) {
+			if ((rc = begin_tensor(pp))) {
+				pp->err = rc;
+				return 0;
+			}
+			pp->begun = true;
+		}
+		if (pp->pos < units(pp, pp->t))
+			break;
+		if (pp->cur && pp->pass + 1 < pp->cur->npass) {
+			pp->pass++;
+		} else {
+			pp->t++;
+			pp->pass = 0;
+			pp->begun = false;
+		}
 		pp->pos = 0;
 	}
-	if (pp->t >= pp->p->not)
-		return 0;
-	step = pp->p->ot[pp->t].act == DS_ACT_MERGE ? pp->p->window : pp->chunk;
-	*t = pp->t;
-	*i0 = pp->pos;
-	*n = units(pp, pp->t) - pp->pos < step ? units(pp, pp->t) - pp->pos
-					       : step;
-	pp->pos += *n;
+	step = step_of(pp);
+	left = units(pp, pp->t) - pp->pos;
+	s->t = pp->t;
+	s->pass = pp->pass;
+	s->ts = pp->cur;
+	s->i0 = pp->pos;
+	s->n = left < step ? left : step;
+	pp->pos += s->n;
 	return 1;
 }
 
@@ -190,7 +276,7 @@ static int start_window(struct pipe *pp, struct slot *s)
 	const struct ds_plan *p = pp->p;
 	const struct ds_otensor *o;
 
-	if (!next_window(pp, &s->t, &s->i0, &s->n))
+	if (!next_window(pp, s))
 		return 0;
 	o = &p->ot[s->t];
 	s->st = S_READING;
@@ -200,11 +286,70 @@ static int start_window(struct pipe *pp, struct slot *s)
 		read_input(pp, s, 0, s->out, 1);
 		return 1;
 	}
-	s->mp = p->mp;
-	ds_mparams_tensor(&s->mp, o->name);
-	for (unsigned k = p->mp.uses_base ? 0 : 1; k < p->ninputs; k++)
+	for (unsigned k = s->ts->mp.uses_base ? 0 : 1; k <= o->nsrc; k++)
 		read_input(pp, s, k, s->in[k], ds_dtype_size(o->in[k]->dtype));
 	return 1;
+}
+
+/* Compute every waiting window of ts whose pass is now ready. */
+static void wake_waiting(struct pipe *pp, const struct ds_tstate *ts)
+{
+	for (unsigned i = 0; i < pp->nslots; i++) {
+		struct slot *w = &pp->slots[i];
+
+		if (w->st == S_WAITING && w->ts == ts && w->pass <= ts->ready)
+			enqueue(pp, w);
+	}
+}
+
+/*
+ * Hint the kernel to read the next merged tensor's inputs while this one's
+ * later passes are served from the page cache, so the disk keeps busy.
+ */
+static void prefetch_next(struct pipe *pp, size_t t)
+{
+	const struct ds_plan *p = pp->p;
+
+	while (++t < p->not && p->ot[t].act != DS_ACT_MERGE)
+		;
+	if (t >= p->not)
+		return;
+	for (unsigned k = 0; k <= p->ot[t].nsrc; k++) {
+		const struct ds_tensor *in = p->ot[t].in[k];
+		const struct ds_model *m = p->in[p->ot[t].src[k]];
+
+		posix_fadvise(pp->fds[p->ot[t].src[k] * pp->maxshards +
+				      in->shard],
+			      (off_t)(m->shards[in->shard].data_off + in->begin),
+			      (off_t)(in->end - in->begin), POSIX_FADV_WILLNEED);
+	}
+}
+
+/*
+ * A reducing window, in sequence order: fold its share into the tensor's
+ * state; after the pass's last window, finalize it and release the
+ * windows of the next pass.
+ */
+static void fold(struct pipe *pp, struct slot *s)
+{
+	struct ds_tstate *ts = s->ts;
+	struct ds_window w;
+
+	window_of(pp, s, &w);
+	if (!pp->err)
+		ds_pass_fold(pp->k, ts, s->pass, &w, s->red, pp->acc);
+	if (s->i0 + s->n == units(pp, s->t)) {
+		if (!pp->err)
+			ds_pass_finalize(ts, s->pass, pp->acc);
+		ts->ready = s->pass + 1;
+		if (s->pass == 0)
+			prefetch_next(pp, s->t);
+		wake_waiting(pp, ts);
+	}
+	s->wr.len = 0;
+	s->last = 0;
+	s->st = S_WRITTEN;
+	pp->seq_write++;
 }
 
 /* Queue the write of the next window in sequence, if it is merged. */
@@ -217,6 +362,10 @@ static int start_write(struct pipe *pp)
 
 	if (pp->seq_write == pp->seq_issue || s->st != S_COMPUTED)
 		return 0;
+	if (!writing(s)) {
+		fold(pp, s);
+		return 1;
+	}
 	o = &pp->p->ot[s->t];
 	os = &pp->p->os[o->oshard];
 	es = o->act == DS_ACT_MERGE ? ds_dtype_size(o->odt) : 1;
@@ -283,6 +432,8 @@ static void on_event(struct pipe *pp, struct ds_io_req *r)
 	} else if (--s->pending == 0) {
 		if (pp->err || pp->p->ot[s->t].act == DS_ACT_COPY)
 			s->st = S_COMPUTED;
+		else if (s->ts->ready < s->pass)
+			s->st = S_WAITING;
 		else
 			enqueue(pp, s);
 	}
@@ -300,6 +451,8 @@ static void cache_hygiene(struct pipe *pp, struct slot *s)
 {
 	struct range *old = &pp->behind[pp->seq_retire % BEHIND];
 
+	if (!s->wr.len)
+		return;                 /* a reducing pass: its pages are kept */
 	sync_file_range(s->wr.fd, (off_t)s->wr.off, (off_t)s->wr.len,
 			SYNC_FILE_RANGE_WRITE);
 	if (old->len)
@@ -388,16 +541,22 @@ static int alloc_buffers(struct pipe *pp)
 	uint64_t slot = ds_plan_slot_bytes(p, p->window);
 	uint64_t per = slot / (p->ninputs + 1);
 	size_t scratch = pp->scratch_floats * sizeof(float) * p->threads;
+	size_t red = (p->needs.red_bytes + 63) & ~(size_t)63;
+	size_t acc = (p->needs.acc_bytes + 63) & ~(size_t)63;
+	size_t total;
 	char *m;
 
 	pp->nslots = p->depth;
 	pp->chunk = per;
+	pp->nts = pp->nslots + 1;
+	total = pp->nslots * (slot + red) + scratch + acc;
 	pp->slots = calloc(pp->nslots, sizeof(*pp->slots));
-	pp->mem = aligned_alloc(4096, pp->nslots * slot + scratch);
-	if (!pp->slots || !pp->mem)
+	pp->ts = calloc(pp->nts, sizeof(*pp->ts));
+	pp->mem = aligned_alloc(4096, (total + 4095) & ~(size_t)4095);
+	if (!pp->slots || !pp->ts || !pp->mem)
 		return ds_fail(pp->ctx, -ENOMEM, "cannot allocate %llu bytes "
 			       "of window buffers; lower --memory",
-			       (unsigned long long)(pp->nslots * slot));
+			       (unsigned long long)total);
 	m = pp->mem;
 	for (unsigned i = 0; i < pp->nslots; i++) {
 		struct slot *s = &pp->slots[i];
@@ -406,8 +565,12 @@ static int alloc_buffers(struct pipe *pp)
 			s->in[k] = m;
 		s->out = m;
 		m += per;
+		s->red = m;
+		m += red;
 		s->wake.user = s;
 	}
+	pp->acc = m;
+	m += acc;
 	pp->scratch = (float *)m;
 	return 0;
 }
@@ -448,6 +611,7 @@ static void teardown(struct pipe *pp)
 	free(pp->th);
 	free(pp->fds);
 	free(pp->slots);
+	free(pp->ts);
 	free(pp->mem);
 	XXH3_freeState(pp->tensor_hash);
 }
@@ -458,7 +622,7 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 {
 	struct pipe pp = {
 		.ctx = ctx, .p = p, .o = o, .progress = progress, .t = first,
-		.user = user, .scratch_floats = ds_method_scratch_floats(p->mp.n),
+		.user = user, .scratch_floats = p->needs.scratch_floats,
 		.tensor_hash = XXH3_createState(),
 	};
 	struct worker_arg wa[64];

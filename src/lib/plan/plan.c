@@ -51,6 +51,38 @@ static int check_shape(struct ds_plan *p, unsigned k,
 		       bt->name, ms, bs, p->in[0]->arg);
 }
 
+/* Same dtype and shape: a copy gives the same bytes as a merge would. */
+static bool same_layout(const struct ds_tensor *a, const struct ds_tensor *b)
+{
+	if (a->dtype != b->dtype || a->ndim != b->ndim)
+		return false;
+	for (unsigned d = 0; d < a->ndim; d++)
+		if (a->shape[d] != b->shape[d])
+			return false;
+	return true;
+}
+
+/*
+ * passthrough with scale 1, and nuslerp, sce or karcher of one model,
+ * output model 0's tensor: copied byte for byte when nothing converts it.
+ */
+static bool copies_model0(struct ds_plan *p, struct ds_otensor *o)
+{
+	const struct ds_mparams *mp = &p->mp;
+	enum ds_combine cb = mp->def->cb;
+	bool one = (cb == DS_CB_PASSTHROUGH && mp->scale == 1.0f) ||
+		   (mp->n == 1 && (cb == DS_CB_NUSLERP || cb == DS_CB_SCE ||
+				   cb == DS_CB_KARCHER));
+
+	if (!one || o->odt != o->in[1]->dtype ||
+	    !same_layout(o->in[0], o->in[1]))
+		return false;
+	o->act = DS_ACT_COPY;
+	o->in[0] = o->in[1];
+	o->src[0] = o->src[1];
+	return true;
+}
+
 /* Find and check tensor bt in every fine-tune. */
 static int plan_merge(struct ds_plan *p, struct ds_otensor *o,
 		      const struct ds_tensor *bt)
@@ -77,6 +109,8 @@ static int plan_merge(struct ds_plan *p, struct ds_otensor *o,
 	o->nsrc = p->ninputs - 1;
 	o->act = DS_ACT_MERGE;
 	o->odt = p->r->dtype >= 0 ? (enum ds_dtype)p->r->dtype : bt->dtype;
+	if (copies_model0(p, o))
+		return 0;
 	p->merged++;
 	return 0;
 }
@@ -101,8 +135,8 @@ static int plan_tensor(struct ds_plan *p, struct ds_otensor *o,
 			ds_dtype_name(bt->dtype));
 		return 0;
 	}
-	if (!is_float(bt->dtype))
-		return 0;
+	if (!is_float(bt->dtype) || p->ninputs == 1)
+		return 0;                       /* no model: the base's tensor */
 	return plan_merge(p, o, bt);
 }
 
@@ -209,8 +243,9 @@ static void count_reads(struct ds_plan *p)
 			p->bytes_read += o->in[0]->end - o->in[0]->begin;
 			continue;
 		}
-		for (unsigned k = p->mp.uses_base ? 0 : 1; k < p->ninputs; k++)
-			p->bytes_read += o->numel * ds_dtype_size(o->in[k]->dtype);
+		for (unsigned k = p->mp.uses_base ? 0 : 1; k <= o->nsrc; k++)
+			p->bytes_read += o->npass * o->numel *
+					 ds_dtype_size(o->in[k]->dtype);
 	}
 }
 
@@ -236,8 +271,6 @@ uint64_t ds_plan_slot_bytes(const struct ds_plan *p, uint64_t window)
 {
 	return (uint64_t)(p->ninputs + 1) * window * max_elem(p);
 }
-
-#define DS_BLOCK 65536u   /* windows start on 65536-element blocks */
 
 /* Elements per window from the memory budget; no larger than needed. */
 static int size_windows(struct ds_plan *p, const struct ds_merge_opts *o)
@@ -270,8 +303,91 @@ static int size_windows(struct ds_plan *p, const struct ds_merge_opts *o)
 			       (unsigned long long)(p->depth * per_elem *
 						    DS_BLOCK));
 	p->window = w < largest ? w : largest;
+	/*
+	 * The budget is the window buffers'; the method's tables (histograms,
+	 * block sums) and the workers' scratch come on top, fixed in size
+	 * whatever the model's (a row method's scratch follows its longest
+	 * row).
+	 */
 	p->memory = p->depth * per_elem * p->window;
+	ds_method_needs(&p->mp, p->window, p->maxrow, &p->needs);
+	p->overhead = p->needs.acc_bytes + p->depth * p->needs.red_bytes +
+		      p->threads * p->needs.scratch_floats * sizeof(float);
 	return 0;
+}
+
+/* The parameters the merge as a whole is sized by. */
+static int merge_params(struct ds_plan *p)
+{
+	struct ds_tparams tp;
+	int rc = ds_recipe_tparams(p->ctx, p->r, "", &tp);
+
+	if (rc)
+		return rc;
+	if (tp.n == 0) {                /* the base alone: every tensor copied */
+		p->mp.method = p->r->method;
+		p->mp.def = ds_method_def(p->r->method);
+		return 0;
+	}
+	return ds_mparams_from(p->ctx, &p->mp, p->r->method, &tp);
+}
+
+/* Free ts and put the tensor's name in front of the error text. */
+static int name_tensor(struct ds_plan *p, struct ds_tstate *ts,
+		       const struct ds_otensor *o, int rc)
+{
+	char msg[sizeof(p->ctx->err)];
+
+	free(ts);
+	memcpy(msg, p->ctx->err, sizeof(msg));
+	return ds_fail(p->ctx, rc, "tensor '%s': %s", o->name, msg);
+}
+
+/*
+ * Every merged tensor's own parameters, checked before anything is
+ * written: on the first call (sizing) the longest row, on the second, with
+ * the window known, the passes it takes and that a row fits.
+ */
+static int tensor_params(struct ds_plan *p, bool sizing)
+{
+	struct ds_tstate *ts = malloc(sizeof(*ts));
+	int rc = ts ? 0 : ds_fail(p->ctx, -ENOMEM, "out of memory");
+
+	for (size_t i = 0; !rc && i < p->not; i++) {
+		struct ds_otensor *o = &p->ot[i];
+		const struct ds_tensor *t = o->in[0];
+		struct ds_tparams tp;
+		struct ds_mparams mp;
+
+		o->npass = 1;
+		o->pass[0] = DS_PASS_WRITE;
+		if (o->act != DS_ACT_MERGE)
+			continue;
+		rc = ds_plan_tparams(p, i, &tp);
+		if (!rc)
+			rc = ds_mparams_from(p->ctx, &mp, p->r->method, &tp);
+		if (rc)
+			return name_tensor(p, ts, o, rc);
+		if (sizing) {
+			uint64_t rows = t->ndim >= 2 && t->shape[0] ? t->shape[0] : 1;
+
+			if (ds_method_rows(&mp) && o->numel / rows > p->maxrow)
+				p->maxrow = o->numel / rows;
+			continue;
+		}
+		ds_mparams_tensor(&mp, o->name);
+		rc = ds_tensor_begin(p->ctx, ts, &mp, t->shape, t->ndim,
+				     o->numel, p->window, p->maxrow);
+		if (rc)
+			return name_tensor(p, ts, o, rc);
+		o->npass = ts->npass;
+		for (unsigned k = 0; k < ts->npass; k++)
+			o->pass[k] = (unsigned char)ts->pass[k];
+		if (o->npass > p->max_passes)
+			p->max_passes = o->npass;
+	}
+	free(ts);
+	return rc;
 }
 
 int ds_plan_build(ds_ctx *ctx, const struct ds_recipe *r,
@@ -282,10 +398,9 @@ int ds_plan_build(ds_ctx *ctx, const struct ds_recipe *r,
 	memset(p, 0, sizeof(*p));
 	p->ctx = ctx;
 	p->r = r;
-	if ((rc = ds_recipe_check(ctx, r)) || (rc = open_inputs(ctx, r, p)))
+	if ((rc = ds_recipe_check(ctx, r)) || (rc = open_inputs(ctx, r, p)) ||
+	    (rc = merge_params(p)))
 		return rc;
-	ds_mparams_init(ctx, &p->mp, r->method, r->n, r->weight, r->p,
-			r->lambda, r->normalize, r->rescale, r->seed);
 	p->not = p->in[0]->ntensors;
 	p->ot = calloc(p->not ? p->not : 1, sizeof(*p->ot));
 	if (!p->ot)
@@ -294,10 +409,14 @@ int ds_plan_build(ds_ctx *ctx, const struct ds_recipe *r,
 		if ((rc = plan_tensor(p, &p->ot[i], &p->in[0]->tensors[i])))
 			return rc;
 	warn_extra(p);
-	if ((rc = layout(p)))
+	if (p->ninputs == 1)
+		ds_notice(ctx, "no model given: the output is the base %s",
+			  p->in[0]->arg);
+	if ((rc = layout(p)) || (rc = tensor_params(p, true)) ||
+	    (rc = size_windows(p, o)) || (rc = tensor_params(p, false)))
 		return rc;
 	count_reads(p);
-	return size_windows(p, o);
+	return 0;
 }
 
 int ds_plan_tparams(const struct ds_plan *p, size_t t, struct ds_tparams *tp)

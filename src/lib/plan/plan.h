@@ -26,6 +26,8 @@ struct ds_otensor {
 	const struct ds_tensor *in[DS_MAX_INPUTS];
 	unsigned src[DS_MAX_INPUTS];
 	unsigned nsrc;
+	unsigned npass;             /* streams of its inputs (DESIGN 2) */
+	unsigned char pass[DS_MAX_PASSES]; /* enum ds_pass of each */
 	enum ds_action act;
 	enum ds_dtype odt;
 	uint64_t numel;             /* elements written (the base's) */
@@ -60,6 +62,10 @@ struct ds_plan {
 	unsigned depth;             /* windows in flight */
 	unsigned threads;
 	uint64_t memory;            /* bytes of all window buffers */
+	uint64_t overhead;          /* tables and scratch, beyond them */
+	uint64_t maxrow;            /* longest row of a row-wise method */
+	unsigned max_passes;
+	struct ds_method_needs needs;
 };
 
 /* Build and check the plan; nothing is written.  0 or negative error. */

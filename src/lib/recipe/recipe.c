@@ -92,6 +92,7 @@ int ds_recipe_add_model(ds_recipe *r, const char *path)
 		return -ENOMEM;
 	r->weight[r->n] = 1.0;
 	r->p[r->n] = r->n ? r->p[0] : 0.0;
+	r->density[r->n] = r->n ? r->density[0] : 1.0;
 	r->gamma[r->n] = r->n ? r->gamma[0] : r->param[DS_P_GAMMA];
 	r->epsilon[r->n] = r->n ? r->epsilon[0] : r->param[DS_P_EPSILON];
 	return (int)r->n++;
@@ -115,8 +116,18 @@ int ds_recipe_set_weight(ds_recipe *r, int j, double w)
 
 int ds_recipe_set_drop_rate(ds_recipe *r, int j, double p)
 {
+	int rc = set_each(r, r->p, j, p);
+
 	r->p_set = true;
-	return set_each(r, r->p, j, p);
+	return rc ? rc : set_each(r, r->density, j, 1.0 - p);
+}
+
+int ds_recipe_set_density(ds_recipe *r, int j, double d)
+{
+	int rc = set_each(r, r->p, j, 1.0 - d);
+
+	r->p_set = true;
+	return rc ? rc : set_each(r, r->density, j, d);
 }
 
 int ds_recipe_set_param(ds_recipe *r, int j, enum ds_param par, double v)
@@ -141,8 +152,12 @@ int ds_recipe_tparams(ds_ctx *ctx, const struct ds_recipe *r,
 	(void)name;
 	memset(tp, 0, sizeof(*tp));
 	tp->n = r->n;
+	tp->has_base = r->base != NULL;
 	memcpy(tp->weight, r->weight, sizeof(tp->weight));
 	memcpy(tp->p, r->p, sizeof(tp->p));
+	memcpy(tp->density, r->density, sizeof(tp->density));
+	for (unsigned j = 0; j < r->n; j++)
+		tp->j[j] = j;
 	memcpy(tp->gamma, r->gamma, sizeof(tp->gamma));
 	memcpy(tp->epsilon, r->epsilon, sizeof(tp->epsilon));
 	memcpy(tp->param, r->param, sizeof(tp->param));
@@ -218,26 +233,35 @@ bool ds_recipe_excluded(const struct ds_recipe *r, const char *name)
 
 int ds_recipe_check(ds_ctx *ctx, const ds_recipe *r)
 {
+	const struct ds_method_def *def = ds_method_def(r->method);
+	struct ds_tparams tp;
 	struct ds_mparams mp;
-	bool dare = r->method == DS_M_DARE_LINEAR ||
-		    r->method == DS_M_DARE_TIES;
+	bool drops;
+	int rc;
 
-	if (r->n == 0)
+	if (!def)
+		return ds_fail(ctx, DS_E_USAGE, "unknown merge method %d",
+			       (int)r->method);
+	drops = def->sp != DS_SP_NONE;
+	if (r->n == 0 && !r->base)
 		return ds_fail(ctx, DS_E_USAGE,
 			       "no fine-tuned model given (--model)");
 	if (ds_method_needs_base(r->method) && !r->base)
 		return ds_fail(ctx, DS_E_USAGE, "method %s needs a base model "
-			       "(--base)", ds_method_name(r->method));
-	if (dare && !r->p_set)
-		return ds_fail(ctx, DS_E_USAGE, "method %s needs a drop rate: "
-			       "-p P or --density D",
-			       ds_method_name(r->method));
-	if (!dare && r->p_set)
+			       "(--base)", def->name);
+	if (drops && !r->p_set)
+		return ds_fail(ctx, DS_E_USAGE, "method %s needs a %s: -p P "
+			       "or --density D", def->name,
+			       def->sp == DS_SP_DARE ? "drop rate" : "density");
+	if (!drops && r->p_set)
 		return ds_fail(ctx, DS_E_USAGE, "method %s drops nothing; a "
-			       "drop rate or density applies to dare_linear "
-			       "and dare_ties", ds_method_name(r->method));
+			       "drop rate or density applies to the dare, "
+			       "ties, breadcrumbs and della methods", def->name);
 	if (!isfinite(r->lambda))
 		return ds_fail(ctx, DS_E_USAGE, "lambda must be finite");
-	return ds_mparams_init(ctx, &mp, r->method, r->n, r->weight, r->p,
-			       r->lambda, r->normalize, r->rescale, r->seed);
+	if (r->n == 0)
+		return 0;                       /* the base is the output */
+	if ((rc = ds_recipe_tparams(ctx, r, "", &tp)))
+		return rc;
+	return ds_mparams_from(ctx, &mp, r->method, &tp);
 }

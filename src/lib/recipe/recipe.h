@@ -13,6 +13,7 @@ struct ds_recipe {
 	char *models[DS_MAX_MODELS];
 	double weight[DS_MAX_MODELS];
 	double p[DS_MAX_MODELS];
+	double density[DS_MAX_MODELS]; /* as given, or 1 - p when p was */
 	bool p_set;                 /* a drop rate was given (any model) */
 	unsigned n;
 	double gamma[DS_MAX_MODELS];   /* per model, DS_P_GAMMA */
@@ -34,8 +35,11 @@ struct ds_recipe {
  */
 struct ds_tparams {
 	unsigned n;                    /* models */
+	bool has_base;                 /* a base model is given */
+	unsigned j[DS_MAX_MODELS];     /* mask stream index of each model */
 	double weight[DS_MAX_MODELS];
 	double p[DS_MAX_MODELS];       /* drop rate: 1 - density */
+	double density[DS_MAX_MODELS]; /* as given, or 1 - p */
 	double gamma[DS_MAX_MODELS];
 	double epsilon[DS_MAX_MODELS];
 	double param[DS_P_COUNT];      /* DS_P_T ... (per-model slots unused) */

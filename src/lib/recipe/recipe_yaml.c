@@ -12,6 +12,7 @@
 #include <string.h>
 #include <yaml.h>
 #include "common/ctx.h"
+#include "methods/methods.h"
 #include "recipe/recipe.h"
 
 /* ---- writing ------------------------------------------------------------ */
@@ -81,6 +82,48 @@ static void put_model(FILE *f, const char *arg)
 	free(abs);
 }
 
+/* The method parameter named k (DS_P_COUNT when none is). */
+static enum ds_param yparam_index(const char *k)
+{
+	unsigned i;
+
+	for (i = 0; i < DS_P_COUNT; i++)
+		if (!strcmp(k, ds_param_name((enum ds_param)i)))
+			break;
+	return (enum ds_param)i;
+}
+
+static bool yparam_flag(const char *k)
+{
+	enum ds_param i = yparam_index(k);
+
+	return i == DS_P_FILTER_WISE || i == DS_P_NUSLERP_FLATTEN ||
+	       i == DS_P_NUSLERP_ROW_WISE;
+}
+
+/*
+ * A model's sparsifier values: the drop rate for DARE, which draws with p,
+ * else the density, which top-k methods use as given (DESIGN 5).
+ */
+static void put_model_params(FILE *f, const struct ds_recipe *r, unsigned j)
+{
+	const struct ds_method_def *def = ds_method_def(r->method);
+
+	if (r->p_set) {
+		fputs(def->sp == DS_SP_DARE ? "\n      drop_rate: " :
+		      "\n      density: ", f);
+		put_num(f, def->sp == DS_SP_DARE ? r->p[j] : r->density[j]);
+	}
+	if (r->param_set[DS_P_GAMMA]) {
+		fputs("\n      gamma: ", f);
+		put_num(f, r->gamma[j]);
+	}
+	if (r->param_set[DS_P_EPSILON]) {
+		fputs("\n      epsilon: ", f);
+		put_num(f, r->epsilon[j]);
+	}
+}
+
 int ds_recipe_to_yaml(const struct ds_recipe *r, char **out)
 {
 	size_t len;
@@ -102,10 +145,7 @@ int ds_recipe_to_yaml(const struct ds_recipe *r, char **out)
 		put_model(f, r->models[j]);
 		fputs("\n    parameters:\n      weight: ", f);
 		put_num(f, r->weight[j]);
-		if (r->p_set) {
-			fputs("\n      drop_rate: ", f);
-			put_num(f, r->p[j]);
-		}
+		put_model_params(f, r, j);
 		fputc('\n', f);
 	}
 	fputs("parameters:\n  lambda: ", f);
@@ -113,8 +153,18 @@ int ds_recipe_to_yaml(const struct ds_recipe *r, char **out)
 	fputc('\n', f);
 	if (r->normalize >= 0)
 		fprintf(f, "  normalize: %s\n", r->normalize ? "true" : "false");
-	fprintf(f, "  rescale: %s\n",
-		r->rescale == DS_RESCALE_NONE ? "none" : "inverse");
+	fprintf(f, "  rescale: %s\n", r->rescale == DS_RESCALE_NONE ? "none" :
+		r->rescale == DS_RESCALE_L1 ? "l1" : "inverse");
+	for (unsigned i = DS_P_T; i < DS_P_COUNT; i++) {
+		if (!r->param_set[i])
+			continue;
+		fprintf(f, "  %s: ", ds_param_name((enum ds_param)i));
+		if (yparam_flag(ds_param_name((enum ds_param)i)))
+			fputs(r->param[i] != 0.0 ? "true" : "false", f);
+		else
+			put_num(f, r->param[i]);
+		fputc('\n', f);
+	}
 	fprintf(f, "  seed: %" PRIu64 "\n", r->seed);
 	if (r->dtype >= 0)
 		fprintf(f, "dtype: %s\n", r->dtype == DS_DT_BF16 ? "bf16" :
@@ -257,11 +307,20 @@ static int yparams(struct yctx *y, ds_recipe *r, yaml_node_t *map, int j)
 		}
 		if (!strcmp(k, "rescale") && j < 0) {
 			const char *s = yscalar(v);
-			if (!s || (strcmp(s, "inverse") && strcmp(s, "none")))
-				return ybad(y, v, "rescale must be inverse "
-					    "or none");
-			r->rescale = strcmp(s, "none") ? DS_RESCALE_INVERSE :
-							 DS_RESCALE_NONE;
+			if (!s || (strcmp(s, "inverse") && strcmp(s, "none") &&
+				   strcmp(s, "l1")))
+				return ybad(y, v, "rescale must be inverse, "
+					    "l1 or none");
+			r->rescale = !strcmp(s, "none") ? DS_RESCALE_NONE :
+				     !strcmp(s, "l1") ? DS_RESCALE_L1 :
+				     DS_RESCALE_INVERSE;
+			continue;
+		}
+		if (j < 0 && yparam_flag(k)) {
+			int b = 0;
+			if ((rc = ybool(y, v, &b)))
+				return rc;
+			ds_recipe_set_param(r, -1, yparam_index(k), b);
 			continue;
 		}
 		if (!strcmp(k, "seed") && j < 0) {
@@ -281,9 +340,12 @@ static int yparams(struct yctx *y, ds_recipe *r, yaml_node_t *map, int j)
 		else if (!strcmp(k, "drop_rate"))
 			rc = ds_recipe_set_drop_rate(r, j, d);
 		else if (!strcmp(k, "density"))
-			rc = ds_recipe_set_drop_rate(r, j, 1.0 - d);
+			rc = ds_recipe_set_density(r, j, d);
 		else if (!strcmp(k, "lambda") && j < 0)
 			rc = ds_recipe_set_lambda(r, d);
+		else if (yparam_index(k) < DS_P_COUNT &&
+			 (j < 0 || yparam_index(k) <= DS_P_EPSILON))
+			rc = ds_recipe_set_param(r, j, yparam_index(k), d);
 		else
 			return ybad(y, v, "unknown parameter");
 		if (rc)

@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: MIT */
+/* select.c - exact rank selection in constant memory (ties, breadcrumbs, sce) */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+#include "methods/steps.h"
+
+/*
+ * Ranks order keys descending, equal keys by flat index (DESIGN 5.1).  The
+ * kept ranks of a channel lie between two cuts, each found in three
+ * streaming passes: a histogram of the keys' high 16 bits finds the bin of
+ * the cut's last element, a histogram of the low 15 bits inside that bin
+ * finds its key, and a count of the keys equal to it per window finds the
+ * window where the cut falls among equal keys.  The writing pass then
+ * decides each element from its key and, in that one window, the running
+ * count of equal keys.  Histograms are fixed-size; nothing depends on the
+ * tensor's size, and integer counts are exact in any order.
+ */
+
+static bool partial(const struct ds_tstate *ts, const struct ds_cut *c)
+{
+	return c->x > 0 && c->x < ts->n;
+}
+
+/* k = min(n, floor(f * n + 0.5)) in double. */
+static uint64_t count_of(double f, uint64_t n)
+{
+	double k = floor(f * (double)n + 0.5);
+
+	return k >= (double)n ? n : k <= 0.0 ? 0 : (uint64_t)k;
+}
+
+static void set_cut(struct ds_cut *c, uint64_t x)
+{
+	memset(c, 0, sizeof(*c));
+	c->x = x;
+	c->wc = UINT64_MAX;
+}
+
+void ds_select_begin(struct ds_tstate *ts)
+{
+	const struct ds_mparams *mp = &ts->mp;
+	uint64_t n = ts->n;
+
+	ts->nchan = mp->def->cb == DS_CB_SCE ? 1 : mp->n;
+	ts->select = false;
+	for (unsigned ch = 0; ch < ts->nchan; ch++) {
+		uint64_t k = n, t = 0;
+
+		if (mp->def->sp == DS_SP_MAGNITUDE ||
+		    mp->def->sp == DS_SP_OUTLIERS)
+			k = count_of(mp->density[ch], n);
+		if (mp->def->sp == DS_SP_OUTLIERS) {
+			t = count_of(mp->gamma[ch], n);
+			if (k + t > n)
+				t = n - k;
+		}
+		set_cut(&ts->cut[ch][0], t);
+		set_cut(&ts->cut[ch][1], t + k);
+		ts->select |= partial(ts, &ts->cut[ch][0]) ||
+			      partial(ts, &ts->cut[ch][1]);
+	}
+	/* sce: the cut is known once the non-zero variances are counted. */
+	if (mp->def->cb == DS_CB_SCE && mp->select_topk < 1.0)
+		ts->select = true;
+}
+
+/* Per-element population variance of the deltas, binary32, model order. */
+static void variance(const struct ds_mparams *mp, const struct ds_chunk *c,
+		     float *var)
+{
+	float fn = (float)mp->n;
+
+	for (size_t k = 0; k < c->m; k++) {
+		float mean = 0.0f, v = 0.0f, d;
+
+		for (unsigned j = 0; j < mp->n; j++)
+			mean = mean + ds_erow(c, j)[k];
+		mean = mean / fn;
+		for (unsigned j = 0; j < mp->n; j++) {
+			d = ds_erow(c, j)[k] - mean;
+			v = v + d * d;
+		}
+		var[k] = v / fn;
+	}
+}
+
+void ds_select_keys(const struct ds_tstate *ts, unsigned ch,
+		    const struct ds_chunk *c, uint32_t *key)
+{
+	const float *v = ds_erow(c, ch);
+
+	if (ts->mp.def->cb == DS_CB_SCE) {
+		variance(&ts->mp, c, c->t1);
+		v = c->t1;
+	}
+	for (size_t k = 0; k < c->m; k++)
+		key[k] = ds_rank_key(v[k]);
+}
+
+/* Is the element above cut c?  cnt counts equal keys in the window. */
+static inline bool above(const struct ds_cut *c, uint64_t n, uint32_t key,
+			 uint64_t win_i0, uint64_t *cnt)
+{
+	if (c->x == 0)
+		return false;
+	if (c->x >= n)
+		return true;
+	if (key != c->key)
+		return key > c->key;
+	if (c->wc == UINT64_MAX)
+		return true;
+	if (win_i0 != c->wc)
+		return win_i0 < c->wc;
+	return (*cnt)++ < c->rc;
+}
+
+void ds_select_mask(const struct ds_tstate *ts, unsigned ch,
+		    const uint32_t *key, size_t n, uint64_t win_i0,
+		    struct ds_eqrun *run, uint8_t *mask)
+{
+	const struct ds_cut *lo = &ts->cut[ch][0], *hi = &ts->cut[ch][1];
+
+	for (size_t k = 0; k < n; k++) {
+		bool a = above(hi, ts->n, key[k], win_i0, &run->n[ch][1]);
+		bool b = above(lo, ts->n, key[k], win_i0, &run->n[ch][0]);
+
+		mask[k] = a && !b;
+	}
+}
+
+/* ---- the three passes ---------------------------------------------------- */
+
+struct hist_hi {
+	uint64_t nz;
+	uint32_t h[];                  /* [nchan][DS_HIST_HI] */
+};
+
+/*
+ * Accumulators of a merge, per channel: the high-bits histogram, then, in
+ * the same place once it is used up, the two cuts' low-bits histograms.
+ */
+static uint64_t *acc_hi(void *acc, unsigned ch)
+{
+	return (uint64_t *)acc + (size_t)ch * DS_HIST_HI;
+}
+
+static uint64_t *acc_lo(void *acc, unsigned ch, unsigned cut)
+{
+	return acc_hi(acc, ch) + (size_t)cut * DS_HIST_LO;
+}
+
+static void reduce_chunk(const struct ds_tstate *ts, enum ds_pass pass,
+			 const struct ds_chunk *c, void *red)
+{
+	for (unsigned ch = 0; ch < ts->nchan; ch++) {
+		ds_select_keys(ts, ch, c, c->key);
+		if (pass == DS_PASS_HIST_HI) {
+			struct hist_hi *hh = red;
+			uint32_t *h = hh->h + (size_t)ch * DS_HIST_HI;
+
+			for (size_t k = 0; k < c->m; k++) {
+				h[c->key[k] >> 15]++;
+				hh->nz += c->key[k] != 0;
+			}
+			continue;
+		}
+		for (unsigned w = 0; w < 2; w++) {
+			const struct ds_cut *cut = &ts->cut[ch][w];
+
+			if (!partial(ts, cut))
+				continue;
+			if (pass == DS_PASS_HIST_LO) {
+				uint32_t *h = (uint32_t *)red +
+					      ((size_t)ch * 2 + w) * DS_HIST_LO;
+
+				for (size_t k = 0; k < c->m; k++)
+					if (c->key[k] >> 15 == cut->bin)
+						h[c->key[k] & 0x7fff]++;
+			} else if (cut->wc != UINT64_MAX) {
+				uint64_t *cnt = (uint64_t *)red + ch * 2 + w;
+
+				for (size_t k = 0; k < c->m; k++)
+					*cnt += c->key[k] == cut->key;
+			}
+		}
+	}
+}
+
+static size_t red_size(const struct ds_tstate *ts, enum ds_pass pass)
+{
+	if (pass == DS_PASS_HIST_HI)
+		return sizeof(struct hist_hi) +
+		       (size_t)ts->nchan * DS_HIST_HI * sizeof(uint32_t);
+	if (pass == DS_PASS_HIST_LO)
+		return (size_t)ts->nchan * 2 * DS_HIST_LO * sizeof(uint32_t);
+	return (size_t)ts->nchan * 2 * sizeof(uint64_t);
+}
+
+void ds_select_reduce(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
+		      enum ds_pass pass, const struct ds_window *win, void *red,
+		      float *scratch)
+{
+	struct ds_chunk c;
+
+	ds_chunk_carve(&c, scratch, ts->mp.n);
+	memset(red, 0, red_size(ts, pass));
+	for (c.off = 0; c.off < win->n; c.off += DS_CHUNK) {
+		c.m = win->n - c.off < DS_CHUNK ? win->n - c.off : DS_CHUNK;
+		c.i0 = win->i0 + c.off;
+		ds_chunk_deltas(k, &ts->mp, win, &c);
+		reduce_chunk(ts, pass, &c, red);
+	}
+}
+
+void ds_select_fold(struct ds_tstate *ts, enum ds_pass pass,
+		    const struct ds_window *win, const void *red, void *acc)
+{
+	for (unsigned ch = 0; ch < ts->nchan; ch++) {
+		if (pass == DS_PASS_HIST_HI) {
+			const struct hist_hi *hh = red;
+			const uint32_t *h = hh->h + (size_t)ch * DS_HIST_HI;
+			uint64_t *a = acc_hi(acc, ch);
+
+			for (unsigned b = 0; b < DS_HIST_HI; b++)
+				a[b] += h[b];
+			if (ch == 0)
+				ts->nz += hh->nz;
+			continue;
+		}
+		for (unsigned w = 0; w < 2; w++) {
+			struct ds_cut *cut = &ts->cut[ch][w];
+
+			if (!partial(ts, cut))
+				continue;
+			if (pass == DS_PASS_HIST_LO) {
+				const uint32_t *h = (const uint32_t *)red +
+					((size_t)ch * 2 + w) * DS_HIST_LO;
+				uint64_t *a = acc_lo(acc, ch, w);
+
+				for (unsigned b = 0; b < DS_HIST_LO; b++)
+					a[b] += h[b];
+			} else if (cut->wc != UINT64_MAX) {
+				uint64_t cnt = ((const uint64_t *)red)[ch * 2 + w];
+
+				if (cut->seen < cut->q && cut->seen + cnt >= cut->q) {
+					cut->wc = win->i0;
+					cut->rc = cut->q - cut->seen;
+				}
+				cut->seen += cnt;
+			}
+		}
+	}
+}
+
+/* The bin of the cut's x-th element, scanning from the largest keys. */
+static void find_bin(struct ds_cut *c, const uint64_t *h)
+{
+	uint64_t cum = 0;
+
+	for (unsigned b = DS_HIST_HI; b-- > 0;) {
+		if (cum + h[b] >= c->x) {
+			c->bin = b;
+			c->gt = cum;
+			return;
+		}
+		cum += h[b];
+	}
+}
+
+/* The cut's key inside its bin, the counts around it. */
+static void find_key(struct ds_cut *c, const uint64_t *h)
+{
+	uint64_t cum = c->gt;
+
+	for (unsigned l = DS_HIST_LO; l-- > 0;) {
+		if (cum + h[l] >= c->x) {
+			c->key = c->bin << 15 | l;
+			c->gt = cum;
+			c->eq = h[l];
+			c->q = c->x - cum;
+			c->wc = c->q == c->eq ? UINT64_MAX : 0;
+			c->seen = 0;
+			return;
+		}
+		cum += h[l];
+	}
+}
+
+void ds_select_finalize(struct ds_tstate *ts, enum ds_pass pass, void *acc)
+{
+	if (pass == DS_PASS_HIST_HI && ts->mp.def->cb == DS_CB_SCE)
+		set_cut(&ts->cut[0][1], (uint64_t)floor(ts->mp.select_topk *
+							(double)ts->nz));
+	for (unsigned ch = 0; ch < ts->nchan; ch++)
+		for (unsigned w = 0; w < 2; w++) {
+			struct ds_cut *cut = &ts->cut[ch][w];
+
+			if (!partial(ts, cut))
+				continue;
+			if (pass == DS_PASS_HIST_HI)
+				find_bin(cut, acc_hi(acc, ch));
+			else if (pass == DS_PASS_HIST_LO)
+				find_key(cut, acc_lo(acc, ch, w));
+		}
+}
