@@ -1,0 +1,384 @@
+/* SPDX-License-Identifier: MIT */
+/* test_passes.c - multi-pass methods on hand-computed cases, every path */
+#include "config.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "methods/methods.h"
+#include "recipe/recipe.h"
+#include "testutil.h"
+
+#define NAME "model.layers.0.mlp.up_proj.weight"
+#define MAXN 64
+
+static const char *const paths[] = { "scalar", "avx2", "avx512", "neon" };
+
+/* Parameters of method m for n models with the recipe's defaults. */
+static void params(struct ds_mparams *mp, enum ds_method m, unsigned n,
+		   const double *density, void (*tweak)(struct ds_tparams *))
+{
+	ds_recipe *r = ds_recipe_create();
+	struct ds_tparams tp;
+
+	ck_assert_ptr_nonnull(r);
+	ck_assert_int_eq(ds_recipe_tparams(NULL, r, NAME, &tp), 0);
+	ds_recipe_free(r);
+	tp.n = n;
+	tp.has_base = true;
+	for (unsigned j = 0; j < n; j++) {
+		tp.j[j] = j;
+		tp.weight[j] = 1.0;
+		tp.density[j] = density ? density[j] : 1.0;
+		tp.p[j] = 1.0 - tp.density[j];
+		tp.gamma[j] = tp.param[DS_P_GAMMA];
+		tp.epsilon[j] = tp.param[DS_P_EPSILON];
+	}
+	if (tweak)
+		tweak(&tp);
+	ck_assert_int_eq(ds_mparams_from(NULL, mp, m, &tp), 0);
+	ds_mparams_tensor(mp, NAME);
+}
+
+/*
+ * Stream one F32 tensor of n elements through every pass of mp's method,
+ * in windows of w elements, as the pipeline does: reduce, fold in order,
+ * finalize; then write.  out gets the result on kernel path k.
+ */
+static void stream(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
+		   const uint64_t *shape, unsigned ndim, const float *b,
+		   const float *const *x, size_t n, size_t w, float *out)
+{
+	struct ds_tstate *ts = calloc(1, sizeof(*ts));
+	struct ds_method_needs nd;
+	uint64_t rows = ndim >= 2 ? shape[0] : 1;
+	void *red, *acc;
+	float *scratch;
+
+	ck_assert_ptr_nonnull(ts);
+	ds_method_needs(mp, w, n / rows, &nd);
+	red = calloc(1, nd.red_bytes + 64);
+	acc = calloc(1, nd.acc_bytes + 64);
+	scratch = aligned_alloc(64, (nd.scratch_floats + 16) * sizeof(float));
+	ck_assert(red && acc && scratch);
+	ck_assert_int_eq(ds_tensor_begin(NULL, ts, mp, shape, ndim, n, w,
+					 n / rows), 0);
+	for (unsigned p = 0; p < ts->npass; p++) {
+		for (size_t i0 = 0; i0 < n; i0 += w) {
+			struct ds_window win = {
+				.base = b + i0, .bdt = DS_DT_F32,
+				.out = out + i0, .odt = DS_DT_F32,
+				.i0 = i0, .n = n - i0 < w ? n - i0 : w,
+			};
+
+			for (unsigned j = 0; j < mp->n; j++) {
+				win.x[j] = x[j] + i0;
+				win.xdt[j] = DS_DT_F32;
+			}
+			if (ts->pass[p] == DS_PASS_WRITE) {
+				ds_pass_write(k, ts, &win, scratch, acc);
+				continue;
+			}
+			ds_pass_reduce(k, ts, p, &win, red, scratch);
+			ds_pass_fold(k, ts, p, &win, red, acc);
+		}
+		if (ts->pass[p] != DS_PASS_WRITE)
+			ds_pass_finalize(ts, p, acc);
+		ts->ready = p + 1;
+	}
+	free(ts);
+	free(red);
+	free(acc);
+	free(scratch);
+}
+
+/* Every path, windows of w: out equals want bit for bit. */
+static void expect(const struct ds_mparams *mp, const uint64_t *shape,
+		   unsigned ndim, const float *b, const float *const *x,
+		   size_t n, size_t w, const float *want)
+{
+	float *out = calloc(n, sizeof(float));
+
+	ck_assert_ptr_nonnull(out);
+	for (unsigned p = 0; p < 4; p++) {
+		const struct ds_kernel_ops *k = ds_kernel_get(paths[p]);
+
+		if (!k)
+			continue;
+		memset(out, 0xff, n * sizeof(float));
+		stream(k, mp, shape, ndim, b, x, n, w, out);
+		for (size_t i = 0; i < n; i++)
+			ck_assert_msg(!memcmp(&out[i], &want[i], sizeof(float)),
+				      "%s, window %zu: element %zu is %a, "
+				      "expected %a", paths[p], w, i,
+				      (double)out[i], (double)want[i]);
+	}
+	free(out);
+}
+
+static const float zero8[8];
+/* |delta| 1 3 3 2 3 0.5 3 1: the four 3s rank 0..3 by index (1, 2, 4, 6). */
+static const float xt[8] = { 1, -3, 3, 2, -3, 0.5f, 3, 1 };
+
+/* ties keeps exactly k = 3 of four equal magnitudes, lowest index first,
+ * whichever window the cut falls in. */
+START_TEST(ties_index_rule)
+{
+	static const float want[8] = { 0, -3, 3, 0, -3, 0, 0, 0 };
+	const float *x[1] = { xt };
+	double d[1] = { 0.375 };       /* k = floor(0.375 * 8 + 0.5) = 3 */
+	uint64_t shape[1] = { 8 };
+	struct ds_mparams mp;
+
+	params(&mp, DS_M_TIES, 1, d, NULL);
+	for (size_t w = 1; w <= 8; w++)
+		expect(&mp, shape, 1, zero8, x, 8, w, want);
+}
+END_TEST
+
+static void gamma_18(struct ds_tparams *tp)
+{
+	tp->gamma[0] = 0.125;          /* t = floor(0.125 * 8 + 0.5) = 1 */
+}
+
+/* breadcrumbs: the top rank removed, the next k = 2 kept (ranks 1, 2). */
+START_TEST(breadcrumbs_ranks)
+{
+	static const float want[8] = { 0, 0, 3, 0, -3, 0, 0, 0 };
+	const float *x[1] = { xt };
+	double d[1] = { 0.25 };
+	uint64_t shape[1] = { 8 };
+	struct ds_mparams mp;
+
+	params(&mp, DS_M_BREADCRUMBS, 1, d, gamma_18);
+	for (size_t w = 1; w <= 8; w++)
+		expect(&mp, shape, 1, zero8, x, 8, w, want);
+}
+END_TEST
+
+/* A NaN delta ranks above infinity: density 1/4 keeps NaN and inf
+ * (breadcrumbs, whose sum passes both on; gamma 0.01 removes none of 8). */
+START_TEST(nan_ranks_first)
+{
+	float xs[8] = { 1, 0, 2, 0, 0, 7, 0, 0 }, want[8] = { 0 };
+	const float *x[1] = { xs };
+	double d[1] = { 0.25 };
+	uint64_t shape[1] = { 8 };
+	struct ds_mparams mp;
+
+	xs[1] = NAN;
+	xs[3] = -INFINITY;
+	want[1] = NAN;                  /* the canonical quiet NaN */
+	want[3] = -INFINITY;
+	params(&mp, DS_M_BREADCRUMBS, 1, d, NULL);
+	expect(&mp, shape, 1, zero8, x, 8, 3, want);
+}
+END_TEST
+
+/* ties of two models: sign election over the trimmed deltas. */
+START_TEST(ties_two_models)
+{
+	/* model 0 keeps 4, -3 (k = 2); model 1 keeps -5, 2 at index 0, 3. */
+	static const float x0[4] = { 4, -3, 1, 0.5f }, x1[4] = { -5, 1, 0, 2 };
+	/* i0: S = 4 - 5 < 0, only -5 agrees: -5 / 1; i1: -3; i2: 0; i3: 2. */
+	static const float want[4] = { -5, -3, 0, 2 };
+	const float *x[2] = { x0, x1 };
+	double d[2] = { 0.5, 0.5 };
+	uint64_t shape[1] = { 4 };
+	struct ds_mparams mp;
+
+	params(&mp, DS_M_TIES, 2, d, NULL);
+	expect(&mp, shape, 1, zero8, x, 4, 2, want);
+	expect(&mp, shape, 1, zero8, x, 4, 4, want);
+}
+END_TEST
+
+static void t_half(struct ds_tparams *tp)
+{
+	tp->param[DS_P_T] = 0.5;
+}
+
+/* slerp of orthogonal unit vectors at t = 1/2: sin(pi/4) each. */
+START_TEST(slerp_orthogonal)
+{
+	static const float b[2] = { 1, 0 }, x1[2] = { 0, 1 };
+	const float *x[1] = { x1 };
+	float want[2];
+	uint64_t shape[1] = { 2 };
+	struct ds_mparams mp;
+
+	want[0] = want[1] = 0x1.6a09e6p-1f;     /* (float)sqrt(0.5) */
+	params(&mp, DS_M_SLERP, 1, NULL, t_half);
+	expect(&mp, shape, 1, b, x, 2, 65536, want);
+}
+END_TEST
+
+static void t_quarter(struct ds_tparams *tp)
+{
+	tp->param[DS_P_T] = 0.25;
+}
+
+/* Colinear inputs fall back to the linear blend: 0.75 v0 + 0.25 v1. */
+START_TEST(slerp_colinear)
+{
+	static const float b[3] = { 1, 2, -4 }, x1[3] = { 2, 4, -8 };
+	static const float want[3] = { 1.25f, 2.5f, -5 };
+	const float *x[1] = { x1 };
+	uint64_t shape[1] = { 3 };
+	struct ds_mparams mp;
+
+	params(&mp, DS_M_SLERP, 1, NULL, t_quarter);
+	expect(&mp, shape, 1, b, x, 3, 65536, want);
+}
+END_TEST
+
+/* model_stock: orthogonal deltas give t = 0 (the base), equal ones t = 1. */
+START_TEST(model_stock_extremes)
+{
+	static const float b[2] = { 0.5f, -1 };
+	static const float xa[2] = { 1.5f, -1 }, xb[2] = { 0.5f, 1 };
+	static const float xc[2] = { 2, 3 };
+	const float *orth[2] = { xa, xb }, *same[2] = { xc, xc };
+	uint64_t shape[1] = { 2 };
+	struct ds_mparams mp;
+
+	params(&mp, DS_M_MODEL_STOCK, 2, NULL, NULL);
+	expect(&mp, shape, 1, b, orth, 2, 65536, b);
+	expect(&mp, shape, 1, b, same, 2, 65536, xc);
+}
+END_TEST
+
+/* karcher of two equal models is that model. */
+START_TEST(karcher_equal)
+{
+	static const float xs[4] = { 0.25f, -2, 3, 0.5f };
+	const float *x[2] = { xs, xs };
+	uint64_t shape[1] = { 4 };
+	struct ds_mparams mp;
+
+	params(&mp, DS_M_KARCHER, 2, NULL, NULL);
+	expect(&mp, shape, 1, zero8, x, 4, 65536, xs);
+}
+END_TEST
+
+/* sce, select_topk 1: weights from mean squared deltas, TIES consensus. */
+START_TEST(sce_weights)
+{
+	static const float x0[2] = { 1, -2 }, x1[2] = { 3, 2 };
+	const float *x[2] = { x0, x1 };
+	/* w0 = 2.5 / 9, w1 = 6.5 / 9; element 1: only +2 agrees with S >= 0 */
+	float w0 = (float)(2.5 / 9.0), w1 = (float)(6.5 / 9.0), want[2];
+	uint64_t shape[1] = { 2 };
+	struct ds_mparams mp;
+
+	want[0] = (((0.0f + w0 * 1.0f) + w1 * 3.0f)) / ((0.0f + w0) + w1);
+	want[1] = 0.0f + ((0.0f + w1 * 2.0f) / (0.0f + w1));
+	params(&mp, DS_M_SCE, 2, NULL, NULL);
+	expect(&mp, shape, 1, zero8, x, 2, 65536, want);
+}
+END_TEST
+
+static void eps0(struct ds_tparams *tp)
+{
+	tp->epsilon[0] = 0.0;
+}
+
+/* della with epsilon 0 is DARE with p = 1 - d, element for element. */
+START_TEST(della_eps0_is_dare)
+{
+	enum { N = 4096 };
+	static float b[N], xs[N], want[N];
+	const float *x[1] = { xs };
+	double d[1] = { 0.375 };
+	uint64_t shape[2] = { 8, N / 8 };
+	struct ds_mparams mp, dare;
+	struct ds_window win = { 0 };
+	float *scr = aligned_alloc(64, ds_method_scratch_floats(1) * 4);
+
+	for (unsigned i = 0; i < N; i++) {
+		b[i] = (float)(i % 17) / 8;
+		xs[i] = b[i] + (float)((int)(i % 29) - 14) / 64;
+	}
+	params(&dare, DS_M_DARE_LINEAR, 1, d, NULL);
+	win = (struct ds_window){ .base = b, .bdt = DS_DT_F32, .x = { xs },
+		.xdt = { DS_DT_F32 }, .out = want, .odt = DS_DT_F32,
+		.i0 = 0, .n = N };
+	ds_method_window(ds_kernel_get("scalar"), &dare, &win, scr);
+	free(scr);
+	params(&mp, DS_M_DELLA_LINEAR, 1, d, eps0);
+	expect(&mp, shape, 2, b, x, N, 1024, want);
+}
+END_TEST
+
+/* passthrough with scale 2 doubles every element. */
+static void scale2(struct ds_tparams *tp)
+{
+	tp->param[DS_P_SCALE] = 2;
+}
+
+START_TEST(passthrough_scale)
+{
+	static const float xs[3] = { 1.5f, -0.25f, 3 };
+	static const float want[3] = { 3, -0.5f, 6 };
+	const float *x[1] = { xs };
+	uint64_t shape[1] = { 3 };
+	struct ds_mparams mp;
+
+	params(&mp, DS_M_PASSTHROUGH, 1, NULL, scale2);
+	expect(&mp, shape, 1, zero8, x, 3, 2, want);
+}
+END_TEST
+
+/* Parameters the methods refuse before anything is read. */
+START_TEST(refused)
+{
+	ds_ctx *ctx = ds_ctx_create();
+	ds_recipe *r = ds_recipe_create();
+	struct ds_tparams tp;
+	struct ds_mparams mp;
+
+	ds_recipe_tparams(NULL, r, NAME, &tp);
+	tp.has_base = true;
+	tp.n = 2;
+	tp.j[1] = 1;
+	tp.weight[0] = tp.weight[1] = 1;
+	tp.density[0] = tp.density[1] = 0.1;
+	tp.epsilon[0] = tp.epsilon[1] = 0.15;   /* 0.1 - 0.15 <= 0 */
+	ck_assert_int_eq(ds_mparams_from(ctx, &mp, DS_M_DELLA, &tp), DS_E_USAGE);
+	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx), "epsilon"));
+	ck_assert_int_eq(ds_mparams_from(ctx, &mp, DS_M_SLERP, &tp), DS_E_USAGE);
+	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx), "exactly 1 model"));
+	tp.n = 1;
+	ck_assert_int_eq(ds_mparams_from(ctx, &mp, DS_M_MODEL_STOCK, &tp),
+			 DS_E_USAGE);
+	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx), "at least 2"));
+	tp.gamma[0] = 1.5;
+	ck_assert_int_eq(ds_mparams_from(ctx, &mp, DS_M_BREADCRUMBS, &tp),
+			 DS_E_USAGE);
+	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx), "gamma 1.5"));
+	ds_recipe_free(r);
+	ds_ctx_free(ctx);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("passes");
+	TCase *tc = tcase_create("methods");
+
+	tcase_add_test(tc, ties_index_rule);
+	tcase_add_test(tc, breadcrumbs_ranks);
+	tcase_add_test(tc, nan_ranks_first);
+	tcase_add_test(tc, ties_two_models);
+	tcase_add_test(tc, slerp_orthogonal);
+	tcase_add_test(tc, slerp_colinear);
+	tcase_add_test(tc, model_stock_extremes);
+	tcase_add_test(tc, karcher_equal);
+	tcase_add_test(tc, sce_weights);
+	tcase_add_test(tc, della_eps0_is_dare);
+	tcase_add_test(tc, passthrough_scale);
+	tcase_add_test(tc, refused);
+	suite_add_tcase(s, tc);
+	return run_suite(s);
+}
