@@ -2,7 +2,6 @@
 /* methods.c - merge methods: parameters in their exact forms, window kernel */
 #include "config.h"
 
-#include <errno.h>
 #include <math.h>
 #include <string.h>
 #include <xxhash.h>
@@ -57,6 +56,33 @@ static const struct ds_method_def methods[DS_M_COUNT] = {
 
 #undef P
 #undef ALL
+
+/* The methods' parameters, by mergekit's names, with mergekit's defaults. */
+static const struct {
+	const char *name;
+	double def;
+} params[DS_P_COUNT] = {
+	[DS_P_GAMMA] = { "gamma", 0.01 },
+	[DS_P_EPSILON] = { "epsilon", 0.15 },
+	[DS_P_T] = { "t", 0.5 },
+	[DS_P_SELECT_TOPK] = { "select_topk", 1.0 },
+	[DS_P_MAX_ITER] = { "max_iter", 10.0 },
+	[DS_P_TOL] = { "tol", 1e-5 },
+	[DS_P_SCALE] = { "scale", 1.0 },
+	[DS_P_FILTER_WISE] = { "filter_wise", 0.0 },
+	[DS_P_NUSLERP_FLATTEN] = { "nuslerp_flatten", 1.0 },
+	[DS_P_NUSLERP_ROW_WISE] = { "nuslerp_row_wise", 0.0 },
+};
+
+const char *ds_param_name(enum ds_param par)
+{
+	return (unsigned)par < DS_P_COUNT ? params[par].name : NULL;
+}
+
+double ds_param_default(enum ds_param par)
+{
+	return (unsigned)par < DS_P_COUNT ? params[par].def : 0.0;
+}
 
 const struct ds_method_def *ds_method_def(enum ds_method m)
 {
@@ -274,20 +300,20 @@ int ds_mparams_init(ds_ctx *ctx, struct ds_mparams *mp, enum ds_method m,
 		    double lambda, int normalize, enum ds_rescale rescale,
 		    uint64_t seed)
 {
+	const struct ds_method_def *def = ds_method_def(m);
 	struct ds_tparams tp;
-	ds_recipe *r = NULL;
+	int rc;
 
-	if (n > DS_MAX_MODELS)
-		n = DS_MAX_MODELS + 1;          /* refused by check_count */
+	if (!def)
+		return ds_fail(ctx, DS_E_USAGE, "unknown merge method %d", (int)m);
+	if ((rc = check_count(ctx, def, n)))
+		return rc;                      /* before w and p are read */
 	memset(&tp, 0, sizeof(tp));
-	r = ds_recipe_create();
-	if (!r)
-		return ds_fail(ctx, -ENOMEM, "out of memory");
-	ds_recipe_tparams(ctx, r, "", &tp);
-	ds_recipe_free(r);
+	for (unsigned i = 0; i < DS_P_COUNT; i++)
+		tp.param[i] = params[i].def;
 	tp.n = n;
 	tp.has_base = true;
-	for (unsigned j = 0; j < n && j < DS_MAX_MODELS; j++) {
+	for (unsigned j = 0; j < n; j++) {
 		tp.j[j] = j;
 		tp.weight[j] = w[j];
 		tp.p[j] = p ? p[j] : 0.0;

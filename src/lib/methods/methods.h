@@ -38,6 +38,9 @@ struct ds_method_def {
 	unsigned params;               /* bit (1 << DS_P_...) per parameter */
 };
 
+/* mergekit's default of a parameter (gamma 0.01, t 0.5, ...). */
+double ds_param_default(enum ds_param par);
+
 /* The method's row; NULL when out of range. */
 const struct ds_method_def *ds_method_def(enum ds_method m);
 

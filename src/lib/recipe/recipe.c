@@ -14,28 +14,6 @@
 #include "methods/methods.h"
 #include "recipe/recipe.h"
 
-/* mergekit's defaults, indexed by enum ds_param. */
-static const struct {
-	const char *name;
-	double def;
-} params[DS_P_COUNT] = {
-	[DS_P_GAMMA] = { "gamma", 0.01 },
-	[DS_P_EPSILON] = { "epsilon", 0.15 },
-	[DS_P_T] = { "t", 0.5 },
-	[DS_P_SELECT_TOPK] = { "select_topk", 1.0 },
-	[DS_P_MAX_ITER] = { "max_iter", 10.0 },
-	[DS_P_TOL] = { "tol", 1e-5 },
-	[DS_P_SCALE] = { "scale", 1.0 },
-	[DS_P_FILTER_WISE] = { "filter_wise", 0.0 },
-	[DS_P_NUSLERP_FLATTEN] = { "nuslerp_flatten", 1.0 },
-	[DS_P_NUSLERP_ROW_WISE] = { "nuslerp_row_wise", 0.0 },
-};
-
-const char *ds_param_name(enum ds_param par)
-{
-	return (unsigned)par < DS_P_COUNT ? params[par].name : NULL;
-}
-
 ds_recipe *ds_recipe_create(void)
 {
 	ds_recipe *r = calloc(1, sizeof(*r));
@@ -43,7 +21,7 @@ ds_recipe *ds_recipe_create(void)
 	if (!r)
 		return NULL;
 	for (unsigned i = 0; i < DS_P_COUNT; i++)
-		r->param[i] = params[i].def;
+		r->param[i] = ds_param_default((enum ds_param)i);
 	r->method = DS_M_DARE_LINEAR;
 	r->lambda = 1.0;
 	r->normalize = -1;
