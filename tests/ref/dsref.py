@@ -4,11 +4,15 @@
 
 Written from DESIGN.md (sections 3-5 and 8) alone, Python standard library
 only, so the tests compare the C engine against something that shares none
-of its code.  Slow by design: fixtures of 100k-1M elements.
+of its code.  Where DESIGN describes a method relative to mergekit (karcher,
+sce), the choices it leaves open follow mergekit and are named in comments.
+Slow by design: fixtures of 100k-1M elements.
 
-  dsref.py selftest                     known answers of section 4, conversions
-  dsref.py check OUT --base B --model M [--model M ...] --method M [options]
+  dsref.py selftest                     known answers of section 4,
+                                        conversions, hand-computed merges
+  dsref.py check OUT [--base B] --model M [--model M ...] --method M [options]
                                         recompute every tensor, compare bits
+                                        (options: those of dare-stream merge)
   dsref.py validate DIR                 safetensors rules, index, CHECKSUMS
   dsref.py list PATH                    name dtype shape shard bytes sha256
 """
@@ -828,7 +832,8 @@ def merge_nuslerp(rc, b, xs, shape):
         v1 = r32([x - bv for x, bv in zip(xs[1], b)])
     else:
         v0, v1 = xs[0], xs[1]
-    if rc.nuslerp_flatten:
+    if rc.nuslerp_flatten or len(shape) < 2:
+        # a 1-D tensor is one row and one column (DESIGN 5.2)
         res = slerp_vec(t, v0, v1)
     else:
         r, m = rows_of(shape, n)
@@ -923,7 +928,7 @@ def merge_sce(rc, b, xs):
                                                 zip(acc, div)]))])
 
 
-def karcher_coeffs(U, N, norms, max_iter, tol):
+def karcher_coeffs(U, N, max_iter, tol):
     """mergekit's Karcher-mean loop on the coefficients c of
     u = Σ c_j u_j (u_j = x_j/‖x_j‖), with u_i·u_j = U[i][j].
 
@@ -984,7 +989,7 @@ def merge_karcher(rc, xs):
     if not valid:
         return [0.0] * n
     U = [[G[i][j] / (norms[i] * norms[j]) for j in valid] for i in valid]
-    c = karcher_coeffs(U, N, norms, rc.max_iter, rc.tol)
+    c = karcher_coeffs(U, N, rc.max_iter, rc.tol)
     s = 0.0
     for nj in norms:
         s += (1.0 / N) * nj
@@ -1003,8 +1008,8 @@ def merge_tensor(rc, name, b, xs, shape=None):
         shape = [len(xs[0]) if xs else len(b)]
     if not xs:
         return list(b)                   # a base and no model: the base
-    if not (len(xs[0])):
-        return []
+    if not xs[0]:
+        return []                        # an empty tensor
     if m == "linear":
         return merge_linear(rc, b, xs)
     if len(xs) == 1 and m in ("nuslerp", "sce", "karcher", "passthrough"):
@@ -1469,8 +1474,11 @@ def st_sparsifiers(t):
     st_merge(t, "breadcrumbs k + t > n",
              ["--method", "breadcrumbs", "--density", "0.9", "--gamma", "0.2"],
              z10, [x10], [3.0, 0.0, 0.5, 7.0, 1.0, -8.0, 2.0, 0.25, 9.0, 4.0])
-    # l1: ‖δ‖₁ = 44.75, kept 24 (9 + 8 + 7); not exact, so gamma 0.1,
-    # density 0.2 on |δ| 10, 9, 8 ...: kept 9 and 8 (17) of ... - instead
+    # l1: gamma 0.25 removes 3 (i0), density 0.5 keeps -2, 2: s = 8/4 = 2
+    st_merge(t, "breadcrumbs l1",
+             ["--method", "breadcrumbs", "--density", "0.5", "--gamma",
+              "0.25", "--rescale", "l1"], [0.0] * 4, [[3.0, -2.0, 2.0, 1.0]],
+             [0.0, -4.0, 4.0, 0.0])
     # a NaN ranks above every number: gamma 0, density 0.25, k = 1
     nan = math.nan
     st_merge(t, "breadcrumbs NaN ranks first",
@@ -1581,6 +1589,13 @@ def st_interpolations(t):
                                     "--nuslerp-row-wise"], None,
              [[2.0, 1.0, 0.0, 1.0], [0.0, 2.0, 2.0, 2.0]],
              [R2, 1.5, R2, 1.5], shape=[2, 2])
+    # 1-D: one column, the whole vector: orthogonal [1,1], [1,-1] give
+    # [R1 + R1, R1 - R1] (per element it would be [1, 0, 0, 0])
+    st_merge(t, "nuslerp row-wise 1-D", ["--method", "nuslerp",
+                                         "--no-nuslerp-flatten",
+                                         "--nuslerp-row-wise"], None,
+             [[1.0, 1.0, 0.0, 0.0], [1.0, -1.0, 0.0, 0.0]],
+             [R2, 0.0, 0.0, 0.0], shape=[4])
     st_merge(t, "nuslerp one model", ["--method", "nuslerp"], None,
              [[2.0, -1.0, 0.5, 0.0]], [2.0, -1.0, 0.5, 0.0])
     # model_stock, orthogonal offsets: cos 0, t 0, out = 0·avg + 1·b = b
@@ -1618,6 +1633,11 @@ def st_interpolations(t):
              [3.0, 2.0, 1.0, 1.0])
     # karcher: two identical models (‖x‖ = 5, u·u = 1, θ = 0): β = .5 each
     xk = [1.0, 2.0, -2.0, 4.0]
+    # select_topk 0 keeps no element: every delta 0, out = b + 0/1e-6
+    st_merge(t, "sce select_topk 0", ["--method", "sce", "--select-topk",
+                                      "0"], [1.0, -2.0, 0.5, 4.0],
+             [[3.0, 2.0, 1.0, 2.0], [-1.0, 0.0, 3.0, 3.0]],
+             [1.0, -2.0, 0.5, 4.0])
     st_merge(t, "karcher identical", ["--method", "karcher"], None,
              [xk, xk], xk)
     # orthogonal, equal norms 2: u = (u1 + u2)/√2, s = 2: β = √½ each
