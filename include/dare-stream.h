@@ -125,6 +125,8 @@ int ds_recipe_set_density(ds_recipe *r, int j, double d);
 int ds_recipe_set_param(ds_recipe *r, int j, enum ds_param par, double v);
 /* Name of a parameter ("gamma", "select_topk"), NULL when out of range. */
 const char *ds_param_name(enum ds_param par);
+/* Mask stream index of model j (DESIGN 4; default: its position). */
+int ds_recipe_set_stream(ds_recipe *r, int j, unsigned stream);
 /* Global lambda (scale of the merged delta), default 1. */
 int ds_recipe_set_lambda(ds_recipe *r, double lambda);
 /* 1 on, 0 off, -1 the method's default. */
@@ -247,6 +249,32 @@ int ds_merge_tensor(const ds_merge *mg, size_t i, struct ds_tensor_plan *tp);
  */
 int ds_merge_run(ds_merge *mg, ds_progress_fn *progress, void *user);
 void ds_merge_free(ds_merge *mg);
+
+/* ---- delta packs ------------------------------------------------------- */
+
+/* What extract keeps: the DARE mask of DESIGN 4 with these parameters. */
+struct ds_extract_opts {
+	double p;                 /* drop rate, 0 <= p <= 1 */
+	uint64_t seed;
+	uint32_t stream;          /* J: the model index of the mask */
+	int level;                /* zstd level (3 is zstd's default) */
+	int force;                /* replace an existing output file */
+};
+
+/*
+ * Write the delta pack of model against base to the file out (via
+ * out.partial, renamed when complete): per tensor, the model's values that
+ * the mask keeps, in its dtype, zstd-compressed in frames of 65536
+ * elements with a seek table (dare-stream-pack(5)).  Tensors the base
+ * lacks, or that are not F16/BF16/F32, are stored whole.  Returns 0 or a
+ * negative error, with ds_ctx_error() naming the file.
+ */
+int ds_extract(ds_ctx *ctx, const char *base, const char *model,
+	       const struct ds_extract_opts *o, const char *out,
+	       ds_progress_fn *progress, void *user);
+/* The mask a pack was extracted with: seed, stream J, drop rate p. */
+int ds_pack_params(ds_ctx *ctx, const char *path, uint64_t *seed,
+		   uint32_t *stream, double *p);
 
 /* ---- verify ------------------------------------------------------------ */
 

@@ -9,6 +9,7 @@
 #include <xxhash.h>
 #include "methods/methods.h"
 #include "kernels/kernels.h"
+#include "kernels/philox.h"
 #include "testutil.h"
 
 #define NAME1 "model.layers.0.mlp.up_proj.weight"

@@ -20,6 +20,12 @@ enum {
 int cmd_merge(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_extract(int argc, char **argv);
+int cmd_apply(int argc, char **argv);
+
+/* Plan and run the merge of recipe r into out (merge.c); an exit status. */
+int cli_merge_recipe(ds_ctx *ctx, ds_recipe *r, const char *out,
+		     const struct ds_merge_opts *mo, bool quiet);
 
 /* ---- options.c ---------------------------------------------------------- */
 

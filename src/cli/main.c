@@ -17,7 +17,11 @@ static void usage(FILE *f)
 	      "  inspect  [--json] PATH...   tensors, dtypes, shapes, bytes "
 	      "and shards of a model\n"
 	      "  verify   [-v] OUT...        check a merged directory: "
-	      "structure, index, CHECKSUMS.xxh128\n\n"
+	      "structure, index, CHECKSUMS.xxh128\n"
+	      "  extract  --base B --model M -p P -o FILE.dsd   DARE delta "
+	      "pack of a fine-tune\n"
+	      "  apply    --base B FILE.dsd -o OUT   rebuild a checkpoint from "
+	      "base and pack\n\n"
 	      "  -h, --help     this help\n"
 	      "  -V, --version  version\n\n"
 	      "See dare-stream(1) for the formulas and the DARE mask.\n", f);
@@ -35,6 +39,10 @@ int main(int argc, char **argv)
 		return cmd_inspect(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "verify"))
 		return cmd_verify(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "extract"))
+		return cmd_extract(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "apply"))
+		return cmd_apply(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		usage(stdout);
 		return EXIT_OK;

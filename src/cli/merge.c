@@ -498,8 +498,9 @@ static void print_plan(const struct ds_plan_info *in, const char *out)
 	       in->threads > 1 ? "s" : "", in->kernel, in->io);
 	if (in->max_passes > 1)
 		printf("plan: up to %u passes over a tensor's inputs (later "
-		       "ones from the page cache); tables and scratch %s\n",
-		       in->max_passes, human_bytes(in->overhead, d, sizeof(d)));
+		       "ones from the page cache)\n", in->max_passes);
+	printf("plan: method tables and scratch %s beyond the window "
+	       "buffers\n", human_bytes(in->overhead, d, sizeof(d)));
 	fflush(stdout);         /* before the progress line on stderr */
 }
 
@@ -545,6 +546,19 @@ static int run(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 	}
 	ds_merge_free(mg);
 	return report(ctx, rc);
+}
+
+int cli_merge_recipe(ds_ctx *ctx, ds_recipe *r, const char *out,
+		     const struct ds_merge_opts *mo, bool quiet)
+{
+	struct mopts m;
+
+	memset(&m, 0, sizeof(m));
+	m.out = out;
+	m.mo = *mo;
+	m.quiet = quiet;
+	m.progress = -1;
+	return run(ctx, &m, r);
 }
 
 int cmd_merge(int argc, char **argv)

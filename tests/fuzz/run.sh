@@ -28,7 +28,7 @@ done
 [ -n "$builddir" ] || hard "no config.h (configure first or set DS_BUILDDIR)"
 command -v "$CLANG" >/dev/null 2>&1 || skip "$CLANG not found"
 command -v pkg-config >/dev/null 2>&1 || skip "pkg-config not found"
-deps=$(pkg-config --cflags --libs jansson yaml-0.1 libxxhash 2>/dev/null) ||
+deps=$(pkg-config --cflags --libs jansson yaml-0.1 libxxhash libzstd 2>/dev/null) ||
 	skip "jansson, yaml-0.1 or libxxhash development files missing"
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/ds-fuzz.XXXXXX") || hard "mktemp failed"
@@ -50,11 +50,12 @@ CFLAGS="-g -O1 -fno-omit-frame-pointer $SAN -Wall -Wextra -Wshadow \
 -Wstrict-prototypes -Wmissing-prototypes -Wvla -Werror \
 -Wno-unused-command-line-argument"
 INC="-I$builddir -I$top/include -I$top/src/lib -I$top/tests -I$here"
-DEPCF=$(pkg-config --cflags jansson yaml-0.1 libxxhash)
+DEPCF=$(pkg-config --cflags jansson yaml-0.1 libxxhash libzstd)
 # The library sources the harnesses reach (no kernels: methods.c only takes
 # their table as an argument), and the tests' shared helpers without their
 # Check part, compiled once for all four.
 SRC="src/lib/common/ctx.c src/lib/inputs/safetensors.c src/lib/inputs/model.c \
+src/lib/inputs/pack.c \
 src/lib/recipe/recipe.c src/lib/recipe/recipe_yaml.c src/lib/methods/methods.c \
 tests/testutil.c"
 

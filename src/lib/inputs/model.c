@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include "common/ctx.h"
 #include "inputs/model.h"
+#include "inputs/pack.h"
 
 #define INDEX_NAME  "model.safetensors.index.json"
 #define SINGLE_NAME "model.safetensors"
@@ -609,6 +610,7 @@ void ds_model_clear(struct ds_model *m)
 	free(m->arg);
 	free(m->dir);
 	free(m->index);
+	ds_pack_free(m->pack);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -750,8 +752,11 @@ int ds_model_open(ds_ctx *ctx, const char *arg, ds_model **out)
 	*out = NULL;
 	if (!m)
 		return ds_fail(ctx, -ENOMEM, "%s: out of memory", arg);
-	rc = resolve(ctx, arg, m, &wmap);
-	for (unsigned i = 0; rc == 0 && i < m->nshards; i++)
+	if (ds_pack_is(arg))
+		rc = ds_pack_open(ctx, arg, m);
+	else
+		rc = resolve(ctx, arg, m, &wmap);
+	for (unsigned i = 0; rc == 0 && !m->pack && i < m->nshards; i++)
 		rc = read_shard(ctx, m, i);
 	if (rc == 0)
 		rc = index_names(ctx, m);

@@ -35,6 +35,7 @@ struct ds_model {
 	struct ds_tensor *tensors;  /* shard by shard, each by data offset */
 	size_t ntensors;
 	size_t *byname;         /* indices of tensors sorted by name */
+	struct ds_pack *pack;   /* a delta pack (pack.h), else NULL */
 };
 
 /* Tensor named name, or NULL. */

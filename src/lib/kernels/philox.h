@@ -63,6 +63,20 @@ static inline uint32_t ds_philox_u(uint64_t seed, uint32_t j,
 }
 
 /*
+ * DARE drop threshold T = floor(p * 2^32) in double (DESIGN 4): an element
+ * is dropped iff u < T; 2^32 for p = 1 drops every element, 0 keeps all.
+ */
+static inline uint64_t ds_drop_threshold(double p)
+{
+	if (!(p > 0.0))                 /* 0, negative, NaN */
+		return 0;
+	if (p >= 1.0)
+		return 1ull << 32;
+	/* p * 2^32 is exact in double; below 2^32 since p < 1. */
+	return (uint64_t)(p * 4294967296.0);   /* truncation is floor here */
+}
+
+/*
  * Vector paths generate whole blocks of 4 elements: the elements before
  * i0's next multiple of 4 (at most n) come from the scalar reference first.
  */

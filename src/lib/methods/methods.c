@@ -6,6 +6,7 @@
 #include <string.h>
 #include <xxhash.h>
 #include "common/ctx.h"
+#include "kernels/philox.h"
 #include "methods/steps.h"
 #include "recipe/recipe.h"
 
@@ -117,15 +118,6 @@ bool ds_method_needs_base(enum ds_method m)
 	return (unsigned)m < DS_M_COUNT && methods[m].base == DS_BASE_NEEDED;
 }
 
-uint64_t ds_drop_threshold(double p)
-{
-	if (!(p > 0.0))                 /* 0, negative, NaN */
-		return 0;
-	if (p >= 1.0)
-		return 1ull << 32;
-	/* p * 2^32 is exact in double; below 2^32 since p < 1. */
-	return (uint64_t)floor(p * 4294967296.0);
-}
 
 /* A value of model j that must lie in [0, 1]; 0 or DS_E_USAGE. */
 static int check_unit(ds_ctx *ctx, unsigned j, const char *what, double v)
@@ -186,9 +178,11 @@ static int check_count(ds_ctx *ctx, const struct ds_method_def *def,
 	if (n < def->min_models || n > def->max_models) {
 		if (def->min_models == def->max_models)
 			return ds_fail(ctx, DS_E_USAGE, "method %s merges "
-				       "exactly %u model%s with the base; %u "
-				       "given", def->name, def->min_models,
-				       def->min_models > 1 ? "s" : "", n);
+				       "exactly %u model%s%s; %u given",
+				       def->name, def->min_models,
+				       def->min_models > 1 ? "s" : "",
+				       def->base == DS_BASE_NEEDED ?
+				       " with the base" : "", n);
 		if (n < def->min_models)
 			return ds_fail(ctx, DS_E_USAGE, "method %s needs at "
 				       "least %u models; %u given", def->name,

@@ -99,9 +99,6 @@ int ds_mparams_from(ds_ctx *ctx, struct ds_mparams *mp, enum ds_method m,
 /* Set the per-tensor part of mp (the XXH32 of the name). */
 void ds_mparams_tensor(struct ds_mparams *mp, const char *name);
 
-/* Drop threshold T = floor(p * 2^32) in double; 2^32 for p = 1. */
-uint64_t ds_drop_threshold(double p);
-
 /* One window of one tensor: element i0 .. i0+n-1 of every input. */
 struct ds_window {
 	const void *base;              /* NULL when the method reads none */

@@ -34,7 +34,7 @@ static bool selecting(const struct ds_mparams *mp)
 {
 	return mp->def->sp == DS_SP_MAGNITUDE ||
 	       mp->def->sp == DS_SP_OUTLIERS ||
-	       (mp->def->cb == DS_CB_SCE && mp->n > 1);
+	       (mp->def->cb == DS_CB_SCE && mp->n > 1 && mp->select_topk < 1.0);
 }
 
 static void add(struct ds_tstate *ts, enum ds_pass p)
@@ -87,7 +87,7 @@ int ds_tensor_begin(ds_ctx *ctx, struct ds_tstate *ts,
 			       "of %llu; raise --memory (or lower --threads)",
 			       mp->def->name, (unsigned long long)ts->rowlen,
 			       (unsigned long long)window);
-	if (!ts->copy0 && selecting(mp)) {
+	if (!ts->copy0 && (selecting(mp) || mp->def->cb == DS_CB_SCE)) {
 		ds_select_begin(ts);
 		if (ts->select) {
 			add(ts, DS_PASS_HIST_HI);

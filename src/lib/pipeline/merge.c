@@ -89,8 +89,7 @@ int ds_merge_tensor(const ds_merge *mg, size_t i, struct ds_tensor_plan *tp)
 		tp->pass_bytes = o->in[0]->end - o->in[0]->begin;
 		return 0;
 	}
-	for (unsigned k = p->mp.uses_base ? 0 : 1; k <= o->nsrc; k++)
-		tp->pass_bytes += o->numel * ds_dtype_size(o->in[k]->dtype);
+	tp->pass_bytes = ds_plan_pass_bytes(p, o);
 	return 0;
 }
 

@@ -13,6 +13,7 @@
 #include "common/fault.h"
 #include "io/io.h"
 #include "kernels/kernels.h"
+#include "inputs/pack.h"
 #include "pipeline/pipeline.h"
 
 /*
@@ -42,6 +43,13 @@ struct slot {
 	uint64_t tdigest;               /* then: XXH3-64 of the tensor */
 	struct ds_tstate *ts;           /* its tensor's state (merged ones) */
 	void *red;                      /* reduction buffer */
+	/* delta packs: compressed frames read, expanded into in[k] */
+	void *cbuf[DS_MAX_INPUTS];
+	struct ds_pack_frame *fr[DS_MAX_INPUTS];
+	unsigned nfr[DS_MAX_INPUTS];
+	int perr;                       /* a frame that did not expand */
+	unsigned perr_k;
+	uint64_t perr_frame;
 	void *in[DS_MAX_INPUTS];
 	void *out;
 	struct ds_io_req rd[DS_MAX_INPUTS], wr, wake;
@@ -76,6 +84,8 @@ struct pipe {
 	struct ds_tstate *ts;           /* ring of nts tensor states */
 	unsigned nts;
 	void *acc;                      /* the method's accumulators */
+	uint64_t packs;                 /* bit k: input slot k reads a pack */
+	XXH3_state_t *base_hash;        /* of the base tensor, when packs */
 	uint64_t seq_issue, seq_write, seq_retire;
 	struct range behind[BEHIND];    /* written windows, to drop later */
 	int drop_inputs;
@@ -96,6 +106,15 @@ struct pipe {
 };
 
 /* ---- compute workers ------------------------------------------------------ */
+
+struct worker_arg {
+	struct pipe *pp;
+	float *scratch;
+	ZSTD_DCtx *dc;                  /* for packs */
+	void *vals;
+	uint32_t *u;
+};
+
 
 /* The window of slot s as the methods see it. */
 static void window_of(const struct pipe *pp, const struct slot *s,
@@ -119,21 +138,47 @@ static bool writing(const struct slot *s)
 	return !s->ts || s->ts->pass[s->pass] == DS_PASS_WRITE;
 }
 
-static void merge_window(struct pipe *pp, struct slot *s, float *scratch)
+/* Rebuild each pack input's window from its frames and the base's. */
+static int expand_packs(struct pipe *pp, struct slot *s,
+			const struct worker_arg *wa)
 {
+	const struct ds_otensor *o = &pp->p->ot[s->t];
+
+	for (unsigned k = 1; k <= o->nsrc; k++) {
+		const struct ds_model *m = pp->p->in[o->src[k]];
+		const struct ds_tensor *t = o->in[k];
+		int rc;
+
+		if (!m->pack)
+			continue;
+		rc = ds_pack_expand(wa->dc, pp->k, m->pack,
+				    (size_t)(t - m->tensors),
+				    XXH32(t->name, strlen(t->name), 0), t->dtype,
+				    s->cbuf[k], s->fr[k], s->nfr[k], s->i0, s->n,
+				    s->in[0], o->in[0]->dtype, s->in[k], wa->vals,
+				    wa->u, &s->perr_frame);
+		if (rc) {
+			s->perr_k = k;
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static void merge_window(struct pipe *pp, struct slot *s,
+			 const struct worker_arg *wa)
+{
+	float *scratch = wa->scratch;
 	struct ds_window w;
 
+	if (pp->packs && (s->perr = expand_packs(pp, s, wa)))
+		return;
 	window_of(pp, s, &w);
 	if (writing(s))
 		ds_pass_write(pp->k, s->ts, &w, scratch, pp->acc);
 	else
 		ds_pass_reduce(pp->k, s->ts, s->pass, &w, s->red, scratch);
 }
-
-struct worker_arg {
-	struct pipe *pp;
-	float *scratch;
-};
 
 static void *worker(void *arg)
 {
@@ -150,7 +195,7 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&pp->lk);
 		if (!r)
 			return NULL;
-		merge_window(pp, r->user, wa->scratch);
+		merge_window(pp, r->user, wa);
 		ds_io_post(&pp->io, r);     /* the slot's wake request */
 	}
 }
@@ -265,6 +310,20 @@ static void read_input(struct pipe *pp, struct slot *s, unsigned k,
 	r->len = s->n * es;
 	r->off = m->shards[t->shard].data_off + t->begin + s->i0 * es;
 	r->user = s;
+	if (m->pack) {
+		/* the window's frames, expanded by the worker */
+		int rc = ds_pack_window(r->fd, m->pack, (size_t)(t - m->tensors),
+					s->i0, s->n, &r->off, &r->len,
+					s->fr[k], &s->nfr[k]);
+
+		r->buf = s->cbuf[k];
+		if (rc) {
+			pp->err = ds_fail(pp->ctx, rc == DS_E_FORMAT ? rc : rc,
+					  "%s: tensor '%s': damaged seek table",
+					  m->shards[0].path, t->name);
+			return;
+		}
+	}
 	s->pending++;
 	pp->outstanding++;
 	ds_io_submit(&pp->io, r);
@@ -286,9 +345,57 @@ static int start_window(struct pipe *pp, struct slot *s)
 		read_input(pp, s, 0, s->out, 1);
 		return 1;
 	}
-	for (unsigned k = s->ts->mp.uses_base ? 0 : 1; k <= o->nsrc; k++)
+	for (unsigned k = s->ts->mp.uses_base || pp->packs ? 0 : 1;
+	     k <= o->nsrc; k++)
 		read_input(pp, s, k, s->in[k], ds_dtype_size(o->in[k]->dtype));
 	return 1;
+}
+
+static void pack_failed(struct pipe *pp, struct slot *s)
+{
+	const struct ds_otensor *o = &pp->p->ot[s->t];
+
+	pp->err = ds_fail(pp->ctx, DS_E_FORMAT, "%s: tensor '%s', frame %llu "
+			  "is damaged: it does not decompress to the values "
+			  "its mask keeps, or its digest differs",
+			  pp->p->in[o->src[s->perr_k]]->shards[0].path,
+			  o->in[s->perr_k]->name,
+			  (unsigned long long)s->perr_frame);
+}
+
+/*
+ * A pack records the digest of the base tensor it was made from; the
+ * base's bytes are hashed as they pass, in order, and compared at the
+ * tensor's end, before it is journaled or anything gets a final name.
+ */
+static void check_base(struct pipe *pp, struct slot *s)
+{
+	const struct ds_otensor *o = &pp->p->ot[s->t];
+	uint64_t d;
+
+	if (s->i0 == 0)
+		XXH3_64bits_reset(pp->base_hash);
+	XXH3_64bits_update(pp->base_hash, s->in[0],
+			   s->n * ds_dtype_size(o->in[0]->dtype));
+	if (s->i0 + s->n != units(pp, s->t))
+		return;
+	d = XXH3_64bits_digest(pp->base_hash);
+	for (unsigned k = 1; k <= o->nsrc && !pp->err; k++) {
+		const struct ds_model *m = pp->p->in[o->src[k]];
+		const struct ds_pack_tensor *pt;
+
+		if (!m->pack)
+			continue;
+		pt = &m->pack->pt[o->in[k] - m->tensors];
+		if (pt->base_xxh3 != d)
+			pp->err = ds_fail(pp->ctx, DS_E_MISMATCH, "%s: made from "
+					  "another base: tensor '%s' of %s has "
+					  "XXH3-64 %016llx, the pack expects "
+					  "%016llx", m->shards[0].path, o->name,
+					  pp->p->in[0]->arg,
+					  (unsigned long long)d,
+					  (unsigned long long)pt->base_xxh3);
+	}
 }
 
 /* Compute every waiting window of ts whose pass is now ready. */
@@ -314,7 +421,7 @@ static void prefetch_next(struct pipe *pp, size_t t)
 		;
 	if (t >= p->not)
 		return;
-	for (unsigned k = 0; k <= p->ot[t].nsrc; k++) {
+	for (unsigned k = p->mp.uses_base ? 0 : 1; k <= p->ot[t].nsrc; k++) {
 		const struct ds_tensor *in = p->ot[t].in[k];
 		const struct ds_model *m = p->in[p->ot[t].src[k]];
 
@@ -368,6 +475,8 @@ static int start_write(struct pipe *pp)
 	}
 	o = &pp->p->ot[s->t];
 	os = &pp->p->os[o->oshard];
+	if (pp->packs && o->act == DS_ACT_MERGE)
+		check_base(pp, s);
 	es = o->act == DS_ACT_MERGE ? ds_dtype_size(o->odt) : 1;
 	s->wr = (struct ds_io_req){
 		.fd = ds_out_fd(pp->o, o->oshard), .write = true,
@@ -429,6 +538,8 @@ static void on_event(struct pipe *pp, struct ds_io_req *r)
 		}
 	} else if (r == &s->wake) {
 		s->st = S_COMPUTED;
+		if (s->perr && !pp->err)
+			pack_failed(pp, s);
 	} else if (--s->pending == 0) {
 		if (pp->err || pp->p->ot[s->t].act == DS_ACT_COPY)
 			s->st = S_COMPUTED;
@@ -543,13 +654,20 @@ static int alloc_buffers(struct pipe *pp)
 	size_t scratch = pp->scratch_floats * sizeof(float) * p->threads;
 	size_t red = (p->needs.red_bytes + 63) & ~(size_t)63;
 	size_t acc = (p->needs.acc_bytes + 63) & ~(size_t)63;
-	size_t total;
+	size_t total, cbytes, frb;
 	char *m;
 
 	pp->nslots = p->depth;
 	pp->chunk = per;
 	pp->nts = pp->nslots + 1;
-	total = pp->nslots * (slot + red) + scratch + acc;
+	for (unsigned k = 1; k < p->ninputs && k < 64; k++)
+		if (p->in[k]->pack)
+			pp->packs |= 1ull << k;
+	cbytes = (ds_pack_window_bound(p->window, DS_DT_F32) + 63) & ~63ull;
+	frb = ((p->window / DS_PACK_FRAME + 3) * sizeof(struct ds_pack_frame) +
+	       63) & ~(size_t)63;
+	total = pp->nslots * (slot + red + (size_t)__builtin_popcountll(
+			      pp->packs) * (cbytes + frb)) + scratch + acc;
 	pp->slots = calloc(pp->nslots, sizeof(*pp->slots));
 	pp->ts = calloc(pp->nts, sizeof(*pp->ts));
 	pp->mem = aligned_alloc(4096, (total + 4095) & ~(size_t)4095);
@@ -567,6 +685,12 @@ static int alloc_buffers(struct pipe *pp)
 		m += per;
 		s->red = m;
 		m += red;
+		for (unsigned k = 1; k < p->ninputs; k++)
+			if (pp->packs >> k & 1) {
+				s->cbuf[k] = m;
+				s->fr[k] = (struct ds_pack_frame *)(m + cbytes);
+				m += cbytes + frb;
+			}
 		s->wake.user = s;
 	}
 	pp->acc = m;
@@ -585,6 +709,13 @@ static int start_workers(struct pipe *pp, struct worker_arg *wa)
 
 		wa[i].pp = pp;
 		wa[i].scratch = pp->scratch + i * pp->scratch_floats;
+		if (pp->packs) {
+			wa[i].dc = ZSTD_createDCtx();
+			wa[i].vals = malloc(DS_PACK_FRAME * 8);
+			wa[i].u = malloc(DS_PACK_FRAME * sizeof(uint32_t));
+			if (!wa[i].dc || !wa[i].vals || !wa[i].u)
+				return ds_fail(pp->ctx, -ENOMEM, "out of memory");
+		}
 		rc = pthread_create(&pp->th[i], NULL, worker, &wa[i]);
 		if (rc)
 			return ds_fail(pp->ctx, -rc, "cannot start a worker "
@@ -614,6 +745,7 @@ static void teardown(struct pipe *pp)
 	free(pp->ts);
 	free(pp->mem);
 	XXH3_freeState(pp->tensor_hash);
+	XXH3_freeState(pp->base_hash);
 }
 
 int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
@@ -624,8 +756,9 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 		.ctx = ctx, .p = p, .o = o, .progress = progress, .t = first,
 		.user = user, .scratch_floats = p->needs.scratch_floats,
 		.tensor_hash = XXH3_createState(),
+		.base_hash = XXH3_createState(),
 	};
-	struct worker_arg wa[64];
+	struct worker_arg wa[64] = { { 0 } };
 	int rc = 0;
 
 	pthread_mutex_init(&pp.lk, NULL);
@@ -638,7 +771,7 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 		pp.done += p->os[s].hlen;
 	for (size_t t = 0; t < first; t++)
 		pp.done += p->ot[t].numel * ds_dtype_size(p->ot[t].odt);
-	if (!pp.tensor_hash)
+	if (!pp.tensor_hash || !pp.base_hash)
 		rc = ds_fail(ctx, -ENOMEM, "out of memory");
 	pp.drop_inputs = p->bytes_read >
 			 (uint64_t)sysconf(_SC_PHYS_PAGES) *
@@ -656,5 +789,10 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 	if (!rc)
 		rc = loop(&pp);
 	teardown(&pp);
+	for (unsigned i = 0; i < 64; i++) {
+		ZSTD_freeDCtx(wa[i].dc);
+		free(wa[i].vals);
+		free(wa[i].u);
+	}
 	return rc;
 }

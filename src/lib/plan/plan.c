@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "common/ctx.h"
+#include "inputs/pack.h"
 #include "plan/plan.h"
 
 static bool is_float(enum ds_dtype dt)
@@ -243,10 +244,54 @@ static void count_reads(struct ds_plan *p)
 			p->bytes_read += o->in[0]->end - o->in[0]->begin;
 			continue;
 		}
-		for (unsigned k = p->mp.uses_base ? 0 : 1; k <= o->nsrc; k++)
-			p->bytes_read += o->npass * o->numel *
-					 ds_dtype_size(o->in[k]->dtype);
+		p->bytes_read += o->npass * ds_plan_pass_bytes(p, o);
 	}
+}
+
+uint64_t ds_plan_pass_bytes(const struct ds_plan *p, const struct ds_otensor *o)
+{
+	bool packs = false;
+	uint64_t b = 0;
+
+	for (unsigned k = 1; k <= o->nsrc; k++) {
+		const struct ds_model *m = p->in[o->src[k]];
+
+		packs |= m->pack != NULL;
+		b += m->pack ? m->pack->pt[o->in[k] - m->tensors].bytes :
+		     o->numel * ds_dtype_size(o->in[k]->dtype);
+	}
+	if (p->mp.uses_base || packs)
+		b += o->numel * ds_dtype_size(o->in[0]->dtype);
+	return b;
+}
+
+/*
+ * A pack is read with the mask it was made with; the merge is the same as
+ * from the full model only when the merge draws that mask too.
+ */
+static void check_packs(struct ds_plan *p, const struct ds_tparams *tp)
+{
+	for (unsigned j = 0; j < p->r->n; j++) {
+		const struct ds_pack *pk = p->in[1 + j]->pack;
+
+		if (!pk)
+			continue;
+		if (!p->mp.dare || pk->seed != tp->seed ||
+		    pk->stream != tp->j[j] || pk->p != tp->p[j])
+			ds_notice(p->ctx, "%s: a delta pack of seed %llu, "
+				  "stream %u, p %g; this merge draws %s: its "
+				  "values are read with the pack's own mask, "
+				  "so the result differs from merging the full "
+				  "model", p->in[1 + j]->arg,
+				  (unsigned long long)pk->seed, pk->stream, pk->p,
+				  p->mp.dare ? "another mask" : "no DARE mask");
+	}
+	if (p->r->base)
+		return;
+	for (unsigned j = 0; j < p->r->n; j++)
+		if (p->in[1 + j]->pack)
+			ds_notice(p->ctx, "%s: a delta pack needs the base it "
+				  "was made from (--base)", p->in[1 + j]->arg);
 }
 
 /* Largest element size any window buffer holds. */
@@ -329,7 +374,10 @@ static int merge_params(struct ds_plan *p)
 		p->mp.def = ds_method_def(p->r->method);
 		return 0;
 	}
-	return ds_mparams_from(p->ctx, &p->mp, p->r->method, &tp);
+	if ((rc = ds_mparams_from(p->ctx, &p->mp, p->r->method, &tp)))
+		return rc;
+	check_packs(p, &tp);
+	return 0;
 }
 
 /* Free ts and put the tensor's name in front of the error text. */

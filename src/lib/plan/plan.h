@@ -74,6 +74,8 @@ int ds_plan_build(ds_ctx *ctx, const struct ds_recipe *r,
 void ds_plan_free(struct ds_plan *p);
 /* The resolved parameters of output tensor t (0 or DS_E_USAGE). */
 int ds_plan_tparams(const struct ds_plan *p, size_t t, struct ds_tparams *tp);
+/* Input bytes one pass over tensor o reads (a pack's: its frames'). */
+uint64_t ds_plan_pass_bytes(const struct ds_plan *p, const struct ds_otensor *o);
 /* Bytes of one window slot's buffers (all inputs and the output). */
 uint64_t ds_plan_slot_bytes(const struct ds_plan *p, uint64_t window);
 

@@ -71,6 +71,7 @@ int ds_recipe_add_model(ds_recipe *r, const char *path)
 	r->weight[r->n] = 1.0;
 	r->p[r->n] = r->n ? r->p[0] : 0.0;
 	r->density[r->n] = r->n ? r->density[0] : 1.0;
+	r->stream[r->n] = r->n;
 	r->gamma[r->n] = r->n ? r->gamma[0] : r->param[DS_P_GAMMA];
 	r->epsilon[r->n] = r->n ? r->epsilon[0] : r->param[DS_P_EPSILON];
 	return (int)r->n++;
@@ -135,7 +136,7 @@ int ds_recipe_tparams(ds_ctx *ctx, const struct ds_recipe *r,
 	memcpy(tp->p, r->p, sizeof(tp->p));
 	memcpy(tp->density, r->density, sizeof(tp->density));
 	for (unsigned j = 0; j < r->n; j++)
-		tp->j[j] = j;
+		tp->j[j] = r->stream[j];
 	memcpy(tp->gamma, r->gamma, sizeof(tp->gamma));
 	memcpy(tp->epsilon, r->epsilon, sizeof(tp->epsilon));
 	memcpy(tp->param, r->param, sizeof(tp->param));
@@ -143,6 +144,14 @@ int ds_recipe_tparams(ds_ctx *ctx, const struct ds_recipe *r,
 	tp->normalize = r->normalize;
 	tp->rescale = r->rescale;
 	tp->seed = r->seed;
+	return 0;
+}
+
+int ds_recipe_set_stream(ds_recipe *r, int j, unsigned stream)
+{
+	if (j < 0 || (unsigned)j >= r->n)
+		return DS_E_USAGE;
+	r->stream[j] = stream;
 	return 0;
 }
 
@@ -227,6 +236,8 @@ int ds_recipe_check(ds_ctx *ctx, const ds_recipe *r)
 	if (ds_method_needs_base(r->method) && !r->base)
 		return ds_fail(ctx, DS_E_USAGE, "method %s needs a base model "
 			       "(--base)", def->name);
+	if (r->n == 0)
+		return 0;                       /* the base is the output */
 	if (drops && !r->p_set)
 		return ds_fail(ctx, DS_E_USAGE, "method %s needs a %s: -p P "
 			       "or --density D", def->name,
@@ -237,8 +248,11 @@ int ds_recipe_check(ds_ctx *ctx, const ds_recipe *r)
 			       "ties, breadcrumbs and della methods", def->name);
 	if (!isfinite(r->lambda))
 		return ds_fail(ctx, DS_E_USAGE, "lambda must be finite");
-	if (r->n == 0)
-		return 0;                       /* the base is the output */
+	for (unsigned i = 0; i < DS_P_COUNT; i++)
+		if (r->param_set[i] && !(def->params >> i & 1))
+			ds_notice(ctx, "%s is not a parameter of method %s: "
+				  "ignored", ds_param_name((enum ds_param)i),
+				  def->name);
 	if ((rc = ds_recipe_tparams(ctx, r, "", &tp)))
 		return rc;
 	return ds_mparams_from(ctx, &mp, r->method, &tp);

@@ -14,6 +14,7 @@ struct ds_recipe {
 	double weight[DS_MAX_MODELS];
 	double p[DS_MAX_MODELS];
 	double density[DS_MAX_MODELS]; /* as given, or 1 - p when p was */
+	unsigned stream[DS_MAX_MODELS]; /* mask stream index (position) */
 	bool p_set;                 /* a drop rate was given (any model) */
 	unsigned n;
 	double gamma[DS_MAX_MODELS];   /* per model, DS_P_GAMMA */

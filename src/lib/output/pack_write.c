@@ -1,0 +1,361 @@
+/* SPDX-License-Identifier: MIT */
+/* pack_write.c - dare-stream extract: a fine-tune's DARE-kept values, zstd */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+#include "common/ctx.h"
+#include "inputs/pack.h"
+#include "kernels/philox.h"
+
+/*
+ * One pass over base and model, frame by frame (65536 elements): the
+ * model's values at the positions the mask of DESIGN 4 keeps, in its own
+ * dtype, compressed as one zstd frame each; the seek table sits before
+ * the frames at a place known from the tensor sizes alone, so each entry
+ * is written as its frame is, and nothing grows with the model.
+ */
+struct writer {
+	ds_ctx *ctx;
+	const struct ds_extract_opts *o;
+	const struct ds_kernel_ops *k;
+	int fd;
+	const char *tmp;
+	uint64_t pos, frame, thr;
+	ZSTD_CCtx *cc;
+	char *raw, *kept, *z, *braw;
+	uint32_t *u;
+	size_t zcap;
+	json_t *tensors;
+	ds_progress_fn *progress;
+	void *user;
+	uint64_t done, total;
+};
+
+static void put_le64(unsigned char *b, uint64_t v)
+{
+	for (int i = 0; i < 8; i++, v >>= 8)
+		b[i] = (unsigned char)v;
+}
+
+static int write_at(struct writer *w, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t r = pwrite(w->fd, p, len, (off_t)off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return ds_fail(w->ctx, -errno, "%s: %s", w->tmp,
+				       strerror(errno));
+		p += r;
+		len -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
+}
+
+static int read_at(ds_ctx *ctx, int fd, const char *path, void *buf,
+		   size_t len, uint64_t off)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t r = pread(fd, p, len, (off_t)off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return ds_fail(ctx, r ? -errno : -EIO, "%s: reading at "
+				       "offset %llu: %s", path,
+				       (unsigned long long)off,
+				       r ? strerror(errno) :
+				       "file shorter than its header says");
+		p += r;
+		len -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
+}
+
+/* The kept values of elements i0 .. i0+m-1 into w->kept; their bytes. */
+static size_t gather(struct writer *w, uint32_t hash, bool whole,
+		     const char *raw, uint64_t i0, size_t m, size_t es)
+{
+	size_t n = 0;
+
+	if (whole || w->thr == 0) {
+		memcpy(w->kept, raw, m * es);
+		return m * es;
+	}
+	if (w->thr > UINT32_MAX)
+		return 0;
+	w->k->philox(w->o->seed, w->o->stream, hash, i0, m, w->u);
+	for (size_t i = 0; i < m; i++)
+		if (w->u[i] >= w->thr)
+			memcpy(w->kept + es * n++, raw + es * i, es);
+	return n * es;
+}
+
+/* One frame: compress, write, enter it in the seek table. */
+static int put_frame(struct writer *w, size_t bytes)
+{
+	size_t z = ZSTD_compressCCtx(w->cc, w->z, w->zcap, w->kept, bytes,
+				     w->o->level);
+	unsigned char ent[16];
+	int rc;
+
+	if (ZSTD_isError(z))
+		return ds_fail(w->ctx, DS_E_FORMAT, "zstd: %s",
+			       ZSTD_getErrorName(z));
+	if ((rc = write_at(w, w->z, z, w->pos)))
+		return rc;
+	w->pos += z;
+	put_le64(ent, w->pos);
+	put_le64(ent + 8, XXH3_64bits(w->kept, bytes));
+	rc = write_at(w, ent, 16, 16 + w->frame * 16);
+	w->frame++;
+	return rc;
+}
+
+/* Read a model's and the base's bytes of one tensor and pack them. */
+static int pack_tensor(struct writer *w, int mfd, const struct ds_model *m,
+		       const struct ds_tensor *t, int bfd,
+		       const struct ds_model *b, const struct ds_tensor *bt)
+{
+	size_t es = ds_dtype_size(t->dtype);
+	uint32_t hash = XXH32(t->name, strlen(t->name), 0);
+	bool whole = !bt || !(t->dtype == DS_DT_F16 || t->dtype == DS_DT_BF16 ||
+			      t->dtype == DS_DT_F32);
+	XXH3_state_t *bh = XXH3_createState();
+	uint64_t first = w->frame, boff = 0;
+	char hex[20];
+	int rc = bh ? 0 : -ENOMEM;
+
+	if (bh)
+		XXH3_64bits_reset(bh);
+	for (uint64_t i0 = 0; !rc && i0 < t->numel; i0 += DS_PACK_FRAME) {
+		size_t mlen = (size_t)(t->numel - i0 < DS_PACK_FRAME ?
+				       t->numel - i0 : DS_PACK_FRAME);
+		uint64_t off = m->shards[t->shard].data_off + t->begin + i0 * es;
+
+		rc = read_at(w->ctx, mfd, m->shards[t->shard].path, w->raw,
+			     mlen * es, off);
+		if (!rc)
+			rc = put_frame(w, gather(w, hash, whole, w->raw, i0, mlen,
+						 es));
+		w->done += mlen * es;
+		if (w->progress) {
+			struct ds_progress pr = { t->name, w->done, w->total };
+
+			w->progress(w->user, &pr);
+		}
+	}
+	/* The base tensor's digest: a pack applied to another base is refused. */
+	for (; !rc && bt && boff < bt->end - bt->begin; boff += DS_PACK_FRAME * 4) {
+		uint64_t left = bt->end - bt->begin - boff;
+		size_t len = left < DS_PACK_FRAME * 4 ? (size_t)left :
+			     DS_PACK_FRAME * 4;
+
+		rc = read_at(w->ctx, bfd, b->shards[bt->shard].path, w->braw,
+			     len, b->shards[bt->shard].data_off + bt->begin + boff);
+		if (!rc)
+			XXH3_64bits_update(bh, w->braw, len);
+	}
+	if (!rc) {
+		json_t *e = json_object(), *shape = json_array();
+
+		snprintf(hex, sizeof(hex), "0x%016llx", bh ? (unsigned long long)
+			 XXH3_64bits_digest(bh) : 0ull);
+		for (unsigned d = 0; d < t->ndim; d++)
+			json_array_append_new(shape, json_integer(
+					      (json_int_t)t->shape[d]));
+		json_object_set_new(e, "name", json_string(t->name));
+		json_object_set_new(e, "dtype", json_string(ds_dtype_name(t->dtype)));
+		json_object_set_new(e, "shape", shape);
+		json_object_set_new(e, "kind", json_string(whole ? "whole" : "delta"));
+		json_object_set_new(e, "base_xxh3", json_string(hex));
+		json_object_set_new(e, "first_frame", json_integer((json_int_t)first));
+		json_object_set_new(e, "frames",
+				    json_integer((json_int_t)(w->frame - first)));
+		json_array_append_new(w->tensors, e);
+	}
+	XXH3_freeState(bh);
+	return rc;
+}
+
+/* The header after the frames, then the footer. */
+static int finish(struct writer *w)
+{
+	json_t *h = json_object();
+	unsigned char foot[32];
+	char num[40], pstr[40];
+	char *text;
+	size_t len;
+	int rc;
+
+	snprintf(num, sizeof(num), "%llu", (unsigned long long)w->o->seed);
+	snprintf(pstr, sizeof(pstr), "%a", w->o->p);
+	json_object_set_new(h, "format", json_string("dare-stream-pack"));
+	json_object_set_new(h, "version", json_integer(DS_PACK_VERSION));
+	json_object_set_new(h, "seed", json_string(num));
+	json_object_set_new(h, "stream", json_integer(w->o->stream));
+	json_object_set_new(h, "p", json_string(pstr));
+	json_object_set_new(h, "p_decimal", json_real(w->o->p));
+	json_object_set_new(h, "frame_elements", json_integer(DS_PACK_FRAME));
+	json_object_set_new(h, "dare_stream_version",
+			    json_string(DS_VERSION_STRING));
+	json_object_set(h, "tensors", w->tensors);
+	text = json_dumps(h, JSON_COMPACT);
+	json_decref(h);
+	if (!text)
+		return ds_fail(w->ctx, -ENOMEM, "out of memory");
+	len = strlen(text);
+	rc = write_at(w, text, len, w->pos);
+	free(text);
+	put_le64(foot, w->pos);
+	put_le64(foot + 8, len);
+	put_le64(foot + 16, w->frame);
+	memcpy(foot + 24, "DSDPEND\0", 8);
+	if (!rc)
+		rc = write_at(w, foot, 32, w->pos + len);
+	if (!rc && fsync(w->fd))
+		rc = ds_fail(w->ctx, -errno, "%s: %s", w->tmp, strerror(errno));
+	return rc;
+}
+
+static int open_fds(ds_ctx *ctx, const struct ds_model *m, int *fd)
+{
+	for (unsigned s = 0; s < m->nshards; s++) {
+		fd[s] = open(m->shards[s].path, O_RDONLY | O_CLOEXEC);
+		if (fd[s] < 0)
+			return ds_fail(ctx, -errno, "%s: %s", m->shards[s].path,
+				       strerror(errno));
+	}
+	return 0;
+}
+
+static int run(struct writer *w, const struct ds_model *b,
+	       const struct ds_model *m)
+{
+	int *bfd = calloc(b->nshards + 1, sizeof(int));
+	int *mfd = calloc(m->nshards + 1, sizeof(int));
+	uint64_t frames = 0;
+	unsigned char head[16] = "DSDPACK";
+	int rc = bfd && mfd ? 0 : -ENOMEM;
+
+	for (unsigned s = 0; bfd && s < b->nshards; s++)
+		bfd[s] = -1;
+	for (unsigned s = 0; mfd && s < m->nshards; s++)
+		mfd[s] = -1;
+	if (!rc)
+		rc = open_fds(w->ctx, b, bfd);
+	if (!rc)
+		rc = open_fds(w->ctx, m, mfd);
+	for (size_t i = 0; i < m->ntensors; i++) {
+		frames += (m->tensors[i].numel + DS_PACK_FRAME - 1) / DS_PACK_FRAME;
+		w->total += m->tensors[i].end - m->tensors[i].begin;
+	}
+	put_le64(head + 8, DS_PACK_VERSION);
+	if (!rc)
+		rc = write_at(w, head, 16, 0);
+	w->pos = 16 + frames * 16;
+	for (size_t i = 0; !rc && i < m->ntensors; i++) {
+		const struct ds_tensor *t = &m->tensors[i];
+		const struct ds_tensor *bt = ds_model_find(b, t->name);
+
+		if (bt && bt->numel != t->numel)
+			bt = NULL;              /* other shape: stored whole */
+		rc = pack_tensor(w, mfd[t->shard], m, t, bt ? bfd[bt->shard] : -1,
+				 b, bt);
+	}
+	if (!rc)
+		rc = finish(w);
+	for (unsigned s = 0; bfd && s < b->nshards; s++)
+		if (bfd[s] >= 0)
+			close(bfd[s]);
+	for (unsigned s = 0; mfd && s < m->nshards; s++)
+		if (mfd[s] >= 0)
+			close(mfd[s]);
+	free(bfd);
+	free(mfd);
+	return rc;
+}
+
+int ds_extract(ds_ctx *ctx, const char *base, const char *model,
+	       const struct ds_extract_opts *o, const char *out,
+	       ds_progress_fn *progress, void *user)
+{
+	struct writer w = { .ctx = ctx, .o = o, .fd = -1, .progress = progress,
+			    .user = user };
+	ds_model *b = NULL, *m = NULL;
+	char *tmp = malloc(strlen(out) + 16);
+	struct stat st;
+	int rc;
+
+	if (!tmp)
+		return ds_fail(ctx, -ENOMEM, "out of memory");
+	sprintf(tmp, "%s.partial", out);
+	w.tmp = tmp;
+	w.thr = ds_drop_threshold(o->p);
+	w.k = ds_kernel_select();
+	if (!(o->p >= 0.0 && o->p <= 1.0))
+		rc = ds_fail(ctx, DS_E_USAGE, "drop rate %g is outside [0, 1]",
+			     o->p);
+	else if (!w.k)
+		rc = ds_fail(ctx, DS_E_USAGE, "DARE_STREAM_KERNEL names a "
+			     "kernel path this machine cannot run");
+	else if (!o->force && stat(out, &st) == 0)
+		rc = ds_fail(ctx, DS_E_OUTPUT, "%s exists; use --force to "
+			     "replace it", out);
+	else
+		rc = ds_model_open(ctx, base, &b);
+	if (!rc)
+		rc = ds_model_open(ctx, model, &m);
+	if (!rc && (b->pack || m->pack))
+		rc = ds_fail(ctx, DS_E_USAGE, "%s: extract reads full models, "
+			     "not packs", b->pack ? base : model);
+	w.zcap = ZSTD_compressBound(DS_PACK_FRAME * 8);
+	w.raw = malloc(DS_PACK_FRAME * 8);
+	w.braw = malloc(DS_PACK_FRAME * 4);
+	w.kept = malloc(DS_PACK_FRAME * 8);
+	w.z = malloc(w.zcap);
+	w.u = malloc(DS_PACK_FRAME * sizeof(uint32_t));
+	w.cc = ZSTD_createCCtx();
+	w.tensors = json_array();
+	if (!rc && (!w.raw || !w.braw || !w.kept || !w.z || !w.u || !w.cc ||
+		    !w.tensors))
+		rc = ds_fail(ctx, -ENOMEM, "out of memory");
+	if (!rc && (w.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+				O_NOFOLLOW, 0644)) < 0)
+		rc = ds_fail(ctx, -errno, "%s: %s", tmp, strerror(errno));
+	if (!rc)
+		rc = run(&w, b, m);
+	if (w.fd >= 0 && close(w.fd) && !rc)
+		rc = ds_fail(ctx, -errno, "%s: %s", tmp, strerror(errno));
+	if (!rc && rename(tmp, out))
+		rc = ds_fail(ctx, -errno, "%s: %s", out, strerror(errno));
+	if (rc && w.fd >= 0)
+		unlink(tmp);
+	ZSTD_freeCCtx(w.cc);
+	json_decref(w.tensors);
+	free(w.raw);
+	free(w.braw);
+	free(w.kept);
+	free(w.z);
+	free(w.u);
+	free(tmp);
+	ds_model_free(b);
+	ds_model_free(m);
+	return rc;
+}
