@@ -308,11 +308,21 @@ START_TEST(linear_without_base)
 }
 END_TEST
 
+/* The merge-wide part and model j's parameters of a tensor outside the
+ * layers, as the plan resolves them. */
+static void flat(ds_ctx *ctx, const ds_recipe *r, struct ds_tparams *tp)
+{
+	struct ds_tquery q = { .slice = -1, .oname = "x.weight", .n = r->n };
+
+	ck_assert_int_eq(ds_recipe_tparams(ctx, r, &q, tp), 0);
+}
+
 START_TEST(recipe_yaml_round_trip)
 {
 	ds_ctx *ctx = ds_ctx_create();
 	ds_recipe *r = ds_recipe_create(), *back = ds_recipe_create();
-	char *yml;
+	struct ds_tparams tp;
+	char *yml, *yml2;
 
 	ds_recipe_set_method(r, DS_M_DARE_TIES);
 	ds_recipe_set_base(r, "org/base-model");
@@ -330,21 +340,26 @@ START_TEST(recipe_yaml_round_trip)
 	ds_recipe_add_exclude(r, "lm_head*");
 	ck_assert_int_eq(ds_recipe_to_yaml(r, &yml), 0);
 	write_text(P("r.yml"), yml);
-	free(yml);
 	ck_assert_int_eq(ds_recipe_load(ctx, back, P("r.yml")), 0);
 	ck_assert_int_eq(back->method, DS_M_DARE_TIES);
 	ck_assert_str_eq(back->base, "org/base-model");
 	ck_assert_uint_eq(back->n, 2);
 	ck_assert_str_eq(back->models[1], "org/ft \"b\"");
-	ck_assert(back->weight[0] == 0.1 + 0.2);  /* bit-exact doubles */
-	ck_assert(back->p[1] == 1.0 / 3.0);
-	ck_assert(back->lambda == 1.5);
-	ck_assert_int_eq(back->normalize, 1);
-	ck_assert_int_eq(back->rescale, DS_RESCALE_NONE);
-	ck_assert(back->seed == 0x123456789abcdef0ull);
+	flat(ctx, back, &tp);
+	ck_assert(tp.weight[0] == 0.1 + 0.2);  /* bit-exact doubles */
+	ck_assert(tp.p[1] == 1.0 / 3.0);
+	ck_assert(tp.lambda == 1.5);
+	ck_assert_int_eq(tp.normalize, 1);
+	ck_assert_int_eq(tp.rescale, DS_RESCALE_NONE);
+	ck_assert(tp.seed == 0x123456789abcdef0ull);
 	ck_assert_int_eq(back->dtype, DS_DT_F16);
 	ck_assert_uint_eq(back->nexclude, 1);
 	ck_assert_str_eq(back->exclude[0], "lm_head*");
+	/* Written again, the same text. */
+	ck_assert_int_eq(ds_recipe_to_yaml(back, &yml2), 0);
+	ck_assert_str_eq(yml, yml2);
+	free(yml);
+	free(yml2);
 	ds_recipe_free(r);
 	ds_recipe_free(back);
 	ds_ctx_free(ctx);
@@ -355,6 +370,7 @@ START_TEST(recipe_mergekit_style)
 {
 	ds_ctx *ctx = ds_ctx_create();
 	ds_recipe *r = ds_recipe_create();
+	struct ds_tparams tp;
 
 	write_text(P("mk.yml"), "models:\n"
 		   "  - model: a\n"
@@ -366,17 +382,20 @@ START_TEST(recipe_mergekit_style)
 		   "dtype: bfloat16\n");
 	ck_assert_int_eq(ds_recipe_load(ctx, r, P("mk.yml")), 0);
 	ck_assert_uint_eq(r->n, 2);
-	ck_assert(r->p[0] == 0.75 && r->p[1] == 0.5);
-	ck_assert(r->lambda == 2.0);
+	flat(ctx, r, &tp);
+	ck_assert(tp.p[0] == 0.75 && tp.p[1] == 0.5);
+	ck_assert(tp.lambda == 2.0);
+	ck_assert_int_eq(tp.rescale, DS_RESCALE_L1);   /* mergekit's */
 	ck_assert_int_eq(r->dtype, DS_DT_BF16);
 	ck_assert_int_eq(ds_recipe_check(ctx, r), 0);
 	ds_recipe_free(r);
-	/* An unknown key is an error naming the file and line. */
+	/* An unknown key is an error naming the key, the file and line. */
 	r = ds_recipe_create();
 	write_text(P("mk.yml"),
 		   "merge_method: dare_ties\nbase_model: b\nmodles: []\n");
 	ck_assert_int_eq(ds_recipe_load(ctx, r, P("mk.yml")), DS_E_FORMAT);
-	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx), "mk.yml:3: unknown key"));
+	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx),
+				     "mk.yml:3: unknown key 'modles'"));
 	ds_recipe_free(r);
 	ds_ctx_free(ctx);
 }

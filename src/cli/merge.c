@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 #include "cli.h"
+#include "plan/plan.h"
 
 #define MAX_EXCLUDE 64
 
@@ -49,17 +50,20 @@ static void merge_usage(void)
 	       "      --lambda L          scale of the merged delta (default 1)\n"
 	       "      --normalize         divide by the sum of the weights (default: linear only)\n"
 	       "      --no-normalize      do not\n"
-	       "      --rescale MODE      inverse (default: kept deltas times 1/(1-P)) or none\n"
+	       "      --rescale MODE      inverse (default: kept deltas times 1/(1-P)), l1 or none\n"
 	       "      --seed N            64-bit mask seed, decimal or 0x hex (default 0)\n"
 	       "      --dtype T           bf16, f16 or f32 for every merged tensor (default: the base's)\n"
 	       "      --exclude GLOB      copy tensors matching GLOB from the base; repeatable\n"
 	       "Resources and output:\n"
+	       "      --shard-size SIZE   output shards of at most SIZE, Hugging Face names\n"
+	       "                          (default: the base's layout; 5G with slices)\n"
 	       "      --memory SIZE       window buffer budget, e.g. 64M (default), 1G\n"
 	       "      --threads N         compute threads (default: online CPUs)\n"
 	       "      --io BACKEND        uring (default when available) or pread\n"
 	       "      --force             replace the merge in a non-empty OUT\n"
 	       "      --resume            continue an interrupted merge into OUT\n"
-	       "      --dry-run           check everything and print the plan; write nothing\n"
+	       "      --dry-run           check everything and print the plan and each\n"
+	       "                          tensor's parameters; write nothing\n"
 	       "      --progress          progress line even when stderr is not a terminal\n"
 	       "  -q, --quiet             no progress, notices or summary\n"
 	       "  -h, --help              this help\n");
@@ -69,7 +73,7 @@ enum {
 	O_BASE = 256, O_MODEL, O_CONFIG, O_METHOD, O_WEIGHT, O_WEIGHTS,
 	O_DROPS, O_DENSITY, O_DENSITIES, O_LAMBDA, O_NORM, O_NONORM,
 	O_RESCALE, O_SEED, O_DTYPE, O_EXCLUDE, O_MEMORY, O_THREADS, O_IO,
-	O_FORCE, O_DRY, O_PROGRESS, O_RESUME,
+	O_FORCE, O_DRY, O_PROGRESS, O_RESUME, O_SHARD,
 };
 
 static const struct option longopts[] = {
@@ -92,6 +96,7 @@ static const struct option longopts[] = {
 	{ "dtype", required_argument, NULL, O_DTYPE },
 	{ "exclude", required_argument, NULL, O_EXCLUDE },
 	{ "memory", required_argument, NULL, O_MEMORY },
+	{ "shard-size", required_argument, NULL, O_SHARD },
 	{ "threads", required_argument, NULL, O_THREADS },
 	{ "io", required_argument, NULL, O_IO },
 	{ "force", no_argument, NULL, O_FORCE },
@@ -153,6 +158,11 @@ static int opt_resources(struct mopts *m, int c, const char *arg)
 	uint64_t v;
 
 	switch (c) {
+	case O_SHARD:
+		if (parse_size(arg, &m->mo.shard_size) || m->mo.shard_size == 0)
+			return usage_error("--shard-size %s: expected a size "
+					   "such as 5G or 500M", arg);
+		return 0;
 	case O_MEMORY:
 		if (parse_size(arg, &m->mo.memory) || m->mo.memory == 0)
 			return usage_error("--memory %s: expected a size such "
@@ -176,6 +186,19 @@ static int opt_resources(struct mopts *m, int c, const char *arg)
 	}
 }
 
+/* Every method name, comma-separated. */
+static const char *method_list(void)
+{
+	static char list[512];
+
+	list[0] = 0;
+	for (unsigned i = 0; i < DS_M_COUNT; i++)
+		snprintf(list + strlen(list), sizeof(list) - strlen(list),
+			 "%s%s", i ? ", " : "",
+			 ds_method_name((enum ds_method)i));
+	return list;
+}
+
 /* Options of the method's parameters. */
 static int opt_method(struct mopts *m, int c, const char *arg)
 {
@@ -184,9 +207,8 @@ static int opt_method(struct mopts *m, int c, const char *arg)
 	switch (c) {
 	case O_METHOD:
 		if (ds_method_parse(arg, &meth))
-			return usage_error("--method %s: expected linear, "
-					   "task_arithmetic, dare_linear or "
-					   "dare_ties", arg);
+			return usage_error("--method %s: expected one of %s",
+					   arg, method_list());
 		m->method = (int)meth;
 		return 0;
 	case O_LAMBDA:
@@ -195,11 +217,15 @@ static int opt_method(struct mopts *m, int c, const char *arg)
 		       usage_error("--lambda %s: expected a finite number",
 				   arg) : 0;
 	case O_RESCALE:
-		if (strcmp(arg, "inverse") && strcmp(arg, "none"))
-			return usage_error("--rescale %s: expected inverse or "
-					   "none", arg);
-		m->rescale = strcmp(arg, "none") ? DS_RESCALE_INVERSE :
-						   DS_RESCALE_NONE;
+		if (!strcmp(arg, "inverse"))
+			m->rescale = DS_RESCALE_INVERSE;
+		else if (!strcmp(arg, "l1"))
+			m->rescale = DS_RESCALE_L1;
+		else if (!strcmp(arg, "none"))
+			m->rescale = DS_RESCALE_NONE;
+		else
+			return usage_error("--rescale %s: expected inverse, l1 "
+					   "or none", arg);
 		return 0;
 	case O_SEED:
 		m->seed_set = 1;
@@ -237,7 +263,7 @@ static int one_option(struct mopts *m, int c, const char *arg)
 			return usage_error("at most %d --exclude", MAX_EXCLUDE);
 		m->exclude[m->nexclude++] = arg;
 		return 0;
-	case O_MEMORY: case O_THREADS: case O_IO:
+	case O_MEMORY: case O_THREADS: case O_IO: case O_SHARD:
 		return opt_resources(m, c, arg);
 	case O_FORCE: m->mo.force = 1; return 0;
 	case O_RESUME: m->mo.resume = 1; return 0;
@@ -303,6 +329,8 @@ static int build_recipe(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 
 	if (m->config && (rc = ds_recipe_load(ctx, r, m->config)))
 		return report(ctx, rc);
+	if (m->config)
+		ds_recipe_notices(ctx, r);
 	if (m->base)
 		ds_recipe_set_base(r, m->base);
 	for (int j = 0; j < m->nmodels; j++)
@@ -348,6 +376,80 @@ static void print_plan(const struct ds_plan_info *in, const char *out)
 	fflush(stdout);         /* before the progress line on stderr */
 }
 
+/* The shortest decimal that reads back as the same double. */
+static void put_num(double v)
+{
+	char buf[40];
+
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, sizeof(buf), "%.*g", prec, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	fputs(buf, stdout);
+}
+
+static void put_list(const char *key, const double *v, unsigned n)
+{
+	printf(" %s=", key);
+	for (unsigned k = 0; k < n; k++) {
+		if (k)
+			putchar(',');
+		put_num(v[k]);
+	}
+}
+
+/* One line per output tensor: what feeds it and with which parameters
+ * (gradients and filters resolved), for --dry-run. */
+static void print_tensor(const struct ds_plan *p, size_t t)
+{
+	const struct ds_otensor *o = &p->ot[t];
+	struct ds_tparams tp;
+	static const char *const rs[] = { "inverse", "none", "l1" };
+
+	printf("tensor %s", o->name);
+	if (o->act != DS_ACT_MERGE || ds_plan_tparams(p, t, &tp)) {
+		printf(" copy from=%s:%s\n", p->in[o->src[0]]->arg,
+		       o->in[0]->name);
+		return;
+	}
+	printf(" merge j=");
+	for (unsigned k = 0; k < tp.n; k++)
+		printf("%s%u", k ? "," : "", tp.j[k]);
+	put_list("weight", tp.weight, tp.n);
+	put_list("p", tp.p, tp.n);
+	put_list("gamma", tp.gamma, tp.n);
+	put_list("epsilon", tp.epsilon, tp.n);
+	printf(" lambda=");
+	put_num(tp.lambda);
+	printf(" t=");
+	put_num(tp.param[DS_P_T]);
+	printf(" scale=");
+	put_num(tp.param[DS_P_SCALE]);
+	printf(" rescale=%s normalize=%s from=", rs[tp.rescale],
+	       tp.normalize < 0 ? "default" : tp.normalize ? "true" : "false");
+	for (unsigned k = 0; k <= o->nsrc; k++)
+		printf("%s%s:%s", k ? "," : "", p->in[o->src[k]]->arg,
+		       o->in[k]->name);
+	putchar('\n');
+}
+
+static int print_tensors(ds_ctx *ctx, const ds_recipe *r,
+			 const struct ds_merge_opts *mo)
+{
+	struct ds_plan p;
+	int rc = ds_plan_build_flags(ctx, r, mo, &p, DS_PLAN_ANY_ENGINE);
+
+	for (size_t t = 0; !rc && t < p.not; t++)
+		print_tensor(&p, t);
+	if (!rc)
+		printf("plan: %u layers, %u shard%s%s\n", p.layers, p.nos,
+		       p.nos > 1 ? "s" : "", p.index ? " with index" : "");
+	ds_plan_free(&p);
+	fflush(stdout);
+	return rc;
+}
+
 static void print_summary(ds_merge *mg, const char *out, double secs)
 {
 	struct ds_plan_info in;
@@ -371,9 +473,13 @@ static int run(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 	struct progress pr = { 0 };
 	struct ds_plan_info info;
 	ds_merge *mg = NULL;
-	int rc = ds_merge_create(ctx, r, m->out, &m->mo, &mg);
+	int rc;
 
-	if (rc)
+	/* Each tensor's parameters first: they show even when this build
+	 * cannot run the merge. */
+	if (m->dry_run && (rc = print_tensors(ctx, r, &m->mo)))
+		return report(ctx, rc);
+	if ((rc = ds_merge_create(ctx, r, m->out, &m->mo, &mg)))
 		return report(ctx, rc);
 	ds_merge_info(mg, &info);
 	if (m->dry_run || !m->quiet)
