@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -423,6 +424,131 @@ static int plan_models(struct ds_plan *p)
 	return 0;
 }
 
+/* ---- tokenizer_source: a model whose vocabulary extends the base's -------- */
+
+/* token -> id of a tokenizer.json (model.vocab and added_tokens). */
+static json_t *vocab_of(const char *dir)
+{
+	char path[4096];
+	json_t *t, *v, *ids = json_object(), *e;
+	const char *k;
+	size_t i;
+
+	snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+	if (!ids || !(t = json_load_file(path, 0, NULL))) {
+		json_decref(ids);
+		return NULL;
+	}
+	v = json_object_get(json_object_get(t, "model"), "vocab");
+	json_object_foreach(v, k, e)
+		json_object_set(ids, k, e);
+	json_array_foreach(json_object_get(t, "added_tokens"), i, e)
+		if (json_is_string(json_object_get(e, "content")))
+			json_object_set(ids, json_string_value(
+					json_object_get(e, "content")),
+					json_object_get(e, "id"));
+	json_decref(t);
+	return ids;
+}
+
+/* Every token of the base keeps its id in the tokenizer model. */
+static int check_vocab(struct ds_plan *p, const struct ds_model *m)
+{
+	json_t *b = vocab_of(p->in[0]->dir), *t = vocab_of(m->dir), *e;
+	const char *k;
+	int rc = 0;
+
+	if (b && !t)
+		rc = ds_fail(p->ctx, DS_E_USAGE, "tokenizer_source %s has no "
+			     "tokenizer.json to compare with the base's",
+			     m->arg);
+	json_object_foreach(b, k, e) {
+		json_t *te = t ? json_object_get(t, k) : NULL;
+
+		if (rc || (te && json_equal(te, e)))
+			continue;
+		rc = ds_fail(p->ctx, DS_E_USAGE, "tokenizer_source %s: its "
+			     "vocabulary does not extend the base's (token "
+			     "'%s' is %s there): use tokenizer_source: base",
+			     m->arg, k, te ? "another id" : "missing");
+	}
+	json_decref(b);
+	json_decref(t);
+	return rc;
+}
+
+/* Merged vocabulary tensor i gets the tokenizer model's extra rows: a tail
+ * entry after it copies them (its dtype must be the output's). */
+static int plan_tail(struct ds_plan *p, size_t i, const struct ds_model *m,
+		     struct ds_otensor *tail)
+{
+	struct ds_otensor *o = &p->ot[i];
+	const struct ds_tensor *bt = o->in[0];
+	const struct ds_tensor *mt = ds_model_find(m, bt->name);
+	struct ds_tensor *t = &p->tails[p->ntails];
+	uint64_t row;
+
+	if (!mt || mt->shape[0] <= bt->shape[0] || o->act != DS_ACT_MERGE)
+		return 0;
+	if (p->ntails == 4 || mt->dtype != o->odt)
+		return ds_fail(p->ctx, DS_E_USAGE, "tokenizer_source %s: "
+			       "tensor '%s' is %s, the output %s: give "
+			       "out_dtype: %s so its added rows copy as they "
+			       "are", m->arg, mt->name,
+			       ds_dtype_name(mt->dtype),
+			       ds_dtype_name(o->odt), ds_dtype_name(mt->dtype));
+	row = mt->numel / mt->shape[0];
+	*t = *mt;
+	t->numel = (mt->shape[0] - bt->shape[0]) * row;
+	t->begin = mt->begin + bt->numel * ds_dtype_size(mt->dtype);
+	t->shape[0] = mt->shape[0] - bt->shape[0];
+	memset(tail, 0, sizeof(*tail));
+	tail->name = o->name;
+	tail->in[0] = t;
+	tail->src[0] = 1 + (unsigned)p->r->tokenizer;
+	tail->numel = t->numel;
+	tail->act = DS_ACT_COPY;
+	tail->odt = t->dtype;
+	tail->slice = o->slice;
+	tail->oshard = o->oshard;
+	tail->tail = true;
+	o->rows = mt->shape[0];
+	p->ntails++;
+	return 1;
+}
+
+static int plan_tails(struct ds_plan *p)
+{
+	const struct ds_model *m;
+	struct ds_otensor *ot;
+	int rc;
+
+	if (p->r->tokenizer < 0)
+		return 0;
+	m = p->in[1 + p->r->tokenizer];
+	if ((rc = check_vocab(p, m)))
+		return rc;
+	if (!(ot = realloc(p->ot, (p->not + 4) * sizeof(*ot))))
+		return ds_fail(p->ctx, -ENOMEM, "out of memory");
+	p->ot = ot;
+	for (size_t i = 0; i < p->not; i++) {
+		struct ds_otensor tail;
+
+		if (!is_vocab_tensor(p->ot[i].name) ||
+		    (rc = plan_tail(p, i, m, &tail)) <= 0) {
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		memmove(&p->ot[i + 2], &p->ot[i + 1],
+			(p->not - i - 1) * sizeof(*ot));
+		p->ot[i + 1] = tail;
+		p->not++;
+		i++;
+	}
+	return 0;
+}
+
 /* ---- output layout ---------------------------------------------------------- */
 
 /* Output shard s: its tensors' offsets in the output dtype, its header. */
@@ -709,7 +835,8 @@ int ds_plan_build_flags(ds_ctx *ctx, const struct ds_recipe *r,
 		return rc;
 	if (!r->nslices && (rc = plan_models(p)))
 		return rc;
-	if ((rc = check_params(p, flags & DS_PLAN_ANY_ENGINE)))
+	if ((rc = check_params(p, flags & DS_PLAN_ANY_ENGINE)) ||
+	    (rc = plan_tails(p)))
 		return rc;
 	if (!(flags & DS_PLAN_ANY_ENGINE))
 		warn_extra(p);
