@@ -401,6 +401,68 @@ START_TEST(recipe_mergekit_style)
 }
 END_TEST
 
+/* Gradients interpolate at x as mergekit's evaluate_setting; the first
+ * matching filter wins; the nearest scope wins (source, slice, merge). */
+START_TEST(recipe_gradients_filters_slices)
+{
+	ds_ctx *ctx = ds_ctx_create();
+	ds_recipe *r = ds_recipe_create();
+	struct ds_tparams tp;
+	struct ds_tquery q = { .slice = 0, .n = 1 };
+	char *yml, *yml2;
+
+	write_text(P("g.yml"), "merge_method: task_arithmetic\n"
+		   "base_model: b\n"
+		   "slices:\n"
+		   "  - sources:\n"
+		   "      - {model: b, layer_range: [2, 7]}\n"
+		   "      - model: a\n"
+		   "        layer_range: [0, 5]\n"
+		   "        parameters:\n"
+		   "          weight:\n"
+		   "            - {filter: mlp, value: [0, 0.5, 0.3, 0.7, 1]}\n"
+		   "            - value: 2\n"
+		   "    parameters: {weight: 9, lambda: [1, 3]}\n"
+		   "  - sources:\n"
+		   "      - {model: b, layer_range: [0, 1]}\n"
+		   "      - {model: a, layer_range: [4, 5]}\n"
+		   "parameters: {weight: 0.5, rescale: true, int8_mask: true}\n");
+	ck_assert_int_eq(ds_recipe_load(ctx, r, P("g.yml")), 0);
+	ck_assert_uint_eq(r->n, 1);                 /* the base is the base */
+	ck_assert_uint_eq(r->nslices, 2);
+	ck_assert_uint_eq(r->slices[0].src[0].m, DS_SRC_BASE);
+	q.oname = q.iname[0] = "model.layers.3.mlp.up_proj.weight";
+	q.x = ds_recipe_x(3, 5);                    /* 0.75: f = 3 */
+	ck_assert_int_eq(ds_recipe_tparams(ctx, r, &q, &tp), 0);
+	ck_assert_uint_eq(tp.n, 1);
+	ck_assert_uint_eq(tp.j[0], 0);
+	ck_assert(tp.weight[0] == 0.7);
+	ck_assert(tp.lambda == 2.5);
+	ck_assert_int_eq(tp.rescale, DS_RESCALE_L1);
+	q.x = ds_recipe_x(1, 5);                    /* 0.25: f = 1 */
+	q.oname = q.iname[0] = "model.layers.1.self_attn.q_proj.weight";
+	ck_assert_int_eq(ds_recipe_tparams(ctx, r, &q, &tp), 0);
+	ck_assert(tp.weight[0] == 2.0);             /* the filter list's */
+	q.slice = 1;
+	q.x = ds_recipe_x(0, 1);                    /* one layer: x = 1 */
+	ck_assert(q.x == 1.0);
+	ck_assert_int_eq(ds_recipe_tparams(ctx, r, &q, &tp), 0);
+	ck_assert(tp.weight[0] == 0.5);             /* the merge's */
+	/* Written and read back: the same recipe text. */
+	ck_assert_int_eq(ds_recipe_to_yaml(r, &yml), 0);
+	ds_recipe_free(r);
+	r = ds_recipe_create();
+	write_text(P("g2.yml"), yml);
+	ck_assert_int_eq(ds_recipe_load(ctx, r, P("g2.yml")), 0);
+	ck_assert_int_eq(ds_recipe_to_yaml(r, &yml2), 0);
+	ck_assert_str_eq(yml, yml2);
+	free(yml);
+	free(yml2);
+	ds_recipe_free(r);
+	ds_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *plan_suite(void)
 {
 	Suite *s = suite_create("plan");
@@ -418,6 +480,7 @@ static Suite *plan_suite(void)
 	tcase_add_test(tc, linear_without_base);
 	tcase_add_test(tc, recipe_yaml_round_trip);
 	tcase_add_test(tc, recipe_mergekit_style);
+	tcase_add_test(tc, recipe_gradients_filters_slices);
 	suite_add_tcase(s, tc);
 	return s;
 }
