@@ -192,6 +192,9 @@ struct ds_merge_opts {
 	int force;                /* replace a non-empty output directory */
 	int resume;               /* continue an interrupted merge of OUT */
 	uint64_t window;          /* elements per window; 0: from memory */
+	uint64_t shard_size;      /* output shards of at most this many tensor
+				   * bytes, Hugging Face names; 0: the base's
+				   * layout (5 GB with slices) */
 };
 
 #define DS_DEFAULT_MEMORY (64ull << 20)

@@ -30,6 +30,7 @@ enum kind { K_WEIGHT, K_NORM, K_POS };
 
 struct opts {
 	int models, layers, hidden, inter, vocab, shards, extra, int_tensor;
+	int layer_types;
 	int dtypes_given;
 	uint64_t seed, size;
 	double delta;
@@ -649,10 +650,15 @@ static void write_config(const struct opts *o, unsigned mi, const char *dir)
 		"  \"num_attention_heads\": %d,\n  \"num_hidden_layers\": %d,\n"
 		"  \"num_key_value_heads\": %d,\n  \"rms_norm_eps\": 1e-05,\n"
 		"  \"tie_word_embeddings\": false,\n  \"torch_dtype\": \"%s\",\n"
-		"  \"vocab_size\": %d\n}\n",
+		"  \"vocab_size\": %d",
 		o->hidden, o->inter, heads, o->layers, heads,
 		dt_torch((enum dtype)o->dtype[mi]),
 		o->vocab + (mi ? o->extra : 0));
+	/* A per-layer list whose entries name their model and layer. */
+	for (int i = 0; o->layer_types && i < o->layers; i++)
+		fprintf(f, "%s\"m%u-l%d\"", i ? ", " : ",\n  \"layer_types\": [",
+			mi, i);
+	fprintf(f, "%s\n}\n", o->layer_types ? "]" : "");
 	xclose(f, "config.json");
 }
 
@@ -757,6 +763,7 @@ static void usage(FILE *f)
 	      "  --delta-scale X   stddev of fine-tune deltas (0.002)\n"
 	      "  --extra-vocab K   fine-tunes get K extra embedding rows\n"
 	      "  --int-tensor      add I64 model.position_ids [1,64]\n"
+	      "  --layer-types     config.json lists layer_types (\"mJ-lI\")\n"
 	      "  --size BYTES      pick layers (and hidden) for ~BYTES/model\n", f);
 }
 
@@ -889,6 +896,7 @@ static void parse_opt(struct opts *o, int c, const char *arg, int *flags)
 	case 'x': o->delta = parse_double(arg, "--delta-scale"); break;
 	case 'e': o->extra = parse_int(arg, "--extra-vocab", 0); break;
 	case 'i': o->int_tensor = 1; break;
+	case 'T': o->layer_types = 1; break;
 	case 'z': o->size = parse_size(arg); break;
 	case 'h': usage(stdout); exit(0);
 	default: usage(stderr); exit(2);
@@ -904,6 +912,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		{ "dtypes", 1, NULL, 'D' }, { "shards", 1, NULL, 's' },
 		{ "seed", 1, NULL, 'S' }, { "delta-scale", 1, NULL, 'x' },
 		{ "extra-vocab", 1, NULL, 'e' }, { "int-tensor", 0, NULL, 'i' },
+		{ "layer-types", 0, NULL, 'T' },
 		{ "size", 1, NULL, 'z' }, { "help", 0, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};

@@ -308,11 +308,21 @@ START_TEST(linear_without_base)
 }
 END_TEST
 
+/* The merge-wide part and model j's parameters of a tensor outside the
+ * layers, as the plan resolves them. */
+static void flat(ds_ctx *ctx, const ds_recipe *r, struct ds_tparams *tp)
+{
+	struct ds_tquery q = { .slice = -1, .oname = "x.weight", .n = r->n };
+
+	ck_assert_int_eq(ds_recipe_tparams(ctx, r, &q, tp), 0);
+}
+
 START_TEST(recipe_yaml_round_trip)
 {
 	ds_ctx *ctx = ds_ctx_create();
 	ds_recipe *r = ds_recipe_create(), *back = ds_recipe_create();
-	char *yml;
+	struct ds_tparams tp;
+	char *yml, *yml2;
 
 	ds_recipe_set_method(r, DS_M_DARE_TIES);
 	ds_recipe_set_base(r, "org/base-model");
@@ -330,21 +340,26 @@ START_TEST(recipe_yaml_round_trip)
 	ds_recipe_add_exclude(r, "lm_head*");
 	ck_assert_int_eq(ds_recipe_to_yaml(r, &yml), 0);
 	write_text(P("r.yml"), yml);
-	free(yml);
 	ck_assert_int_eq(ds_recipe_load(ctx, back, P("r.yml")), 0);
 	ck_assert_int_eq(back->method, DS_M_DARE_TIES);
 	ck_assert_str_eq(back->base, "org/base-model");
 	ck_assert_uint_eq(back->n, 2);
 	ck_assert_str_eq(back->models[1], "org/ft \"b\"");
-	ck_assert(back->weight[0] == 0.1 + 0.2);  /* bit-exact doubles */
-	ck_assert(back->p[1] == 1.0 / 3.0);
-	ck_assert(back->lambda == 1.5);
-	ck_assert_int_eq(back->normalize, 1);
-	ck_assert_int_eq(back->rescale, DS_RESCALE_NONE);
-	ck_assert(back->seed == 0x123456789abcdef0ull);
+	flat(ctx, back, &tp);
+	ck_assert(tp.weight[0] == 0.1 + 0.2);  /* bit-exact doubles */
+	ck_assert(tp.p[1] == 1.0 / 3.0);
+	ck_assert(tp.lambda == 1.5);
+	ck_assert_int_eq(tp.normalize, 1);
+	ck_assert_int_eq(tp.rescale, DS_RESCALE_NONE);
+	ck_assert(tp.seed == 0x123456789abcdef0ull);
 	ck_assert_int_eq(back->dtype, DS_DT_F16);
 	ck_assert_uint_eq(back->nexclude, 1);
 	ck_assert_str_eq(back->exclude[0], "lm_head*");
+	/* Written again, the same text. */
+	ck_assert_int_eq(ds_recipe_to_yaml(back, &yml2), 0);
+	ck_assert_str_eq(yml, yml2);
+	free(yml);
+	free(yml2);
 	ds_recipe_free(r);
 	ds_recipe_free(back);
 	ds_ctx_free(ctx);
@@ -355,6 +370,7 @@ START_TEST(recipe_mergekit_style)
 {
 	ds_ctx *ctx = ds_ctx_create();
 	ds_recipe *r = ds_recipe_create();
+	struct ds_tparams tp;
 
 	write_text(P("mk.yml"), "models:\n"
 		   "  - model: a\n"
@@ -366,17 +382,82 @@ START_TEST(recipe_mergekit_style)
 		   "dtype: bfloat16\n");
 	ck_assert_int_eq(ds_recipe_load(ctx, r, P("mk.yml")), 0);
 	ck_assert_uint_eq(r->n, 2);
-	ck_assert(r->p[0] == 0.75 && r->p[1] == 0.5);
-	ck_assert(r->lambda == 2.0);
+	flat(ctx, r, &tp);
+	ck_assert(tp.p[0] == 0.75 && tp.p[1] == 0.5);
+	ck_assert(tp.lambda == 2.0);
+	ck_assert_int_eq(tp.rescale, DS_RESCALE_L1);   /* mergekit's */
 	ck_assert_int_eq(r->dtype, DS_DT_BF16);
 	ck_assert_int_eq(ds_recipe_check(ctx, r), 0);
 	ds_recipe_free(r);
-	/* An unknown key is an error naming the file and line. */
+	/* An unknown key is an error naming the key, the file and line. */
 	r = ds_recipe_create();
 	write_text(P("mk.yml"),
 		   "merge_method: dare_ties\nbase_model: b\nmodles: []\n");
 	ck_assert_int_eq(ds_recipe_load(ctx, r, P("mk.yml")), DS_E_FORMAT);
-	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx), "mk.yml:3: unknown key"));
+	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx),
+				     "mk.yml:3: unknown key 'modles'"));
+	ds_recipe_free(r);
+	ds_ctx_free(ctx);
+}
+END_TEST
+
+/* Gradients interpolate at x as mergekit's evaluate_setting; the first
+ * matching filter wins; the nearest scope wins (source, slice, merge). */
+START_TEST(recipe_gradients_filters_slices)
+{
+	ds_ctx *ctx = ds_ctx_create();
+	ds_recipe *r = ds_recipe_create();
+	struct ds_tparams tp;
+	struct ds_tquery q = { .slice = 0, .n = 1 };
+	char *yml, *yml2;
+
+	write_text(P("g.yml"), "merge_method: task_arithmetic\n"
+		   "base_model: b\n"
+		   "slices:\n"
+		   "  - sources:\n"
+		   "      - {model: b, layer_range: [2, 7]}\n"
+		   "      - model: a\n"
+		   "        layer_range: [0, 5]\n"
+		   "        parameters:\n"
+		   "          weight:\n"
+		   "            - {filter: mlp, value: [0, 0.5, 0.3, 0.7, 1]}\n"
+		   "            - value: 2\n"
+		   "    parameters: {weight: 9, lambda: [1, 3]}\n"
+		   "  - sources:\n"
+		   "      - {model: b, layer_range: [0, 1]}\n"
+		   "      - {model: a, layer_range: [4, 5]}\n"
+		   "parameters: {weight: 0.5, rescale: true, int8_mask: true}\n");
+	ck_assert_int_eq(ds_recipe_load(ctx, r, P("g.yml")), 0);
+	ck_assert_uint_eq(r->n, 1);                 /* the base is the base */
+	ck_assert_uint_eq(r->nslices, 2);
+	ck_assert_uint_eq(r->slices[0].src[0].m, DS_SRC_BASE);
+	q.oname = q.iname[0] = "model.layers.3.mlp.up_proj.weight";
+	q.x = ds_recipe_x(3, 5);                    /* 0.75: f = 3 */
+	ck_assert_int_eq(ds_recipe_tparams(ctx, r, &q, &tp), 0);
+	ck_assert_uint_eq(tp.n, 1);
+	ck_assert_uint_eq(tp.j[0], 0);
+	ck_assert(tp.weight[0] == 0.7);
+	ck_assert(tp.lambda == 2.5);
+	ck_assert_int_eq(tp.rescale, DS_RESCALE_L1);
+	q.x = ds_recipe_x(1, 5);                    /* 0.25: f = 1 */
+	q.oname = q.iname[0] = "model.layers.1.self_attn.q_proj.weight";
+	ck_assert_int_eq(ds_recipe_tparams(ctx, r, &q, &tp), 0);
+	ck_assert(tp.weight[0] == 2.0);             /* the filter list's */
+	q.slice = 1;
+	q.x = ds_recipe_x(0, 1);                    /* one layer: x = 1 */
+	ck_assert(q.x == 1.0);
+	ck_assert_int_eq(ds_recipe_tparams(ctx, r, &q, &tp), 0);
+	ck_assert(tp.weight[0] == 0.5);             /* the merge's */
+	/* Written and read back: the same recipe text. */
+	ck_assert_int_eq(ds_recipe_to_yaml(r, &yml), 0);
+	ds_recipe_free(r);
+	r = ds_recipe_create();
+	write_text(P("g2.yml"), yml);
+	ck_assert_int_eq(ds_recipe_load(ctx, r, P("g2.yml")), 0);
+	ck_assert_int_eq(ds_recipe_to_yaml(r, &yml2), 0);
+	ck_assert_str_eq(yml, yml2);
+	free(yml);
+	free(yml2);
 	ds_recipe_free(r);
 	ds_ctx_free(ctx);
 }
@@ -399,6 +480,7 @@ static Suite *plan_suite(void)
 	tcase_add_test(tc, linear_without_base);
 	tcase_add_test(tc, recipe_yaml_round_trip);
 	tcase_add_test(tc, recipe_mergekit_style);
+	tcase_add_test(tc, recipe_gradients_filters_slices);
 	suite_add_tcase(s, tc);
 	return s;
 }

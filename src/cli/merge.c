@@ -9,6 +9,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 #include "cli.h"
+#include "pipeline/pipeline.h"
+#include "plan/plan.h"
 
 #define MAX_EXCLUDE 64
 
@@ -69,12 +71,15 @@ static void merge_usage(void)
 	       "      --dtype T           bf16, f16 or f32 for every merged tensor (default: the base's)\n"
 	       "      --exclude GLOB      copy tensors matching GLOB from the base; repeatable\n"
 	       "Resources and output:\n"
+	       "      --shard-size SIZE   output shards of at most SIZE, Hugging Face names\n"
+	       "                          (default: the base's layout; 5G with slices)\n"
 	       "      --memory SIZE       window buffer budget, e.g. 64M (default), 1G\n"
 	       "      --threads N         compute threads (default: online CPUs)\n"
 	       "      --io BACKEND        uring (default when available) or pread\n"
 	       "      --force             replace the merge in a non-empty OUT\n"
 	       "      --resume            continue an interrupted merge into OUT\n"
-	       "      --dry-run           check everything and print the plan; write nothing\n"
+	       "      --dry-run           check everything and print the plan and each\n"
+	       "                          tensor's parameters; write nothing\n"
 	       "      --progress          progress line even when stderr is not a terminal\n"
 	       "  -q, --quiet             no progress, notices or summary\n"
 	       "  -h, --help              this help\n");
@@ -84,9 +89,9 @@ enum {
 	O_BASE = 256, O_MODEL, O_CONFIG, O_METHOD, O_WEIGHT, O_WEIGHTS,
 	O_DROPS, O_DENSITY, O_DENSITIES, O_LAMBDA, O_NORM, O_NONORM,
 	O_RESCALE, O_SEED, O_DTYPE, O_EXCLUDE, O_MEMORY, O_THREADS, O_IO,
-	O_FORCE, O_DRY, O_PROGRESS, O_RESUME, O_GAMMA, O_GAMMAS, O_EPSILON,
-	O_EPSILONS, O_T, O_FILTER_WISE, O_SELECT_TOPK, O_MAX_ITER, O_TOL,
-	O_NO_FLATTEN, O_ROW_WISE, O_SCALE,
+	O_FORCE, O_DRY, O_PROGRESS, O_RESUME, O_SHARD, O_GAMMA, O_GAMMAS,
+	O_EPSILON, O_EPSILONS, O_T, O_FILTER_WISE, O_SELECT_TOPK, O_MAX_ITER,
+	O_TOL, O_NO_FLATTEN, O_ROW_WISE, O_SCALE,
 };
 
 static const struct option longopts[] = {
@@ -121,6 +126,7 @@ static const struct option longopts[] = {
 	{ "dtype", required_argument, NULL, O_DTYPE },
 	{ "exclude", required_argument, NULL, O_EXCLUDE },
 	{ "memory", required_argument, NULL, O_MEMORY },
+	{ "shard-size", required_argument, NULL, O_SHARD },
 	{ "threads", required_argument, NULL, O_THREADS },
 	{ "io", required_argument, NULL, O_IO },
 	{ "force", no_argument, NULL, O_FORCE },
@@ -180,6 +186,11 @@ static int opt_resources(struct mopts *m, int c, const char *arg)
 	uint64_t v;
 
 	switch (c) {
+	case O_SHARD:
+		if (parse_size(arg, &m->mo.shard_size) || m->mo.shard_size == 0)
+			return usage_error("--shard-size %s: expected a size "
+					   "such as 5G or 500M", arg);
+		return 0;
 	case O_MEMORY:
 		if (parse_size(arg, &m->mo.memory) || m->mo.memory == 0)
 			return usage_error("--memory %s: expected a size such "
@@ -201,6 +212,19 @@ static int opt_resources(struct mopts *m, int c, const char *arg)
 					   arg);
 		return 0;
 	}
+}
+
+/* Every method name, comma-separated. */
+static const char *method_list(void)
+{
+	static char list[512];
+
+	list[0] = 0;
+	for (unsigned i = 0; i < DS_M_COUNT; i++)
+		snprintf(list + strlen(list), sizeof(list) - strlen(list),
+			 "%s%s", i ? ", " : "",
+			 ds_method_name((enum ds_method)i));
+	return list;
 }
 
 /* Per-model values in [0, 1]: gamma, epsilon. */
@@ -227,23 +251,18 @@ static const char *const missing_methods[] = {
 static int opt_method_name(struct mopts *m, const char *arg)
 {
 	enum ds_method meth;
-	char list[512] = "";
 
 	if (!ds_method_parse(arg, &meth)) {
 		m->method = (int)meth;
 		return 0;
 	}
-	for (int i = 0; i < DS_M_COUNT; i++) {
-		strcat(list, i ? ", " : "");
-		strcat(list, ds_method_name((enum ds_method)i));
-	}
 	for (int i = 0; missing_methods[i]; i++)
 		if (!strcmp(arg, missing_methods[i]))
 			return usage_error("--method %s: mergekit's %s is not "
 					   "implemented in dare-stream; methods: "
-					   "%s", arg, arg, list);
+					   "%s", arg, arg, method_list());
 	return usage_error("--method %s: unknown method; expected one of %s",
-			   arg, list);
+			   arg, method_list());
 }
 
 /* A merge-wide number: t, select_topk, max_iter, tol, scale. */
@@ -345,7 +364,7 @@ static int one_option(struct mopts *m, int c, const char *arg)
 			return usage_error("at most %d --exclude", MAX_EXCLUDE);
 		m->exclude[m->nexclude++] = arg;
 		return 0;
-	case O_MEMORY: case O_THREADS: case O_IO:
+	case O_MEMORY: case O_THREADS: case O_IO: case O_SHARD:
 		return opt_resources(m, c, arg);
 	case O_FORCE: m->mo.force = 1; return 0;
 	case O_RESUME: m->mo.resume = 1; return 0;
@@ -426,6 +445,8 @@ static int build_recipe(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 
 	if (m->config && (rc = ds_recipe_load(ctx, r, m->config)))
 		return report(ctx, rc);
+	if (m->config)
+		ds_recipe_notices(ctx, r);
 	if (m->base)
 		ds_recipe_set_base(r, m->base);
 	for (int j = 0; j < m->nmodels; j++)
@@ -467,21 +488,6 @@ static int build_recipe(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 	return 0;
 }
 
-/* --dry-run: how each tensor is made, and what each of its passes reads. */
-static void print_tensors(const ds_merge *mg, size_t count)
-{
-	struct ds_tensor_plan tp;
-	char a[32];
-
-	for (size_t i = 0; i < count && !ds_merge_tensor(mg, i, &tp); i++) {
-		printf("  %-50s %s", tp.name, tp.merged ? "merge" : "copy ");
-		for (unsigned k = 0; tp.merged && k < tp.passes; k++)
-			printf("%s%s", k ? "," : " ", tp.pass[k]);
-		printf("  (%s%s)\n", human_bytes(tp.pass_bytes, a, sizeof(a)),
-		       tp.passes > 1 ? " per pass" : "");
-	}
-}
-
 static void print_plan(const struct ds_plan_info *in, const char *out)
 {
 	char a[32], b[32], c[32], d[32];
@@ -502,6 +508,88 @@ static void print_plan(const struct ds_plan_info *in, const char *out)
 	printf("plan: method tables and scratch %s beyond the window "
 	       "buffers\n", human_bytes(in->overhead, d, sizeof(d)));
 	fflush(stdout);         /* before the progress line on stderr */
+}
+
+/* The shortest decimal that reads back as the same double. */
+static void put_num(double v)
+{
+	char buf[40];
+
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, sizeof(buf), "%.*g", prec, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	fputs(buf, stdout);
+}
+
+static void put_list(const char *key, const double *v, unsigned n)
+{
+	printf(" %s=", key);
+	for (unsigned k = 0; k < n; k++) {
+		if (k)
+			putchar(',');
+		put_num(v[k]);
+	}
+}
+
+/* One line per output tensor: what feeds it and with which parameters
+ * (gradients and filters resolved), for --dry-run. */
+static void print_tensor(const struct ds_plan *p, size_t t)
+{
+	const struct ds_otensor *o = &p->ot[t];
+	struct ds_tparams tp;
+	static const char *const rs[] = { "inverse", "none", "l1" };
+
+	static const char *const pass[] = {
+		[DS_PASS_HIST_HI] = "hist_hi", [DS_PASS_HIST_LO] = "hist_lo",
+		[DS_PASS_COUNT_EQ] = "count_eq", [DS_PASS_SUMS] = "sums",
+		[DS_PASS_WRITE] = "write",
+	};
+
+	printf("tensor %s", o->name);
+	if (o->act != DS_ACT_MERGE || ds_plan_tparams(p, t, &tp)) {
+		printf(" copy from=%s:%s bytes=%llu\n", p->in[o->src[0]]->arg,
+		       o->in[0]->name, (unsigned long long)(o->in[0]->end -
+							     o->in[0]->begin));
+		return;
+	}
+	printf(" merge passes=");
+	for (unsigned k = 0; k < o->npass; k++)
+		printf("%s%s", k ? "," : "", pass[o->pass[k]]);
+	printf(" pass_bytes=%llu",
+	       (unsigned long long)ds_plan_pass_bytes(p, o));
+	printf(" j=");
+	for (unsigned k = 0; k < tp.n; k++)
+		printf("%s%u", k ? "," : "", tp.j[k]);
+	put_list("weight", tp.weight, tp.n);
+	put_list("p", tp.p, tp.n);
+	put_list("gamma", tp.gamma, tp.n);
+	put_list("epsilon", tp.epsilon, tp.n);
+	printf(" lambda=");
+	put_num(tp.lambda);
+	printf(" t=");
+	put_num(tp.param[DS_P_T]);
+	printf(" scale=");
+	put_num(tp.param[DS_P_SCALE]);
+	printf(" rescale=%s normalize=%s from=", rs[tp.rescale],
+	       tp.normalize < 0 ? "default" : tp.normalize ? "true" : "false");
+	for (unsigned k = 0; k <= o->nsrc; k++)
+		printf("%s%s:%s", k ? "," : "", p->in[o->src[k]]->arg,
+		       o->in[k]->name);
+	putchar('\n');
+}
+
+/* --dry-run: every output tensor, then the layers and shards. */
+static void print_tensors(const ds_merge *mg)
+{
+	const struct ds_plan *p = ds_merge_plan(mg);
+
+	for (size_t t = 0; t < p->not; t++)
+		print_tensor(p, t);
+	printf("plan: %u layers, %u shard%s%s\n", p->layers, p->nos,
+	       p->nos > 1 ? "s" : "", p->index ? " with index" : "");
+	fflush(stdout);
 }
 
 static void print_summary(ds_merge *mg, const char *out, double secs)
@@ -527,15 +615,15 @@ static int run(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 	struct progress pr = { 0 };
 	struct ds_plan_info info;
 	ds_merge *mg = NULL;
-	int rc = ds_merge_create(ctx, r, m->out, &m->mo, &mg);
+	int rc;
 
-	if (rc)
+	if ((rc = ds_merge_create(ctx, r, m->out, &m->mo, &mg)))
 		return report(ctx, rc);
 	ds_merge_info(mg, &info);
+	if (m->dry_run)
+		print_tensors(mg);
 	if (m->dry_run || !m->quiet)
 		print_plan(&info, m->out);
-	if (m->dry_run)
-		print_tensors(mg, info.tensors);
 	if (!m->dry_run) {
 		pr.on = !m->quiet && (m->progress > 0 ||
 				      (m->progress < 0 && isatty(2)));

@@ -276,7 +276,7 @@ int ds_mparams_from(ds_ctx *ctx, struct ds_mparams *mp, enum ds_method m,
 		mp->wsum = mp->wsum + mp->w[j];
 		mp->thr[j] = mp->dare ? ds_drop_threshold(tp->p[j]) : 0;
 		mp->s[j] = rescale_factor(mp->dare, tp->rescale, tp->p[j]);
-		mp->sj[j] = tp->j[j];
+		mp->sj[j] = tp->sj[j];
 		mp->density[j] = tp->density[j];
 		mp->gamma[j] = tp->gamma[j];
 		mp->epsilon[j] = tp->epsilon[j];
@@ -308,7 +308,7 @@ int ds_mparams_init(ds_ctx *ctx, struct ds_mparams *mp, enum ds_method m,
 	tp.n = n;
 	tp.has_base = true;
 	for (unsigned j = 0; j < n; j++) {
-		tp.j[j] = j;
+		tp.j[j] = tp.sj[j] = j;
 		tp.weight[j] = w[j];
 		tp.p[j] = p ? p[j] : 0.0;
 		tp.density[j] = 1.0 - tp.p[j];

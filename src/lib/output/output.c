@@ -8,6 +8,7 @@
 #include <fnmatch.h>
 #include <jansson.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -556,6 +557,8 @@ static int write_index(struct ds_out *o)
 		const struct ds_otensor *t = &p->ot[i];
 
 		total += t->numel * ds_dtype_size(t->odt);
+		if (t->tail)
+			continue;
 		json_object_set_new(map, t->name,
 				    json_string(p->os[t->oshard].name));
 	}
@@ -625,36 +628,212 @@ static int copy_file(struct ds_out *o, const char *src, const char *name,
 	return rc;
 }
 
-/* Copy the companions when the base is a directory (not a lone file). */
+/* The files of a tokenizer (taken whole from tokenizer_source). */
+static bool is_tokenizer_file(const char *name)
+{
+	static const char *const tok[] = {
+		"tokenizer.json", "tokenizer_config.json",
+		"special_tokens_map.json", "tokenizer.model", "vocab.json",
+		"merges.txt", "added_tokens.json", "chat_template.jinja",
+	};
+
+	for (size_t i = 0; i < sizeof(tok) / sizeof(tok[0]); i++)
+		if (!strcmp(name, tok[i]))
+			return true;
+	return false;
+}
+
+/* A JSON object written as the output's file name (2-space indent). */
+static int add_json(struct ds_out *o, const char *name, json_t *j)
+{
+	char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	int rc;
+
+	if (!text)
+		return ds_fail(o->ctx, -ENOMEM, "out of memory");
+	rc = add_text(o, name, text);
+	if (!rc)
+		rc = put(o, &o->f[o->nf - 1], "\n", 1, strlen(text));
+	free(text);
+	return rc;
+}
+
+static json_t *load_object(struct ds_out *o, const char *path)
+{
+	json_error_t err;
+	json_t *j = json_load_file(path, 0, &err);
+
+	if (!j || !json_is_object(j)) {
+		ds_fail(o->ctx, DS_E_FORMAT, "%s:%d: %s", path, err.line,
+			j ? "not a JSON object" : err.text);
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+/* config.json of input k (loaded once; NULL when it has none). */
+static json_t *input_config(struct ds_out *o, json_t **cfg, unsigned k)
+{
+	char *path;
+
+	if (!cfg[k] && (path = join(o->p->in[k]->dir, "", "config.json", ""))) {
+		if (access(path, F_OK) == 0)
+			cfg[k] = load_object(o, path);
+		free(path);
+	}
+	return cfg[k];
+}
+
+/* Lists with one entry per layer, re-assembled from each output layer's
+ * source (DESIGN 5.3); L0 is the layout config's layer count. */
+static void relayer_lists(struct ds_out *o, json_t *c, json_t **cfg,
+			  size_t L0)
+{
+	const struct ds_plan *p = o->p;
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(c, key, v) {
+		json_t *a;
+
+		if (!json_is_array(v) || json_array_size(v) != L0 ||
+		    !strcmp(key, "architectures") || !(a = json_array()))
+			continue;
+		for (unsigned l = 0; l < p->layers; l++) {
+			json_t *sc = input_config(o, cfg, p->lsrc[l]);
+			json_t *sv = sc ? json_object_get(sc, key) : NULL;
+			json_t *e = json_is_array(sv) ?
+				    json_array_get(sv, p->lin[l]) : NULL;
+
+			json_array_append(a, e ? e : json_null());
+		}
+		json_object_set_new(c, key, a);
+	}
+}
+
+/* config.json of the layout model with the output's layer count, its
+ * per-layer lists and the tokenizer model's vocabulary size. */
+static int write_config(struct ds_out *o, const char *src)
+{
+	static const char *const keys[] = {
+		"num_hidden_layers", "n_layer", "num_layers"
+	};
+	const struct ds_plan *p = o->p;
+	json_t *cfg[DS_MAX_INPUTS] = { NULL }, *c = load_object(o, src), *tc;
+	int rc = c ? 0 : DS_E_FORMAT;
+
+	for (size_t i = 0; c && p->layers && i < 3; i++) {
+		json_t *n = json_object_get(c, keys[i]);
+
+		if (!json_is_integer(n))
+			continue;
+		relayer_lists(o, c, cfg, (size_t)json_integer_value(n));
+		json_object_set_new(c, keys[i], json_integer(p->layers));
+		break;
+	}
+	if (c && p->r->tokenizer >= 0 &&
+	    (tc = input_config(o, cfg, 1 + (unsigned)p->r->tokenizer)) &&
+	    json_object_get(tc, "vocab_size"))
+		json_object_set(c, "vocab_size",
+				json_object_get(tc, "vocab_size"));
+	if (c)
+		rc = add_json(o, "config.json", c);
+	json_decref(c);
+	for (unsigned k = 0; k < DS_MAX_INPUTS; k++)
+		json_decref(cfg[k]);
+	return rc;
+}
+
+/* tokenizer_config.json with the recipe's chat_template. */
+static int write_chat(struct ds_out *o, const char *src)
+{
+	json_t *c = src ? load_object(o, src) : json_object();
+	int rc;
+
+	if (!c)
+		return src ? DS_E_FORMAT : ds_fail(o->ctx, -ENOMEM,
+						   "out of memory");
+	json_object_set_new(c, "chat_template",
+			    json_string(o->p->r->chat_template));
+	rc = add_json(o, "tokenizer_config.json", c);
+	json_decref(c);
+	return rc;
+}
+
+/* One companion file: copied, or rewritten where the recipe changes it. */
+static int companion(struct ds_out *o, const char *dir, const char *name,
+		     char *buf, size_t cap)
+{
+	const struct ds_plan *p = o->p;
+	char *src = join(dir, "", name, "");
+	struct stat st;
+	int rc = 0;
+
+	if (!src)
+		return ds_fail(o->ctx, -ENOMEM, "out of memory");
+	if (stat(src, &st) || !S_ISREG(st.st_mode))
+		;
+	else if (!strcmp(name, "config.json") &&
+		 (p->layers || p->r->tokenizer >= 0))
+		rc = write_config(o, src);
+	else if (!strcmp(name, "tokenizer_config.json") && p->r->chat_template)
+		rc = write_chat(o, src);
+	else
+		rc = copy_file(o, src, name, buf, cap);
+	free(src);
+	return rc;
+}
+
+/* Copy the companions of one directory; tok: only (1) or all but (0) the
+ * tokenizer's files, or all (-1). */
+static int companions_of(struct ds_out *o, const char *dir, int tok,
+			 char *buf)
+{
+	struct dirent *e;
+	DIR *d = opendir(dir);
+	int rc = 0;
+
+	if (!d)
+		return ds_fail(o->ctx, -errno, "%s: %s", dir, strerror(errno));
+	while (!rc && (e = readdir(d)))
+		if (is_companion(e->d_name) &&
+		    (tok < 0 || is_tokenizer_file(e->d_name) == (tok == 1)))
+			rc = companion(o, dir, e->d_name, buf, 1 << 20);
+	closedir(d);
+	return rc;
+}
+
+/* Whether the output has a file of that name yet. */
+static bool has_file(const struct ds_out *o, const char *name)
+{
+	for (size_t i = 0; i < o->nf; i++)
+		if (!strcmp(o->f[i].name, name))
+			return true;
+	return false;
+}
+
+/* Copy the companions when the base is a directory (not a lone file); the
+ * tokenizer's files come from the tokenizer model when the recipe says. */
 static int copy_companions(struct ds_out *o)
 {
-	const struct ds_model *b = o->p->in[0];
+	const struct ds_plan *p = o->p;
+	const struct ds_model *b = p->in[0];
 	struct stat st;
-	struct dirent *e;
-	DIR *d;
-	char *buf, *src;
-	int rc = 0;
+	char *buf;
+	int rc = 0, tok = p->r->tokenizer;
 
 	if (stat(b->arg, &st) == 0 && S_ISREG(st.st_mode) && !b->index)
 		return 0;
-	if (!(d = opendir(b->dir)))
-		return ds_fail(o->ctx, -errno, "%s: %s", b->dir,
-			       strerror(errno));
 	if (!(buf = malloc(1 << 20)))
-		rc = ds_fail(o->ctx, -ENOMEM, "out of memory");
-	while (!rc && (e = readdir(d))) {
-		if (!is_companion(e->d_name))
-			continue;
-		if (!(src = join(b->dir, "", e->d_name, ""))) {
-			rc = ds_fail(o->ctx, -ENOMEM, "out of memory");
-			break;
-		}
-		if (stat(src, &st) == 0 && S_ISREG(st.st_mode))
-			rc = copy_file(o, src, e->d_name, buf, 1 << 20);
-		free(src);
-	}
+		return ds_fail(o->ctx, -ENOMEM, "out of memory");
+	rc = companions_of(o, b->dir, tok >= 0 ? 0 : -1, buf);
+	if (!rc && tok >= 0)
+		rc = companions_of(o, p->in[1 + tok]->dir, 1, buf);
+	if (!rc && p->r->chat_template &&
+	    !has_file(o, "tokenizer_config.json"))
+		rc = write_chat(o, NULL);
 	free(buf);
-	closedir(d);
 	return rc;
 }
 
@@ -755,7 +934,7 @@ int ds_out_finish(struct ds_out *o, int force)
 {
 	int rc = 0;
 
-	if (o->p->in[0]->index)
+	if (o->p->index)
 		rc = write_index(o);
 	if (!rc)
 		rc = write_recipe(o);

@@ -46,6 +46,11 @@ int ds_merge_create(ds_ctx *ctx, const ds_recipe *r, const char *out_dir,
 	return 0;
 }
 
+const struct ds_plan *ds_merge_plan(const ds_merge *mg)
+{
+	return &mg->plan;
+}
+
 void ds_merge_info(const ds_merge *mg, struct ds_plan_info *info)
 {
 	const struct ds_plan *p = &mg->plan;

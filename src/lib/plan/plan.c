@@ -2,7 +2,9 @@
 /* plan.c - check every tensor of every input and lay out the output */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +25,69 @@ static bool is_vocab_tensor(const char *name)
 	       strstr(name, "wte") || !strcmp(name, "output.weight");
 }
 
+/* Tensors outside the layers that come before them (DESIGN 5.3). */
+static bool is_pre_tensor(const char *name)
+{
+	return strstr(name, "embed") || strstr(name, "wte") ||
+	       strstr(name, "wpe");
+}
+
+long ds_plan_layer_of(const char *name, size_t *at, size_t *len)
+{
+	static const char *const words[] = { "layers", "layer", "h", "blocks" };
+	const char *c = name;
+
+	while (*c) {
+		size_t n = strcspn(c, ".");
+		const char *d = c + n + (c[n] == '.');
+		size_t dn = strcspn(d, ".");
+		bool digits = dn > 0 && dn < 10 && c[n] == '.';
+
+		for (size_t i = 0; digits && i < dn; i++)
+			digits = isdigit((unsigned char)d[i]);
+		for (size_t w = 0; digits && w < 4; w++)
+			if (strlen(words[w]) == n && !strncmp(c, words[w], n)) {
+				if (at)
+					*at = (size_t)(d - name);
+				if (len)
+					*len = dn;
+				return strtol(d, NULL, 10);
+			}
+		c = d;
+		if (!*d && n == 0)
+			break;
+	}
+	return -1;
+}
+
+/* Layers of a model: 1 + the largest layer number of its tensor names. */
+static unsigned model_layers(const struct ds_model *m)
+{
+	long L = 0, l;
+
+	for (size_t i = 0; i < m->ntensors; i++)
+		if ((l = ds_plan_layer_of(m->tensors[i].name, NULL, NULL)) >= L)
+			L = l + 1;
+	return (unsigned)L;
+}
+
+/* name with its layer number replaced by layer (malloc'd). */
+static char *renumber(const char *name, unsigned layer)
+{
+	size_t at, len;
+	char *s;
+
+	if (ds_plan_layer_of(name, &at, &len) < 0)
+		return strdup(name);
+	if (!(s = malloc(strlen(name) + 12)))
+		return NULL;
+	sprintf(s, "%.*s%u%s", (int)at, name, layer, name + at + len);
+	return s;
+}
+
 /* 0 when model tensor mt can be merged into base tensor bt (equal shapes,
  * or a vocabulary tensor with extra rows: its first rows are the base's). */
-static int check_shape(struct ds_plan *p, unsigned k,
+static int check_shape(struct ds_plan *p, const struct ds_model *m,
 		       const struct ds_tensor *bt, const struct ds_tensor *mt)
 {
 	char bs[256], ms[256];
@@ -41,15 +103,18 @@ static int check_shape(struct ds_plan *p, unsigned k,
 	    mt->shape[0] > bt->shape[0] &&
 	    !memcmp(bt->shape + 1, mt->shape + 1,
 		    (bt->ndim - 1) * sizeof(bt->shape[0]))) {
-		ds_warn(p->ctx, "%s: tensor '%s' has shape %s, the base %s: "
-			"merging the base's %llu rows (added tokens keep the "
-			"base's values)", p->in[k]->arg, bt->name, ms, bs,
-			(unsigned long long)bt->shape[0]);
+		if (p->r->tokenizer < 0 ||
+		    p->in[1 + p->r->tokenizer] != m)
+			ds_warn(p->ctx, "%s: tensor '%s' has shape %s, the "
+				"base %s: merging the base's %llu rows (added "
+				"tokens keep the base's values)", m->arg,
+				mt->name, ms, bs,
+				(unsigned long long)bt->shape[0]);
 		return 0;
 	}
 	return ds_fail(p->ctx, DS_E_MISMATCH, "%s: tensor '%s' has shape %s, "
-		       "expected %s as in the base %s", p->in[k]->arg,
-		       bt->name, ms, bs, p->in[0]->arg);
+		       "expected %s as in the base %s", m->arg,
+		       mt->name, ms, bs, p->in[0]->arg);
 }
 
 /* Same dtype and shape: a copy gives the same bytes as a merge would. */
@@ -84,67 +149,76 @@ static bool copies_model0(struct ds_plan *p, struct ds_otensor *o)
 	return true;
 }
 
-/* Find and check tensor bt in every fine-tune. */
-static int plan_merge(struct ds_plan *p, struct ds_otensor *o,
-		      const struct ds_tensor *bt)
+/* Find and check tensor name in input k; it fills slot s of o. */
+static int plan_slot(struct ds_plan *p, struct ds_otensor *o, unsigned s,
+		     unsigned k, const char *name)
 {
-	for (unsigned k = 1; k < p->ninputs; k++) {
-		const struct ds_tensor *mt = ds_model_find(p->in[k], bt->name);
-		int rc;
+	const struct ds_model *m = p->in[k];
+	const struct ds_tensor *bt = o->in[0];
+	const struct ds_tensor *mt = ds_model_find(m, name);
 
-		if (!mt)
-			return ds_fail(p->ctx, DS_E_MISMATCH, "%s: tensor '%s' "
-				       "of the base %s is missing",
-				       p->in[k]->arg, bt->name, p->in[0]->arg);
-		if (!is_float(mt->dtype))
-			return ds_fail(p->ctx, DS_E_MISMATCH, "%s: tensor '%s'"
-				       " is %s, expected F16, BF16 or F32 like "
-				       "the base's %s", p->in[k]->arg, bt->name,
-				       ds_dtype_name(mt->dtype),
-				       ds_dtype_name(bt->dtype));
-		if ((rc = check_shape(p, k, bt, mt)))
-			return rc;
-		o->in[k] = mt;
-		o->src[k] = k;
-	}
-	o->nsrc = p->ninputs - 1;
-	o->act = DS_ACT_MERGE;
-	o->odt = p->r->dtype >= 0 ? (enum ds_dtype)p->r->dtype : bt->dtype;
-	if (copies_model0(p, o))
-		return 0;
-	p->merged++;
-	return 0;
+	if (!mt && !strcmp(name, bt->name))
+		return ds_fail(p->ctx, DS_E_MISMATCH, "%s: tensor '%s' of the "
+			       "base %s is missing", m->arg, name,
+			       p->in[o->src[0]]->arg);
+	if (!mt)
+		return ds_fail(p->ctx, DS_E_MISMATCH, "%s: tensor '%s' (for "
+			       "'%s' of %s) is missing", m->arg, name,
+			       bt->name, p->in[o->src[0]]->arg);
+	if (!is_float(mt->dtype))
+		return ds_fail(p->ctx, DS_E_MISMATCH, "%s: tensor '%s' is %s, "
+			       "expected F16, BF16 or F32 like the base's %s",
+			       m->arg, name, ds_dtype_name(mt->dtype),
+			       ds_dtype_name(bt->dtype));
+	o->in[s] = mt;
+	o->src[s] = k;
+	return check_shape(p, m, bt, mt);
 }
 
-/* Decide what becomes of base tensor bt. */
+/* Which inputs feed output tensor o: slot 0 is bt; *names give each
+ * further slot's input tensor name (renumbered for its layer). */
+struct feed {
+	unsigned n;
+	unsigned src[DS_MAX_INPUTS];
+	const char *name[DS_MAX_INPUTS];
+};
+
+/* Decide what becomes of tensor bt (slot 0) fed by f. */
 static int plan_tensor(struct ds_plan *p, struct ds_otensor *o,
-		       const struct ds_tensor *bt)
+		       const struct ds_tensor *bt, const struct feed *f)
 {
-	memset(o, 0, sizeof(*o));
-	o->name = bt->name;
+	int rc;
+
 	o->in[0] = bt;
+	o->src[0] = f->src[0];
 	o->numel = bt->numel;
-	o->oshard = bt->shard;
 	o->act = DS_ACT_COPY;
 	o->odt = bt->dtype;
-	if (ds_recipe_excluded(p->r, bt->name))
+	if (ds_recipe_excluded(p->r, o->name))
 		return 0;
 	if (bt->dtype == DS_DT_F64 || bt->dtype == DS_DT_F8_E4M3 ||
 	    bt->dtype == DS_DT_F8_E5M2) {
 		ds_warn(p->ctx, "%s: tensor '%s' is %s: copied from the base "
-			"unchanged", p->in[0]->arg, bt->name,
+			"unchanged", p->in[f->src[0]]->arg, bt->name,
 			ds_dtype_name(bt->dtype));
 		return 0;
 	}
-	if (!is_float(bt->dtype) || p->ninputs == 1)
+	if (!is_float(bt->dtype) || f->n == 0)
 		return 0;                       /* no model: the base's tensor */
-	return plan_merge(p, o, bt);
+	for (unsigned s = 1; s <= f->n; s++)
+		if ((rc = plan_slot(p, o, s, f->src[s], f->name[s])))
+			return rc;
+	o->nsrc = f->n;
+	o->act = DS_ACT_MERGE;
+	o->odt = p->r->dtype >= 0 ? (enum ds_dtype)p->r->dtype : bt->dtype;
+	p->merged++;
+	return 0;
 }
 
 /* Warn once per model about tensors the base does not have. */
 static void warn_extra(struct ds_plan *p)
 {
-	for (unsigned k = 1; k < p->ninputs; k++) {
+	for (unsigned k = 1; k < p->ninputs && !p->r->nslices; k++) {
 		const struct ds_model *m = p->in[k];
 		const char *first = NULL;
 		size_t extra = 0;
@@ -162,6 +236,12 @@ static void warn_extra(struct ds_plan *p)
 	}
 }
 
+/* Input index of source s of a slice. */
+static unsigned src_input(const struct ds_source *s)
+{
+	return s->m == DS_SRC_BASE ? 0 : 1 + s->m;
+}
+
 static int open_inputs(ds_ctx *ctx, const struct ds_recipe *r,
 		       struct ds_plan *p)
 {
@@ -173,10 +253,336 @@ static int open_inputs(ds_ctx *ctx, const struct ds_recipe *r,
 			return rc;
 	if (r->base)
 		return ds_model_open(ctx, r->base, &p->in[0]);
-	p->in[0] = p->in[1];     /* linear without a base: model 0's layout */
+	/* No base: the layout is the first model's (of the first slice). */
+	p->in[0] = p->in[r->nslices ? src_input(&r->slices[0].src[0]) : 1];
 	p->base_is_model = true;
 	return 0;
 }
+
+/* ---- which tensors the output has ---------------------------------------- */
+
+/* The feed of a tensor named name in a tensor of slice sl at layer offset i
+ * of its sources (or, for tensors outside the layers, as named). */
+static int slice_feed(struct ds_plan *p, unsigned s, const char *name,
+		      long i, struct feed *f, char **names)
+{
+	const struct ds_recipe *r = p->r;
+	const struct ds_slice *sl = &r->slices[s];
+	unsigned j[DS_MAX_MODELS], si[DS_MAX_MODELS];
+	unsigned base_src = 0;
+
+	f->n = ds_recipe_slice_models(r, s, j, si);
+	for (unsigned k = 0; k < sl->nsrc; k++)
+		if (sl->src[k].m == DS_SRC_BASE) {
+			base_src = k;
+			break;
+		}
+	f->src[0] = ds_recipe_method_uses_base(r->method) ? 0 :
+		    src_input(&sl->src[0]);
+	names[0] = i < 0 ? strdup(name) :
+		   renumber(name, sl->src[ds_recipe_method_uses_base(r->method)
+					   ? base_src : 0].a + (unsigned)i);
+	for (unsigned k = 1; k <= f->n; k++) {
+		f->src[k] = 1 + j[k - 1];
+		names[k] = i < 0 ? strdup(name) :
+			   renumber(name, sl->src[si[k - 1]].a + (unsigned)i);
+	}
+	for (unsigned k = 0; k <= f->n; k++) {
+		if (!names[k])
+			return -ENOMEM;
+		f->name[k] = names[k];
+	}
+	return 0;
+}
+
+static void free_names(char **names, unsigned n)
+{
+	for (unsigned k = 0; k <= n; k++) {
+		free(names[k]);
+		names[k] = NULL;
+	}
+}
+
+/* Output tensor o from slice s: its layer offset i (-1 outside the
+ * layers), output layer ol, the name of its first source's tensor. */
+static int add_sliced(struct ds_plan *p, struct ds_otensor *o, unsigned s,
+		      long i, unsigned ol, const char *name)
+{
+	char *names[DS_MAX_INPUTS] = { NULL };
+	const struct ds_slice *sl = &p->r->slices[s];
+	const struct ds_tensor *bt;
+	struct feed f;
+	int rc = slice_feed(p, s, name, i, &f, names);
+
+	memset(o, 0, sizeof(*o));
+	o->slice = (int)s;
+	o->x = i < 0 ? 0.0 : ds_recipe_x((unsigned)i, sl->src[0].b -
+					 sl->src[0].a);
+	if (!rc && !(o->own = i < 0 ? strdup(name) : renumber(name, ol)))
+		rc = -ENOMEM;
+	o->name = o->own;
+	if (!rc && !(bt = ds_model_find(p->in[f.src[0]], f.name[0])))
+		rc = ds_fail(p->ctx, DS_E_MISMATCH, "%s: tensor '%s' is "
+			     "missing", p->in[f.src[0]]->arg, f.name[0]);
+	if (!rc)
+		rc = plan_tensor(p, o, bt, &f);
+	free_names(names, f.n);
+	return rc == -ENOMEM ? ds_fail(p->ctx, rc, "out of memory") : rc;
+}
+
+/* Every layer_range lies within its model. */
+static int check_ranges(struct ds_plan *p)
+{
+	const struct ds_recipe *r = p->r;
+
+	for (unsigned s = 0; s < r->nslices; s++)
+		for (unsigned i = 0; i < r->slices[s].nsrc; i++) {
+			const struct ds_source *src = &r->slices[s].src[i];
+			const struct ds_model *m = p->in[src_input(src)];
+			unsigned L = model_layers(m);
+
+			if (src->b > L)
+				return ds_fail(p->ctx, DS_E_USAGE, "%s:%u: "
+					       "layer_range [%u, %u] of %s: "
+					       "the model has %u layers (0 to "
+					       "%u)", r->file ? r->file :
+					       "recipe", src->line, src->a,
+					       src->b, m->arg, L, L ? L - 1 : 0);
+		}
+	return 0;
+}
+
+/* Tensors outside the layers, before (pre) or after them. */
+static int add_outside(struct ds_plan *p, bool pre, size_t *n)
+{
+	const struct ds_model *lay = p->in[0];
+	unsigned s = pre ? 0 : p->r->nslices - 1;
+	int rc;
+
+	for (size_t t = 0; t < lay->ntensors; t++) {
+		const char *name = lay->tensors[t].name;
+
+		if (ds_plan_layer_of(name, NULL, NULL) >= 0 ||
+		    is_pre_tensor(name) != pre)
+			continue;
+		if (p->ot && (rc = add_sliced(p, &p->ot[*n], s, -1, 0, name)))
+			return rc;
+		(*n)++;
+	}
+	return 0;
+}
+
+/* The output's layers, slice by slice, in the first source's order. */
+static int add_layers(struct ds_plan *p, size_t *n)
+{
+	const struct ds_recipe *r = p->r;
+	unsigned ol = 0;
+	int rc;
+
+	for (unsigned s = 0; s < r->nslices; s++) {
+		const struct ds_source *fs = &r->slices[s].src[0];
+		const struct ds_model *m = p->in[src_input(fs)];
+
+		for (unsigned i = 0; i < fs->b - fs->a; i++, ol++) {
+			if (p->lsrc) {
+				p->lsrc[ol] = src_input(fs);
+				p->lin[ol] = fs->a + i;
+			}
+			for (size_t t = 0; t < m->ntensors; t++) {
+				const char *name = m->tensors[t].name;
+
+				if (ds_plan_layer_of(name, NULL, NULL) !=
+				    (long)(fs->a + i))
+					continue;
+				if (p->ot && (rc = add_sliced(p, &p->ot[*n], s,
+							      i, ol, name)))
+					return rc;
+				(*n)++;
+			}
+		}
+	}
+	p->layers = ol;
+	return 0;
+}
+
+/* Two passes over the slices: count, then fill. */
+static int plan_slices(struct ds_plan *p)
+{
+	int rc;
+
+	for (int pass = 0; pass < 2; pass++) {
+		size_t n = 0;
+
+		if ((rc = add_outside(p, true, &n)) ||
+		    (rc = add_layers(p, &n)) || (rc = add_outside(p, false, &n)))
+			return rc;
+		if (pass)
+			break;
+		p->not = n;
+		p->ot = calloc(n ? n : 1, sizeof(*p->ot));
+		p->lsrc = calloc(p->layers ? p->layers : 1, sizeof(*p->lsrc));
+		p->lin = calloc(p->layers ? p->layers : 1, sizeof(*p->lin));
+		if (!p->ot || !p->lsrc || !p->lin)
+			return ds_fail(p->ctx, -ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+/* Without slices: the base's tensors, each fed by every model. */
+static int plan_models(struct ds_plan *p)
+{
+	unsigned L = model_layers(p->in[0]);
+	int rc;
+
+	p->not = p->in[0]->ntensors;
+	p->ot = calloc(p->not ? p->not : 1, sizeof(*p->ot));
+	if (!p->ot)
+		return ds_fail(p->ctx, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < p->not; i++) {
+		const struct ds_tensor *bt = &p->in[0]->tensors[i];
+		long l = ds_plan_layer_of(bt->name, NULL, NULL);
+		struct feed f = { .n = p->r->n };
+
+		for (unsigned k = 0; k <= f.n; k++) {
+			f.src[k] = k;
+			f.name[k] = bt->name;
+		}
+		p->ot[i].name = bt->name;
+		p->ot[i].slice = -1;
+		p->ot[i].x = l < 0 ? 0.0 : ds_recipe_x((unsigned)l, L);
+		p->ot[i].oshard = bt->shard;
+		if ((rc = plan_tensor(p, &p->ot[i], bt, &f)))
+			return rc;
+	}
+	return 0;
+}
+
+/* ---- tokenizer_source: a model whose vocabulary extends the base's -------- */
+
+/* token -> id of a tokenizer.json (model.vocab and added_tokens). */
+static json_t *vocab_of(const char *dir)
+{
+	char path[4096];
+	json_t *t, *v, *ids = json_object(), *e;
+	const char *k;
+	size_t i;
+
+	snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+	if (!ids || !(t = json_load_file(path, 0, NULL))) {
+		json_decref(ids);
+		return NULL;
+	}
+	v = json_object_get(json_object_get(t, "model"), "vocab");
+	json_object_foreach(v, k, e)
+		json_object_set(ids, k, e);
+	json_array_foreach(json_object_get(t, "added_tokens"), i, e)
+		if (json_is_string(json_object_get(e, "content")))
+			json_object_set(ids, json_string_value(
+					json_object_get(e, "content")),
+					json_object_get(e, "id"));
+	json_decref(t);
+	return ids;
+}
+
+/* Every token of the base keeps its id in the tokenizer model. */
+static int check_vocab(struct ds_plan *p, const struct ds_model *m)
+{
+	json_t *b = vocab_of(p->in[0]->dir), *t = vocab_of(m->dir), *e;
+	const char *k;
+	int rc = 0;
+
+	if (b && !t)
+		rc = ds_fail(p->ctx, DS_E_USAGE, "tokenizer_source %s has no "
+			     "tokenizer.json to compare with the base's",
+			     m->arg);
+	json_object_foreach(b, k, e) {
+		json_t *te = t ? json_object_get(t, k) : NULL;
+
+		if (rc || (te && json_equal(te, e)))
+			continue;
+		rc = ds_fail(p->ctx, DS_E_USAGE, "tokenizer_source %s: its "
+			     "vocabulary does not extend the base's (token "
+			     "'%s' is %s there): use tokenizer_source: base",
+			     m->arg, k, te ? "another id" : "missing");
+	}
+	json_decref(b);
+	json_decref(t);
+	return rc;
+}
+
+/* Merged vocabulary tensor i gets the tokenizer model's extra rows: a tail
+ * entry after it copies them (its dtype must be the output's). */
+static int plan_tail(struct ds_plan *p, size_t i, const struct ds_model *m,
+		     struct ds_otensor *tail)
+{
+	struct ds_otensor *o = &p->ot[i];
+	const struct ds_tensor *bt = o->in[0];
+	const struct ds_tensor *mt = ds_model_find(m, bt->name);
+	struct ds_tensor *t = &p->tails[p->ntails];
+	uint64_t row;
+
+	if (!mt || mt->shape[0] <= bt->shape[0] || o->act != DS_ACT_MERGE)
+		return 0;
+	if (p->ntails == 4 || mt->dtype != o->odt)
+		return ds_fail(p->ctx, DS_E_USAGE, "tokenizer_source %s: "
+			       "tensor '%s' is %s, the output %s: give "
+			       "out_dtype: %s so its added rows copy as they "
+			       "are", m->arg, mt->name,
+			       ds_dtype_name(mt->dtype),
+			       ds_dtype_name(o->odt), ds_dtype_name(mt->dtype));
+	row = mt->numel / mt->shape[0];
+	*t = *mt;
+	t->numel = (mt->shape[0] - bt->shape[0]) * row;
+	t->begin = mt->begin + bt->numel * ds_dtype_size(mt->dtype);
+	t->shape[0] = mt->shape[0] - bt->shape[0];
+	memset(tail, 0, sizeof(*tail));
+	tail->name = o->name;
+	tail->in[0] = t;
+	tail->src[0] = 1 + (unsigned)p->r->tokenizer;
+	tail->numel = t->numel;
+	tail->act = DS_ACT_COPY;
+	tail->odt = t->dtype;
+	tail->slice = o->slice;
+	tail->oshard = o->oshard;
+	tail->tail = true;
+	o->rows = mt->shape[0];
+	p->ntails++;
+	return 1;
+}
+
+static int plan_tails(struct ds_plan *p)
+{
+	const struct ds_model *m;
+	struct ds_otensor *ot;
+	int rc;
+
+	if (p->r->tokenizer < 0)
+		return 0;
+	m = p->in[1 + p->r->tokenizer];
+	if ((rc = check_vocab(p, m)))
+		return rc;
+	if (!(ot = realloc(p->ot, (p->not + 4) * sizeof(*ot))))
+		return ds_fail(p->ctx, -ENOMEM, "out of memory");
+	p->ot = ot;
+	for (size_t i = 0; i < p->not; i++) {
+		struct ds_otensor tail;
+
+		if (!is_vocab_tensor(p->ot[i].name) ||
+		    (rc = plan_tail(p, i, m, &tail)) <= 0) {
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		memmove(&p->ot[i + 2], &p->ot[i + 1],
+			(p->not - i - 1) * sizeof(*ot));
+		p->ot[i + 1] = tail;
+		p->not++;
+		i++;
+	}
+	return 0;
+}
+
+/* ---- output layout ---------------------------------------------------------- */
 
 /* Output shard s: its tensors' offsets in the output dtype, its header. */
 static int layout_shard(struct ds_plan *p, struct ds_oshard *os)
@@ -186,6 +592,7 @@ static int layout_shard(struct ds_plan *p, struct ds_oshard *os)
 	};
 	struct ds_tensor *t = calloc(os->count ? os->count : 1, sizeof(*t));
 	uint64_t off = 0, nb;
+	size_t n = 0;
 	int rc;
 
 	if (!t)
@@ -193,15 +600,21 @@ static int layout_shard(struct ds_plan *p, struct ds_oshard *os)
 	for (size_t i = 0; i < os->count; i++) {
 		struct ds_otensor *o = &p->ot[os->first + i];
 
-		t[i] = *o->in[0];
-		t[i].name = (char *)o->name;
-		t[i].dtype = o->odt;
 		nb = o->numel * ds_dtype_size(o->odt); /* <= input bytes * 2 */
 		o->obegin = off;
-		t[i].begin = off;
-		t[i].end = off += nb;
+		if (o->tail) {          /* more rows of the tensor before */
+			t[n - 1].end = off += nb;
+			continue;
+		}
+		t[n] = *o->in[0];
+		t[n].name = (char *)o->name;
+		t[n].dtype = o->odt;
+		if (o->rows)
+			t[n].shape[0] = o->rows;
+		t[n].begin = off;
+		t[n++].end = off += nb;
 	}
-	rc = ds_st_build(t, os->count, meta, &os->header, &os->hlen);
+	rc = ds_st_build(t, n, meta, &os->header, &os->hlen);
 	free(t);
 	if (rc)
 		return ds_fail(p->ctx, rc, "%s: cannot write the header of "
@@ -213,17 +626,61 @@ static int layout_shard(struct ds_plan *p, struct ds_oshard *os)
 	return 0;
 }
 
-static int layout(struct ds_plan *p)
+static uint64_t out_bytes(const struct ds_otensor *o)
+{
+	return o->numel * ds_dtype_size(o->odt);
+}
+
+/* Shards of at most max tensor bytes, filled greedily in output order and
+ * named as Hugging Face names them (one shard: model.safetensors). */
+static int hf_shards(struct ds_plan *p, uint64_t max)
+{
+	uint64_t used = 0;
+	unsigned s = 0;
+
+	for (size_t i = 0; i < p->not; i++) {
+		uint64_t nb = out_bytes(&p->ot[i]);
+
+		if (used && used + nb > max && !p->ot[i].tail) {
+			s++;
+			used = 0;
+		}
+		p->ot[i].oshard = s;
+		used += nb;
+	}
+	p->nos = p->not ? s + 1 : 1;
+	p->index = p->nos > 1;
+	p->snames = calloc(p->nos, sizeof(*p->snames));
+	if (!p->snames)
+		return -ENOMEM;
+	for (unsigned k = 0; k < p->nos; k++)
+		if (p->nos == 1)
+			strcpy(p->snames[k], "model.safetensors");
+		else
+			snprintf(p->snames[k], sizeof(p->snames[k]),
+				 "model-%05u-of-%05u.safetensors", k + 1,
+				 p->nos);
+	return 0;
+}
+
+static int layout(struct ds_plan *p, uint64_t shard_size)
 {
 	const struct ds_model *b = p->in[0];
 	int rc;
 
-	p->nos = b->nshards;
+	if (shard_size || p->r->nslices) {
+		if ((rc = hf_shards(p, shard_size ? shard_size :
+				    DS_DEFAULT_SHARD_SIZE)))
+			return ds_fail(p->ctx, rc, "out of memory");
+	} else {
+		p->nos = b->nshards;
+		p->index = b->index != NULL;
+	}
 	p->os = calloc(p->nos, sizeof(*p->os));
 	if (!p->os)
 		return -ENOMEM;
 	for (size_t i = 0, s = 0; s < p->nos; s++) {
-		p->os[s].name = b->shards[s].name;
+		p->os[s].name = p->snames ? p->snames[s] : b->shards[s].name;
 		p->os[s].first = i;
 		while (i < p->not && p->ot[i].oshard == s)
 			i++;
@@ -299,16 +756,17 @@ static unsigned max_elem(const struct ds_plan *p)
 {
 	unsigned es = 2;
 
-	for (size_t i = 0; i < p->not; i++)
-		for (unsigned k = 0; k < p->ninputs; k++) {
-			const struct ds_otensor *o = &p->ot[i];
+	for (size_t i = 0; i < p->not; i++) {
+		const struct ds_otensor *o = &p->ot[i];
 
-			if (o->act == DS_ACT_MERGE && o->in[k] &&
-			    ds_dtype_size(o->in[k]->dtype) > es)
+		if (o->act != DS_ACT_MERGE)
+			continue;
+		for (unsigned k = 0; k <= o->nsrc; k++)
+			if (o->in[k] && ds_dtype_size(o->in[k]->dtype) > es)
 				es = ds_dtype_size(o->in[k]->dtype);
-			if (o->act == DS_ACT_MERGE && ds_dtype_size(o->odt) > es)
-				es = ds_dtype_size(o->odt);
-		}
+		if (ds_dtype_size(o->odt) > es)
+			es = ds_dtype_size(o->odt);
+	}
 	return es;
 }
 
@@ -361,23 +819,18 @@ static int size_windows(struct ds_plan *p, const struct ds_merge_opts *o)
 	return 0;
 }
 
-/* The parameters the merge as a whole is sized by. */
-static int merge_params(struct ds_plan *p)
-{
-	struct ds_tparams tp;
-	int rc = ds_recipe_tparams(p->ctx, p->r, "", &tp);
+/* ---- parameters of each tensor -------------------------------------------- */
 
-	if (rc)
-		return rc;
-	if (tp.n == 0) {                /* the base alone: every tensor copied */
-		p->mp.method = p->r->method;
-		p->mp.def = ds_method_def(p->r->method);
-		return 0;
-	}
-	if ((rc = ds_mparams_from(p->ctx, &p->mp, p->r->method, &tp)))
-		return rc;
-	check_packs(p, &tp);
-	return 0;
+int ds_plan_tparams(const struct ds_plan *p, size_t t, struct ds_tparams *tp)
+{
+	const struct ds_otensor *o = &p->ot[t];
+	struct ds_tquery q = {
+		.slice = o->slice, .x = o->x, .oname = o->name, .n = o->nsrc,
+	};
+
+	for (unsigned k = 0; k < o->nsrc && k < DS_MAX_MODELS; k++)
+		q.iname[k] = o->in[1 + k] ? o->in[1 + k]->name : o->name;
+	return ds_recipe_tparams(p->ctx, p->r, &q, tp);
 }
 
 /* Free ts and put the tensor's name in front of the error text. */
@@ -438,38 +891,72 @@ static int tensor_params(struct ds_plan *p, bool sizing)
 	return rc;
 }
 
+/*
+ * Resolve every merged tensor's parameters once, so a filter list with no
+ * match for a required parameter is reported before anything is written;
+ * the first merged tensor's are the merge's (what the buffers are sized
+ * by).  Tensors whose merge is model 0 itself become copies.
+ */
+static int check_params(struct ds_plan *p)
+{
+	struct ds_tparams tp;
+	bool have = false;
+	int rc;
+
+	for (size_t t = 0; t < p->not && !have; t++) {
+		if (p->ot[t].act != DS_ACT_MERGE)
+			continue;
+		if ((rc = ds_plan_tparams(p, t, &tp)))
+			return rc;
+		have = true;
+		if ((rc = ds_mparams_from(p->ctx, &p->mp, p->r->method, &tp)))
+			return name_tensor(p, NULL, &p->ot[t], rc);
+		check_packs(p, &tp);
+	}
+	if (!have) {            /* nothing merged: only the method matters */
+		p->mp.method = p->r->method;
+		p->mp.def = ds_method_def(p->r->method);
+		return 0;
+	}
+	for (size_t t = 0; t < p->not; t++)
+		if (p->ot[t].act == DS_ACT_MERGE && copies_model0(p, &p->ot[t]))
+			p->merged--;
+	return 0;
+}
+
 int ds_plan_build(ds_ctx *ctx, const struct ds_recipe *r,
 		  const struct ds_merge_opts *o, struct ds_plan *p)
+{
+	return ds_plan_build_flags(ctx, r, o, p, 0);
+}
+
+int ds_plan_build_flags(ds_ctx *ctx, const struct ds_recipe *r,
+			const struct ds_merge_opts *o, struct ds_plan *p,
+			unsigned flags)
 {
 	int rc;
 
 	memset(p, 0, sizeof(*p));
 	p->ctx = ctx;
 	p->r = r;
-	if ((rc = ds_recipe_check(ctx, r)) || (rc = open_inputs(ctx, r, p)) ||
-	    (rc = merge_params(p)))
+	(void)flags;
+	if ((rc = ds_recipe_check(ctx, r)) || (rc = open_inputs(ctx, r, p)))
 		return rc;
-	p->not = p->in[0]->ntensors;
-	p->ot = calloc(p->not ? p->not : 1, sizeof(*p->ot));
-	if (!p->ot)
-		return ds_fail(ctx, -ENOMEM, "out of memory");
-	for (size_t i = 0; i < p->not; i++)
-		if ((rc = plan_tensor(p, &p->ot[i], &p->in[0]->tensors[i])))
-			return rc;
+	if (r->nslices && ((rc = check_ranges(p)) || (rc = plan_slices(p))))
+		return rc;
+	if (!r->nslices && (rc = plan_models(p)))
+		return rc;
+	if ((rc = check_params(p)) || (rc = plan_tails(p)))
+		return rc;
 	warn_extra(p);
 	if (p->ninputs == 1)
 		ds_notice(ctx, "no model given: the output is the base %s",
 			  p->in[0]->arg);
-	if ((rc = layout(p)) || (rc = tensor_params(p, true)) ||
+	if ((rc = layout(p, o->shard_size)) || (rc = tensor_params(p, true)) ||
 	    (rc = size_windows(p, o)) || (rc = tensor_params(p, false)))
 		return rc;
 	count_reads(p);
 	return 0;
-}
-
-int ds_plan_tparams(const struct ds_plan *p, size_t t, struct ds_tparams *tp)
-{
-	return ds_recipe_tparams(p->ctx, p->r, p->ot[t].name, tp);
 }
 
 void ds_plan_free(struct ds_plan *p)
@@ -478,7 +965,12 @@ void ds_plan_free(struct ds_plan *p)
 		ds_model_free(p->in[k]);
 	for (unsigned s = 0; s < p->nos; s++)
 		free(p->os[s].header);
+	for (size_t i = 0; p->ot && i < p->not; i++)
+		free(p->ot[i].own);
 	free(p->os);
 	free(p->ot);
+	free(p->snames);
+	free(p->lsrc);
+	free(p->lin);
 	memset(p, 0, sizeof(*p));
 }

@@ -23,6 +23,7 @@ enum ds_action { DS_ACT_MERGE, DS_ACT_COPY };
  */
 struct ds_otensor {
 	const char *name;           /* output name (the mask's stream name) */
+	char *own;                  /* name, when the plan made it (renamed) */
 	const struct ds_tensor *in[DS_MAX_INPUTS];
 	unsigned src[DS_MAX_INPUTS];
 	unsigned nsrc;
@@ -33,11 +34,15 @@ struct ds_otensor {
 	uint64_t numel;             /* elements written (the base's) */
 	uint64_t obegin;            /* byte offset in the shard's data */
 	unsigned oshard;
+	int slice;                  /* recipe slice, -1 without slices */
+	double x;                   /* gradient position (DESIGN 5.3) */
+	uint64_t rows;              /* output rows when a tail follows */
+	bool tail;                  /* continues the previous tensor's data */
 };
 
 /* One output file of tensors. */
 struct ds_oshard {
-	const char *name;           /* the base shard's file name */
+	const char *name;           /* the base's file name, or HF's */
 	char *header;               /* length + JSON, as written */
 	size_t hlen;
 	uint64_t size;              /* whole file */
@@ -55,6 +60,13 @@ struct ds_plan {
 	size_t not;
 	struct ds_oshard *os;
 	unsigned nos;
+	bool index;                 /* write model.safetensors.index.json */
+	char (*snames)[48];         /* Hugging Face shard names, when used */
+	char *names;                /* renamed output tensor names */
+	unsigned layers;            /* output layers (with slices) */
+	unsigned *lsrc, *lin;       /* per output layer: input and its layer */
+	struct ds_tensor tails[4];  /* rows of the tokenizer model */
+	unsigned ntails;
 	uint64_t bytes_read, bytes_written;
 	size_t merged;
 	/* buffers */
@@ -68,14 +80,26 @@ struct ds_plan {
 	struct ds_method_needs needs;
 };
 
+/* Default --shard-size when a recipe has slices: 5 GB. */
+#define DS_DEFAULT_SHARD_SIZE 5000000000ull
+
 /* Build and check the plan; nothing is written.  0 or negative error. */
 int ds_plan_build(ds_ctx *ctx, const struct ds_recipe *r,
 		  const struct ds_merge_opts *o, struct ds_plan *p);
+/* The same; DS_PLAN_ANY_ENGINE: plan what this build's engine cannot run
+ * (for --dry-run to show each tensor's parameters), quietly. */
+#define DS_PLAN_ANY_ENGINE 1u
+int ds_plan_build_flags(ds_ctx *ctx, const struct ds_recipe *r,
+			const struct ds_merge_opts *o, struct ds_plan *p,
+			unsigned flags);
 void ds_plan_free(struct ds_plan *p);
 /* The resolved parameters of output tensor t (0 or DS_E_USAGE). */
 int ds_plan_tparams(const struct ds_plan *p, size_t t, struct ds_tparams *tp);
 /* Input bytes one pass over tensor o reads (a pack's: its frames'). */
 uint64_t ds_plan_pass_bytes(const struct ds_plan *p, const struct ds_otensor *o);
+/* The layer number in a tensor name (DESIGN 5.3), -1 when none; *at and
+ * *len locate its digits. */
+long ds_plan_layer_of(const char *name, size_t *at, size_t *len);
 /* Bytes of one window slot's buffers (all inputs and the output). */
 uint64_t ds_plan_slot_bytes(const struct ds_plan *p, uint64_t window);
 

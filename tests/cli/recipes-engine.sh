@@ -1,0 +1,183 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# recipes-engine.sh - recipes that need the engine's per-tensor parameters
+#
+# Not yet listed in Makefile.am: these recipes plan and print (--dry-run)
+# today, but the pipeline of this build merges every tensor with one set of
+# parameters and every model, so the plan refuses them with "not available
+# in this build".  They run once the pipeline builds each tensor's
+# parameters from ds_plan_tparams and reads slots 1..nsrc, and once slerp,
+# passthrough and the l1 rescale are in the engine.  Each output is checked
+# against slicecheck.py or a binary32 recomputation of its own.
+# shellcheck disable=SC2086,SC2317
+# shellcheck source=lib.sh
+. "${DS_TESTLIB:-$(dirname "$0")/lib.sh}"
+ds_setup recipes-engine
+need_python
+
+SLICECHECK=${DS_SLICECHECK:-$(dirname "$DS_REF")/slicecheck.py}
+FX=$T/fx
+FXL=$T/fx-40
+say "== fixtures"
+mkfix "$FX" --models 2 --seed 31 --layers 3 --hidden 16
+mkfix "$FXL" --models 2 --seed 32 --layers 40 --hidden 8 --intermediate 8 \
+	--vocab 32 --layer-types
+inputs_record "$FX" "$FXL"
+
+recipe() { cat >"$T/$1.yml"; }
+
+slice_check() {
+	printf '%s\n' "$2" >"$T/spec.json"
+	if "$PYTHON3" "$SLICECHECK" "$1" "$T/spec.json" >"$T/sc.out" 2>&1; then
+		ok "$(tail -n 1 "$T/sc.out")"
+	else
+		fail "slicecheck of $(basename "$1")"
+		sed -n '1,20s/^/  > /p' "$T/sc.out"
+	fi
+}
+
+say "== a 44-layer frankenmerge of two 40-layer models (passthrough)"
+recipe frank <<EOF
+slices:
+  - sources:
+    - model: $FXL/ft1
+      layer_range: [0, 22]
+  - sources:
+    - model: $FXL/ft2
+      layer_range: [18, 40]
+merge_method: passthrough
+dtype: bfloat16
+EOF
+if ds_merge "$T/frank" --quiet --config "$T/frank.yml"; then
+	slice_check "$T/frank" '{"method": "passthrough", "per_layer": ["layer_types"],
+  "slices": [{"sources": [{"model": "'"$FXL/ft1"'", "range": [0, 22], "weight": 1}]},
+             {"sources": [{"model": "'"$FXL/ft2"'", "range": [18, 40], "weight": 1}]}]}'
+	ref_validate "$T/frank"
+fi
+
+say "== the same with linear (one model per slice, different models)"
+recipe franklin <<EOF
+slices:
+  - sources:
+    - model: $FXL/ft1
+      layer_range: [0, 22]
+  - sources:
+    - model: $FXL/ft2
+      layer_range: [18, 40]
+merge_method: linear
+parameters: {weight: 1}
+EOF
+if ds_merge "$T/franklin" --quiet --config "$T/franklin.yml" --shard-size 40K; then
+	slice_check "$T/franklin" '{"method": "linear", "shard_size": 40960,
+  "per_layer": ["layer_types"],
+  "slices": [{"sources": [{"model": "'"$FXL/ft1"'", "range": [0, 22], "weight": 1}]},
+             {"sources": [{"model": "'"$FXL/ft2"'", "range": [18, 40], "weight": 1}]}]}'
+fi
+
+say "== gradient slerp between the base and ft1, self_attn / mlp filters"
+recipe gslerp <<EOF
+slices:
+  - sources:
+      - model: $FX/base
+        layer_range: [0, 3]
+      - model: $FX/ft1
+        layer_range: [0, 3]
+merge_method: slerp
+base_model: $FX/base
+parameters:
+  t:
+    - filter: self_attn
+      value: [0, 0.5, 0.3, 0.7, 1]
+    - filter: mlp
+      value: [1, 0.5, 0.7, 0.3, 0]
+    - value: 0.5
+dtype: bfloat16
+EOF
+if ds_merge "$T/gslerp" --quiet --config "$T/gslerp.yml"; then
+	ref_validate "$T/gslerp"
+	# Each tensor's t from the gradients by hand (layer i of 3: x = i/2),
+	# then the reference's slerp of the tensors that share it.
+	ref list "$T/gslerp" >"$T/list.gslerp"
+	py '
+import re
+def grad(g, x):
+    f = x * (len(g) - 1); i0 = int(f); i1 = min(len(g) - 1, i0 + 1)
+    return (1 - (f - i0)) * g[i0] + (f - i0) * g[i1]
+groups = {}
+for line in open(sys.argv[1]):
+    name = line.split("\t")[0]
+    m = re.search(r"layers\.(\d+)\.", name)
+    x = int(m.group(1)) / 2 if m else 0.0
+    t = (grad([0, 0.5, 0.3, 0.7, 1], x) if "self_attn" in name else
+         grad([1, 0.5, 0.7, 0.3, 0], x) if "mlp" in name else 0.5)
+    groups.setdefault(repr(t), []).append(name)
+with open(sys.argv[2], "w") as f:
+    for t, names in groups.items():
+        f.write(t + " " + " ".join(names) + "\n")
+' "$T/list.gslerp" "$T/gslerp.t"
+	while read -r t names; do
+		only=
+		for nm in $names; do only="$only --only $nm"; done
+		ref_check "$T/gslerp" --base "$FX/base" --model "$FX/ft1" \
+			--method slerp --t "$t" $only
+	done <"$T/gslerp.t"
+	run_expect 0 "" "$DS_BIN" merge --config "$T/gslerp.yml" \
+		-o "$T/no" --dry-run
+fi
+
+say "== task_arithmetic with a weight gradient, recomputed per layer"
+recipe tagrad <<EOF
+merge_method: task_arithmetic
+base_model: $FX/base
+models:
+  - model: $FX/ft1
+    parameters:
+      weight: [0, 1]
+  - model: $FX/ft2
+    parameters:
+      weight:
+        - filter: mlp
+          value: 0.25
+        - value: 0.5
+EOF
+if ds_merge "$T/tagrad" --quiet --config "$T/tagrad.yml"; then
+	check "every tensor: b + w0(x)*d0 + w1(name)*d1 in binary32" py '
+import re
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+import slicecheck as sc
+out, b, f1, f2 = (sc.Model(d) for d in sys.argv[2:6])
+for name in b.order:
+    m = re.search(r"layers\.(\d+)\.", name)
+    x = int(m.group(1)) / 2 if m else 0.0
+    ws = [x, 0.25 if "mlp" in name else 0.5]
+    bv = b.values(name)
+    ds = [sc.r32([v - w for v, w in zip(f.values(name), bv)]) for f in (f1, f2)]
+    acc = sc.linear(ds, ws, False)
+    want = sc.encode("BF16", sc.r32([p + q for p, q in zip(bv, acc)]))
+    assert out.raw(name) == want, name
+' "$SLICECHECK" "$T/tagrad" "$FX/base" "$FX/ft1" "$FX/ft2"
+	# Its dare-stream.yml keeps the gradient and the filters.
+	if ds_merge "$T/tagrad2" --quiet --config "$T/tagrad/dare-stream.yml"; then
+		check "rerun: identical shards" sh -c '
+			for f in "$1"/*.safetensors; do cmp -s "$f" "$2/$(basename "$f")" || exit 1; done' \
+			sh "$T/tagrad" "$T/tagrad2"
+	fi
+fi
+
+say "== dare_ties with mergekit's default rescale (l1)"
+recipe darel1 <<EOF
+merge_method: dare_ties
+base_model: $FX/base
+models:
+  - model: $FX/ft1
+    parameters: {weight: 0.5, density: 0.5}
+  - model: $FX/ft2
+    parameters: {weight: 0.5, density: 0.7}
+EOF
+if ds_merge "$T/darel1" --quiet --config "$T/darel1.yml"; then
+	ref_check "$T/darel1" --method dare_ties --base "$FX/base" \
+		--model "$FX/ft1" --model "$FX/ft2" --weights 0.5,0.5 \
+		--densities 0.5,0.7 --rescale l1
+fi
+
+ds_finish
