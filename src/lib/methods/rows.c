@@ -21,6 +21,10 @@ struct rowbuf {
 	uint32_t *u, *rank;
 	uint64_t *key, *tmp;
 	uint8_t *mask;
+	/* della: per model, by ascending rank: threshold, "drop all", 1/pi */
+	uint32_t *tthr;
+	uint8_t *tall;
+	float *tinv;
 };
 
 static size_t row_floats(uint64_t maxrow)
@@ -32,10 +36,10 @@ static size_t row_floats(uint64_t maxrow)
 
 size_t ds_rows_scratch_floats(unsigned nmodels, uint64_t maxrow)
 {
-	return row_floats(maxrow) * (12 + (size_t)nmodels);
+	return row_floats(maxrow) * (12 + 4 * (size_t)nmodels);
 }
 
-static void carve(struct rowbuf *r, float *s, uint64_t maxrow)
+static void carve(struct rowbuf *r, float *s, uint64_t maxrow, unsigned n)
 {
 	size_t R = row_floats(maxrow);
 
@@ -50,6 +54,9 @@ static void carve(struct rowbuf *r, float *s, uint64_t maxrow)
 	r->tmp = (uint64_t *)(s + 8 * R);
 	r->mask = (uint8_t *)(s + 10 * R);
 	r->e = s + 12 * R;
+	r->tthr = (uint32_t *)(r->e + (size_t)n * R);
+	r->tinv = r->e + 2 * (size_t)n * R;
+	r->tall = (uint8_t *)(r->e + 3 * (size_t)n * R);
 }
 
 static float *erow(const struct rowbuf *r, unsigned j)
@@ -89,53 +96,88 @@ static double row_abs(const float *a, const uint8_t *mask, size_t m)
 	return total;
 }
 
-/* Sort 64-bit keys ascending: LSD radix, bytes that are all alike skipped. */
+/*
+ * Sort by the key in the high 32 bits, ascending, keeping the order of
+ * equal keys: LSD radix in 11-bit digits (the key has 31 bits), a digit
+ * that all keys share skipped.  The low 32 bits ride along.
+ */
 static void radix_sort(uint64_t *a, uint64_t *tmp, size_t m)
 {
-	size_t cnt[256];
+	static const unsigned shift[3] = { 32, 43, 54 };
+	size_t cnt[2048];
 
-	for (unsigned sh = 0; sh < 64; sh += 8) {
+	for (unsigned p = 0; p < 3; p++) {
+		unsigned sh = shift[p];
 		size_t pos = 0;
 		bool same = false;
 
 		memset(cnt, 0, sizeof(cnt));
 		for (size_t k = 0; k < m; k++)
-			cnt[(a[k] >> sh) & 0xff]++;
-		for (unsigned d = 0; d < 256; d++)
+			cnt[(a[k] >> sh) & 0x7ff]++;
+		for (unsigned d = 0; d < 2048; d++)
 			same |= cnt[d] == m;
 		if (same)
 			continue;
-		for (unsigned d = 0; d < 256; d++) {
+		for (unsigned d = 0; d < 2048; d++) {
 			size_t c = cnt[d];
 
 			cnt[d] = pos;
 			pos += c;
 		}
 		for (size_t k = 0; k < m; k++)
-			tmp[cnt[(a[k] >> sh) & 0xff]++] = a[k];
+			tmp[cnt[(a[k] >> sh) & 0x7ff]++] = a[k];
 		memcpy(a, tmp, m * sizeof(*a));
 	}
 }
 
 /*
  * Ascending rank q of each |delta| in the row: equal magnitudes rank the
- * lower index higher (DESIGN 5.1), so index i sorts as ~i below its key.
+ * lower index higher (DESIGN 5.1).  The keys go in from the last index to
+ * the first, so the stable sort leaves equal keys in descending index
+ * order: the lower index last, with the higher rank.
  */
 static void row_ranks(const float *d, size_t m, struct rowbuf *r)
 {
-	for (size_t i = 0; i < m; i++)
-		r->key[i] = (uint64_t)ds_rank_key(d[i]) << 32 |
-			    (uint32_t)~(uint32_t)i;
+	for (size_t i = 0; i < m; i++) {
+		size_t e = m - 1 - i;
+
+		r->key[i] = (uint64_t)ds_rank_key(d[e]) << 32 | (uint32_t)e;
+	}
 	radix_sort(r->key, r->tmp, m);
 	for (size_t q = 0; q < m; q++)
-		r->rank[(uint32_t)~(uint32_t)r->key[q]] = (uint32_t)q;
+		r->rank[(uint32_t)r->key[q]] = (uint32_t)q;
+}
+
+/*
+ * della's keep threshold and inverse rescale for each ascending rank q of
+ * a row of m (DESIGN 5.1), for model j: they depend on q alone, so they
+ * are tabulated once per window and model rather than per element.
+ */
+static void della_table(const struct ds_mparams *mp, unsigned j, size_t m,
+			uint32_t *thr_hi, uint8_t *thr_all, float *inv)
+{
+	double d = mp->density[j], eps = mp->epsilon[j];
+
+	for (size_t q = 0; q < m; q++) {
+		double pi = m == 1 ? d : (d - eps) +
+			    ((2.0 * eps) * (double)q) / (double)(m - 1);
+		double thr = floor((1.0 - pi) * 4294967296.0);
+
+		/* thr < 2^32 since pi > 0; thr_all marks 2^32 for safety */
+		thr_all[q] = thr >= 4294967296.0;
+		thr_hi[q] = thr_all[q] ? 0 : (uint32_t)thr;
+		inv[q] = (float)(1.0 / pi);
+	}
 }
 
 /* della's d_j of one row into x (the delta there on entry). */
 static void della_row(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 		      unsigned j, uint64_t i0, size_t m, struct rowbuf *r)
 {
-	double d = mp->density[j], eps = mp->epsilon[j];
+	const uint32_t *thr = r->tthr + (size_t)j * r->R;
+	const uint8_t *all = r->tall + (size_t)j * r->R;
+	const float *inv = r->tinv + (size_t)j * r->R;
+	double d = mp->density[j];
 	float *x = r->x, s = 1.0f;
 
 	if (d >= 1.0)
@@ -147,13 +189,11 @@ static void della_row(const struct ds_kernel_ops *k, const struct ds_mparams *mp
 	row_ranks(x, m, r);
 	k->philox(mp->seed, mp->sj[j], mp->name_hash, i0, m, r->u);
 	for (size_t i = 0; i < m; i++) {
-		double pi = m == 1 ? d : (d - eps) +
-			    ((2.0 * eps) * (double)r->rank[i]) / (double)(m - 1);
-		double thr = floor((1.0 - pi) * 4294967296.0);
+		uint32_t q = r->rank[i];
 
-		r->mask[i] = (double)r->u[i] >= thr;
+		r->mask[i] = !all[q] && r->u[i] >= thr[q];
 		/* inverse: each kept delta by (float)(1/pi), the paper's rule */
-		r->dsum[i] = (float)(1.0 / pi);
+		r->dsum[i] = inv[q];
 	}
 	if (mp->rescale == DS_RESCALE_L1) {
 		double a = row_abs(x, NULL, m), b = row_abs(x, r->mask, m);
@@ -380,7 +420,12 @@ void ds_rows_write(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 	size_t m = (size_t)ts->rowlen;
 	struct rowbuf r;
 
-	carve(&r, scratch, ts->maxrow);
+	carve(&r, scratch, ts->maxrow, mp->n);
+	if (mp->def->sp == DS_SP_DELLA)
+		for (unsigned j = 0; j < mp->n; j++)
+			della_table(mp, j, m, r.tthr + (size_t)j * r.R,
+				    r.tall + (size_t)j * r.R,
+				    r.tinv + (size_t)j * r.R);
 	for (size_t off = 0; off < win->n; off += m) {
 		if (mp->def->sp == DS_SP_DELLA)
 			della_rows(k, mp, win, off, m, &r);

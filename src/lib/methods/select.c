@@ -198,6 +198,17 @@ static size_t red_size(const struct ds_tstate *ts, enum ds_pass pass)
 	return (size_t)ts->nchan * 2 * sizeof(uint64_t);
 }
 
+/* Does any cut still need its equal keys counted (DESIGN 5.1)? */
+static bool counting(const struct ds_tstate *ts)
+{
+	for (unsigned ch = 0; ch < ts->nchan; ch++)
+		for (unsigned w = 0; w < 2; w++)
+			if (partial(ts, &ts->cut[ch][w]) &&
+			    ts->cut[ch][w].wc != UINT64_MAX)
+				return true;
+	return false;
+}
+
 void ds_select_reduce(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 		      enum ds_pass pass, const struct ds_window *win, void *red,
 		      float *scratch)
@@ -206,6 +217,9 @@ void ds_select_reduce(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 
 	ds_chunk_carve(&c, scratch, ts->mp.n);
 	memset(red, 0, red_size(ts, pass));
+	/* Every cut keeps all its equal keys: nothing to count. */
+	if (pass == DS_PASS_COUNT_EQ && !counting(ts))
+		return;
 	for (c.off = 0; c.off < win->n; c.off += DS_CHUNK) {
 		c.m = win->n - c.off < DS_CHUNK ? win->n - c.off : DS_CHUNK;
 		c.i0 = win->i0 + c.off;

@@ -34,7 +34,9 @@ static inline const void *ds_at(const void *p, enum ds_dtype dt, size_t off)
  */
 static inline uint32_t ds_rank_key(float v)
 {
-	return v != v ? 0x7fffffffu : ds_fbits(v) & 0x7fffffffu;
+	uint32_t b = ds_fbits(v) & 0x7fffffffu;
+
+	return b > 0x7f800000u ? 0x7fffffffu : b;   /* branch-free: a NaN */
 }
 
 /* The canonical quiet NaN for every NaN result. */

@@ -594,18 +594,45 @@ static void retire(struct pipe *pp)
 	}
 }
 
+/*
+ * Issue what can be issued, write (or fold) what is next in order, free
+ * what is done, until nothing moves: a folded window frees its slot
+ * without any event, so the loop must not wait while that can go on.
+ */
+static void advance(struct pipe *pp)
+{
+	bool moved;
+
+	do {
+		uint64_t retired = pp->seq_retire;
+
+		moved = false;
+		while (!pp->err &&
+		       pp->slots[pp->seq_issue % pp->nslots].st == S_FREE &&
+		       start_window(pp, &pp->slots[pp->seq_issue % pp->nslots]))
+			moved = true;
+		while (!pp->err && start_write(pp))
+			moved = true;
+		retire(pp);
+		moved |= pp->seq_retire != retired;
+	} while (moved && !pp->err);
+}
+
 static int loop(struct pipe *pp)
 {
 	for (;;) {
 		struct ds_io_req *r;
 		int rc;
 
-		while (!pp->err &&
-		       pp->slots[pp->seq_issue % pp->nslots].st == S_FREE &&
-		       start_window(pp, &pp->slots[pp->seq_issue % pp->nslots]))
-			;
-		while (!pp->err && start_write(pp))
-			;
+		advance(pp);
+		if (pp->outstanding == 0 && !pp->err &&
+		    (pp->seq_retire != pp->seq_issue || pp->t < pp->p->not))
+			return ds_fail(pp->ctx, -EIO, "internal error: the window "
+				       "loop stopped with windows left (%llu of "
+				       "%llu done, tensor %zu of %zu)",
+				       (unsigned long long)pp->seq_retire,
+				       (unsigned long long)pp->seq_issue,
+				       pp->t, pp->p->not);
 		if (pp->outstanding == 0)
 			return pp->err;
 		rc = ds_io_wait(&pp->io, &r);
@@ -748,6 +775,21 @@ static void teardown(struct pipe *pp)
 	XXH3_freeState(pp->base_hash);
 }
 
+/*
+ * Bytes of the input files: what the page cache would have to hold (a
+ * multi-pass merge reads them more than once, from the cache).
+ */
+static uint64_t input_bytes(const struct ds_plan *p)
+{
+	uint64_t b = 0;
+
+	for (unsigned k = 0; k < p->ninputs; k++)
+		for (unsigned s = 0; s < p->in[k]->nshards; s++)
+			if (k == 0 || p->in[k] != p->in[0])
+				b += p->in[k]->shards[s].size;
+	return b;
+}
+
 int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 		    size_t first, enum ds_io_backend io, const char **io_name,
 		    ds_progress_fn *progress, void *user)
@@ -773,7 +815,7 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 		pp.done += p->ot[t].numel * ds_dtype_size(p->ot[t].odt);
 	if (!pp.tensor_hash || !pp.base_hash)
 		rc = ds_fail(ctx, -ENOMEM, "out of memory");
-	pp.drop_inputs = p->bytes_read >
+	pp.drop_inputs = input_bytes(p) >
 			 (uint64_t)sysconf(_SC_PHYS_PAGES) *
 			 (uint64_t)sysconf(_SC_PAGESIZE) / 2;
 	if (!rc)
