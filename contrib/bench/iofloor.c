@@ -9,18 +9,23 @@
  *   write OUT_BYTES bytes to OUT and fsync it.  A merge that overlaps its
  *   reads and writes can beat this one.
  *
- *   pipelined (-p): one thread reads the inputs as above while another
- *   writes OUT at the same time, starting writeback of each chunk at once
+ *   pipelined (-p): the inputs are read while another thread writes OUT at
+ *   the same time, starting writeback of each chunk at once
  *   (sync_file_range, as the engine does) and fsyncing at the end.  The
- *   writer never gets ahead of the reader: output byte k is written only
+ *   writer never gets ahead of the readers: output byte k is written only
  *   once the fraction k / OUT_BYTES of the input bytes has been read, since
  *   no merge can write a result before it has read what it is made of.
- *   This is what a perfectly pipelined merge achieves; it is the stricter
- *   floor (lower, or equal when one direction saturates the device).
+ *   This is what a perfectly pipelined merge achieves, the stricter floor.
+ *
+ * -j READERS reads with that many threads, each taking the next whole file
+ * in the order given (default 1).  The merge reads every input model at
+ * once, and a single stream of read() calls does not reach the throughput
+ * of several on every device, so a floor with one reader per input model
+ * is the one a merge cannot beat.
  *
  * Prints the seconds taken.
  *
- * Usage: iofloor [-p] OUT OUT_BYTES INPUT...
+ * Usage: iofloor [-p] [-j READERS] OUT OUT_BYTES INPUT...
  */
 #define _GNU_SOURCE             /* sync_file_range */
 #include <errno.h>
@@ -34,6 +39,7 @@
 #include <unistd.h>
 
 #define BUF (8u << 20)
+#define MAX_READERS 64
 
 static double now(void)
 {
@@ -120,88 +126,120 @@ static int write_all(const char *path, unsigned long long n, const char *buf,
 	return close(fd);
 }
 
+/* The inputs, taken in order by the reader threads. */
 struct job {
 	char **inputs;
-	int ninputs;
-	char *buf;
+	int ninputs, next;
+	int readers;                     /* still running */
+	pthread_mutex_t lk;
 	struct progress *pg;
 	const char *failed;              /* the file that failed, or NULL */
 	int err;
 };
 
+/* A reader thread: whole files, one after another, in the order given. */
 static void *reader(void *arg)
 {
 	struct job *j = arg;
+	char *buf = malloc(BUF);
+	int i, last;
 
-	for (int i = 0; i < j->ninputs; i++)
-		if (read_all(j->inputs[i], j->buf, j->pg)) {
+	for (;;) {
+		pthread_mutex_lock(&j->lk);
+		i = !buf || j->failed ? j->ninputs : j->next++;
+		pthread_mutex_unlock(&j->lk);
+		if (i >= j->ninputs)
+			break;
+		if (read_all(j->inputs[i], buf, j->pg)) {
+			pthread_mutex_lock(&j->lk);
 			j->failed = j->inputs[i];
 			j->err = errno;
-			break;
+			pthread_mutex_unlock(&j->lk);
 		}
-	advance(j->pg, 0, 1);
+	}
+	if (!buf) {
+		pthread_mutex_lock(&j->lk);
+		j->failed = "(buffer)";
+		j->err = ENOMEM;
+		pthread_mutex_unlock(&j->lk);
+	}
+	free(buf);
+	pthread_mutex_lock(&j->lk);
+	last = --j->readers == 0;
+	pthread_mutex_unlock(&j->lk);
+	if (last)
+		advance(j->pg, 0, 1);
 	return NULL;
 }
 
 int main(int argc, char **argv)
 {
-	int pipelined = argc > 1 && strcmp(argv[1], "-p") == 0;
-	char **a = argv + pipelined;
-	int n = argc - pipelined;
-	char *rbuf = malloc(BUF), *wbuf = malloc(BUF);
+	int pipelined = 0, nread = 1, opt;
+	char *wbuf = malloc(BUF);
 	struct progress pg = { .lk = PTHREAD_MUTEX_INITIALIZER,
 			       .cv = PTHREAD_COND_INITIALIZER };
-	struct job j;
+	struct job j = { .lk = PTHREAD_MUTEX_INITIALIZER };
 	unsigned long long out_bytes;
-	pthread_t th;
+	pthread_t th[MAX_READERS];
 	double t0;
+	int i;
 
-	if (n < 4 || !rbuf || !wbuf) {
-		fprintf(stderr, "usage: iofloor [-p] OUT OUT_BYTES INPUT...\n");
+	while ((opt = getopt(argc, argv, "pj:")) != -1) {
+		if (opt == 'p')
+			pipelined = 1;
+		else if (opt == 'j' && atoi(optarg) >= 1 &&
+			 atoi(optarg) <= MAX_READERS)
+			nread = atoi(optarg);
+		else
+			optind = argc;          /* the usage below */
+	}
+	if (argc - optind < 3 || !wbuf) {
+		fprintf(stderr, "usage: iofloor [-p] [-j READERS] OUT OUT_BYTES "
+			"INPUT...\n");
 		return 2;
 	}
-	out_bytes = strtoull(a[2], NULL, 10);
-	for (int i = 3; i < n; i++) {
+	argv += optind;
+	argc -= optind;
+	out_bytes = strtoull(argv[1], NULL, 10);
+	for (i = 2; i < argc; i++) {
 		struct stat st;
 
-		if (stat(a[i], &st)) {
-			fprintf(stderr, "iofloor: %s: %s\n", a[i],
+		if (stat(argv[i], &st)) {
+			fprintf(stderr, "iofloor: %s: %s\n", argv[i],
 				strerror(errno));
 			return 1;
 		}
 		pg.total += (unsigned long long)st.st_size;
 	}
-	memset(rbuf, 0x3c, BUF);
 	memset(wbuf, 0x3c, BUF);
-	j = (struct job){ .inputs = a + 3, .ninputs = n - 3, .buf = rbuf,
-			  .pg = pipelined ? &pg : NULL };
+	j.inputs = argv + 2;
+	j.ninputs = argc - 2;
+	j.readers = nread;
+	j.pg = pipelined ? &pg : NULL;
 	t0 = now();
-	if (pipelined) {
-		int rc = pthread_create(&th, NULL, reader, &j);
+	for (i = 0; i < nread; i++) {
+		int rc = pthread_create(&th[i], NULL, reader, &j);
 
 		if (rc) {
 			fprintf(stderr, "iofloor: thread: %s\n", strerror(rc));
 			return 1;
 		}
-	} else {
-		reader(&j);
 	}
-	if (j.failed && !pipelined) {
-		fprintf(stderr, "iofloor: %s: %s\n", j.failed, strerror(j.err));
-		return 1;
-	}
-	if (write_all(a[1], out_bytes, wbuf, j.pg)) {
-		fprintf(stderr, "iofloor: %s: %s\n", a[1], strerror(errno));
+	if (!pipelined)                 /* the sequential floor: reads first */
+		for (i = 0; i < nread; i++)
+			pthread_join(th[i], NULL);
+	if (!j.failed && write_all(argv[0], out_bytes, wbuf, j.pg)) {
+		fprintf(stderr, "iofloor: %s: %s\n", argv[0], strerror(errno));
 		return 1;
 	}
 	if (pipelined)
-		pthread_join(th, NULL);
+		for (i = 0; i < nread; i++)
+			pthread_join(th[i], NULL);
 	if (j.failed) {
 		fprintf(stderr, "iofloor: %s: %s\n", j.failed, strerror(j.err));
 		return 1;
 	}
 	printf("%.3f\n", now() - t0);
-	free(rbuf);
 	free(wbuf);
 	return 0;
 }
