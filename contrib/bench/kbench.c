@@ -1,10 +1,25 @@
 /* SPDX-License-Identifier: MIT */
-/* kbench.c - merge kernel throughput per core, for each kernel path */
+/* kbench.c - merge kernel throughput per core, for each method and kernel path */
 
 /*
  * Not a test: prints output elements per second on one thread (so per
- * core) for dare_linear and dare_ties with 2 BF16 models, a BF16 base and
- * BF16 output, the median of several runs, for every path this CPU runs.
+ * core) for one BF16 tensor of a BF16 base and BF16 models into a BF16
+ * output, the median of several runs, for every kernel path this CPU runs
+ * and each of these methods (the options bench.sh merges with):
+ *
+ *   dare_linear, dare_ties  2 models, p 0.9            1 pass
+ *   ties                    2 models, p 0.9            rank passes + write
+ *   della                   2 models, p 0.9, eps 0.05  1 pass, whole rows
+ *   slerp                   1 model, t 0.5             sums + write
+ *   model_stock             2 models                   sums + write
+ *
+ * The tensor goes through the engine's pass API exactly as the pipeline
+ * drives it (ds_tensor_begin, then per reducing pass ds_pass_reduce and
+ * ds_pass_fold on every window and ds_pass_finalize, then ds_pass_write on
+ * every window), on one thread.  Two rates are printed: the writing pass
+ * alone (the kernel the merge's last pass runs), and all passes together
+ * (what one core delivers for the whole tensor, which is what has to keep
+ * up with the disk).  For single-pass methods the two are the same.
  * Build it from the top of a configured tree (config.h from configure):
  *
  *   cc -O2 -ffp-contract=off -DDS_HAVE_AVX2=1 -I. -Iinclude -Isrc/lib \
@@ -13,15 +28,19 @@
  *      -c src/lib/kernels/avx512.c -mavx512f -mavx512bw -mavx512vl \
  *      -mf16c -mavx2 -o avx512.o
  *   cc -O2 -ffp-contract=off -I. -Iinclude -Isrc/lib contrib/bench/kbench.c \
- *      src/lib/ctx.c src/lib/methods.c src/lib/kernels/scalar.c \
- *      src/lib/kernels/dispatch.c avx2.o avx512.o -lxxhash -lm -lpthread \
- *      -o kbench
+ *      src/lib/common/ctx.c src/lib/recipe/recipe.c \
+ *      src/lib/methods/methods.c src/lib/methods/passes.c \
+ *      src/lib/methods/select.c src/lib/methods/interp.c \
+ *      src/lib/methods/rows.c src/lib/kernels/scalar.c \
+ *      src/lib/kernels/dispatch.c avx2.o avx512.o \
+ *      -lxxhash -lyaml -lm -lpthread -o kbench
  *
  * (config.h defines DS_HAVE_AVX2 and DS_HAVE_AVX512 on x86-64; drop
  * avx2.o and avx512.o elsewhere.)  The build tree makes it as
  * contrib/bench/kbench.
  *
- * Usage: kbench [elements per run (default 2^25)] [runs (default 7)] [path]
+ * Usage: kbench [elements per tensor (default 2^25)] [runs (default 7)]
+ *               [path] [method]
  */
 #include "config.h"
 
@@ -30,8 +49,10 @@
 #include <string.h>
 #include <time.h>
 #include "methods/methods.h"
+#include "recipe/recipe.h"
 
-#define WINDOW (1u << 20)       /* elements per ds_method_window() call */
+#define WINDOW (1u << 20)       /* elements per window */
+#define ROWLEN 4096u            /* the tensor is [n / ROWLEN, ROWLEN] */
 
 /* Seconds on the monotonic clock. */
 static double now(void)
@@ -64,29 +85,96 @@ static int cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/*
- * Elements/s of runs runs of total elements through windows: the median,
- * and the best (on a busy machine the best is the steadier figure).
- */
-static double measure(const struct ds_kernel_ops *k,
-		      const struct ds_mparams *mp, struct ds_window *win,
-		      float *scratch, size_t total, int runs, double *best)
-{
-	double t[64];
-	size_t done;
-	int r;
+/* A method as bench.sh merges it. */
+struct bench {
+	enum ds_method m;
+	unsigned n;                     /* models */
+	double p, epsilon;              /* epsilon 0: the default */
+};
 
-	for (r = 0; r < runs; r++) {
-		t[r] = now();
+static const struct bench benches[] = {
+	{ DS_M_DARE_LINEAR, 2, 0.9, 0.0 },
+	{ DS_M_DARE_TIES, 2, 0.9, 0.0 },
+	{ DS_M_TIES, 2, 0.9, 0.0 },
+	{ DS_M_DELLA, 2, 0.9, 0.05 },
+	{ DS_M_SLERP, 1, 0.0, 0.0 },    /* t: the default, 0.5 */
+	{ DS_M_MODEL_STOCK, 2, 0.0, 0.0 },
+};
+
+/* The parameters of b, as ds_mparams_init() would set them, with epsilon. */
+static int params(const struct bench *b, struct ds_mparams *mp)
+{
+	static const double w[2] = { 0.6, 0.4 };
+	struct ds_tparams tp;
+	ds_recipe *r = ds_recipe_create();
+
+	if (!r)
+		return -1;
+	memset(&tp, 0, sizeof(tp));
+	ds_recipe_tparams(NULL, r, "", &tp);
+	ds_recipe_free(r);
+	tp.n = b->n;
+	tp.has_base = true;
+	for (unsigned j = 0; j < b->n; j++) {
+		tp.j[j] = j;
+		tp.weight[j] = w[j];
+		tp.p[j] = b->p;
+		tp.density[j] = 1.0 - b->p;
+		tp.gamma[j] = tp.param[DS_P_GAMMA];
+		tp.epsilon[j] = b->epsilon > 0.0 ? b->epsilon :
+				tp.param[DS_P_EPSILON];
+	}
+	tp.lambda = 1.0;
+	tp.normalize = -1;
+	tp.rescale = DS_RESCALE_INVERSE;
+	tp.seed = 42;
+	if (ds_mparams_from(NULL, mp, b->m, &tp))
+		return -1;
+	ds_mparams_tensor(mp, "model.layers.0.mlp.up_proj.weight");
+	return 0;
+}
+
+/* What one run of the tensor needs besides the inputs. */
+struct work {
+	struct ds_tstate ts;
+	void *red, *acc;
+	float *scratch;
+};
+
+/*
+ * One run of the whole tensor of total elements through the windows:
+ * seconds of the reducing passes (*tr) and of the writing pass (*tw).
+ */
+static int run(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
+	       struct ds_window *win, struct work *w, uint64_t total,
+	       double *tr, double *tw)
+{
+	const uint64_t shape[2] = { total / ROWLEN, ROWLEN };
+	double t0 = now(), t1;
+	uint64_t done;
+	unsigned p;
+
+	if (ds_tensor_begin(NULL, &w->ts, mp, shape, 2, total, WINDOW, ROWLEN))
+		return -1;
+	for (p = 0; p + 1 < w->ts.npass; p++) {
 		for (done = 0; done < total; done += win->n) {
 			win->i0 = done;
-			ds_method_window(k, mp, win, scratch);
+			win->n = total - done < WINDOW ? total - done : WINDOW;
+			ds_pass_reduce(k, &w->ts, p, win, w->red, w->scratch);
+			ds_pass_fold(k, &w->ts, p, win, w->red, w->acc);
 		}
-		t[r] = (double)done / (now() - t[r]);
+		ds_pass_finalize(&w->ts, p, w->acc);
+		w->ts.ready = p + 1;
 	}
-	qsort(t, (size_t)runs, sizeof(t[0]), cmp_double);
-	*best = t[runs - 1];
-	return t[runs / 2];
+	t1 = now();
+	for (done = 0; done < total; done += win->n) {
+		win->i0 = done;
+		win->n = total - done < WINDOW ? total - done : WINDOW;
+		ds_pass_write(k, &w->ts, win, w->scratch, w->acc);
+	}
+	*tr = t1 - t0;
+	*tw = now() - t1;
+	return 0;
 }
 
 /* Each method on each path this CPU runs. */
@@ -94,43 +182,75 @@ int main(int argc, char **argv)
 {
 	static const char *const paths[] = { "scalar", "avx2", "avx512",
 		"neon" };
-	static const enum ds_method methods[] = { DS_M_DARE_LINEAR, DS_M_DARE_TIES };
-	size_t total = argc > 1 ? strtoull(argv[1], NULL, 0) : 1u << 25;
+	uint64_t total = argc > 1 ? strtoull(argv[1], NULL, 0) : 1u << 25;
 	int runs = argc > 2 ? atoi(argv[2]) : 7;
 	uint16_t *b = malloc(WINDOW * 2), *x0 = malloc(WINDOW * 2);
 	uint16_t *x1 = malloc(WINDOW * 2), *out = malloc(WINDOW * 2);
-	float *scratch = aligned_alloc(64, ds_method_scratch_floats(2) * 4);
-	double w[2] = { 0.6, 0.4 }, p[2] = { 0.9, 0.9 };
 	struct ds_window win = { .base = b, .bdt = DS_DT_BF16, .out = out,
 		.odt = DS_DT_BF16, .n = WINDOW,
 		.x = { x0, x1 }, .xdt = { DS_DT_BF16, DS_DT_BF16 } };
-	const struct ds_kernel_ops *k;
-	struct ds_mparams mp;
-	double med, best;
-	size_t m, i;
+	static struct work w;
+	double wr[64], all[64];
 
-	if (!b || !x0 || !x1 || !out || !scratch || runs < 1 || runs > 64)
+	total = (total + ROWLEN - 1) / ROWLEN * ROWLEN;
+	if (!b || !x0 || !x1 || !out || runs < 1 || runs > 64 || !total)
 		return 1;
 	fill(b, x0, x1, WINDOW);
-	for (m = 0; m < 2; m++) {
-		if (ds_mparams_init(NULL, &mp, methods[m], 2, w, p, 1.0, -1,
-				    DS_RESCALE_INVERSE, 42))
+	printf("%-12s %-7s %6s %11s %11s   Gelem/s per core, median of %d"
+	       " (best)\n", "method", "path", "passes", "write pass",
+	       "all passes", runs);
+	for (size_t m = 0; m < sizeof(benches) / sizeof(benches[0]); m++) {
+		struct ds_method_needs nd;
+		struct ds_mparams mp;
+
+		if (argc > 4 && strcmp(argv[4], ds_method_name(benches[m].m)))
+			continue;
+		if (params(&benches[m], &mp)) {
+			fprintf(stderr, "kbench: %s: bad parameters\n",
+				ds_method_name(benches[m].m));
 			return 1;
-		ds_mparams_tensor(&mp, "model.layers.0.mlp.up_proj.weight");
-		for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
-			k = ds_kernel_get(paths[i]);
-			if (!k || (argc > 3 && strcmp(argv[3], k->name)))
-				continue;
-			med = measure(k, &mp, &win, scratch, total, runs, &best);
-			printf("%-12s %-7s %7.3f Gelem/s per core (median of %d,"
-			       " best %.3f)\n", ds_method_name(methods[m]),
-			       k->name, med / 1e9, runs, best / 1e9);
 		}
+		ds_method_needs(&mp, WINDOW, ROWLEN, &nd);
+		w.red = malloc(nd.red_bytes ? nd.red_bytes : 1);
+		w.acc = malloc(nd.acc_bytes ? nd.acc_bytes : 1);
+		w.scratch = aligned_alloc(64, (nd.scratch_floats * 4 + 63) &
+					  ~(size_t)63);
+		if (!w.red || !w.acc || !w.scratch)
+			return 1;
+		for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+			const struct ds_kernel_ops *k = ds_kernel_get(paths[i]);
+			double tr, tw;
+			int r;
+
+			if (!k || (argc > 3 && strcmp(argv[3], k->name) &&
+				   strcmp(argv[3], "all")))
+				continue;
+			for (r = 0; r < runs; r++) {
+				if (run(k, &mp, &win, &w, total, &tr, &tw)) {
+					fprintf(stderr, "kbench: %s: a row does"
+						" not fit the window\n",
+						ds_method_name(benches[m].m));
+					return 1;
+				}
+				wr[r] = (double)total / tw;
+				all[r] = (double)total / (tr + tw);
+			}
+			qsort(wr, (size_t)runs, sizeof(wr[0]), cmp_double);
+			qsort(all, (size_t)runs, sizeof(all[0]), cmp_double);
+			printf("%-12s %-7s %6u %11.3f %11.3f   (%.3f, %.3f)\n",
+			       ds_method_name(benches[m].m), k->name,
+			       w.ts.npass, wr[runs / 2] / 1e9,
+			       all[runs / 2] / 1e9, wr[runs - 1] / 1e9,
+			       all[runs - 1] / 1e9);
+			fflush(stdout);
+		}
+		free(w.red);
+		free(w.acc);
+		free(w.scratch);
 	}
 	free(b);
 	free(x0);
 	free(x1);
 	free(out);
-	free(scratch);
 	return 0;
 }
