@@ -106,17 +106,14 @@ static int params(const struct bench *b, struct ds_mparams *mp)
 {
 	static const double w[2] = { 0.6, 0.4 };
 	struct ds_tparams tp;
-	ds_recipe *r = ds_recipe_create();
 
-	if (!r)
-		return -1;
 	memset(&tp, 0, sizeof(tp));
-	ds_recipe_tparams(NULL, r, "", &tp);
-	ds_recipe_free(r);
+	for (unsigned i = 0; i < DS_P_COUNT; i++)
+		tp.param[i] = ds_param_default((enum ds_param)i);
 	tp.n = b->n;
 	tp.has_base = true;
 	for (unsigned j = 0; j < b->n; j++) {
-		tp.j[j] = j;
+		tp.j[j] = tp.sj[j] = j;
 		tp.weight[j] = w[j];
 		tp.p[j] = b->p;
 		tp.density[j] = 1.0 - b->p;
