@@ -20,6 +20,7 @@ enum {
 int cmd_merge(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
 
 /* ---- options.c ---------------------------------------------------------- */
 

@@ -17,7 +17,10 @@ static void usage(FILE *f)
 	      "  inspect  [--json] PATH...   tensors, dtypes, shapes, bytes "
 	      "and shards of a model\n"
 	      "  verify   [-v] OUT...        check a merged directory: "
-	      "structure, index, CHECKSUMS.xxh128\n\n"
+	      "structure, index, CHECKSUMS.xxh128\n"
+	      "  delta-stats BASE MODEL... [--json] [--svg FILE]   |delta| "
+	      "ranges per tensor,\n"
+	      "                              and whether DARE suits them\n\n"
 	      "  -h, --help     this help\n"
 	      "  -V, --version  version\n\n"
 	      "See dare-stream(1) for the formulas and the DARE mask.\n", f);
@@ -35,6 +38,8 @@ int main(int argc, char **argv)
 		return cmd_inspect(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "verify"))
 		return cmd_verify(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "delta-stats"))
+		return cmd_stats(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		usage(stdout);
 		return EXIT_OK;
