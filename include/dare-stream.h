@@ -275,7 +275,7 @@ int ds_verify(ds_ctx *ctx, const char *dir, ds_log_fn *report, void *user);
  * the top 16 bits of the binary32 |d| below its sign bit, 256 bins per
  * power of two: the nearest-rank percentile t (the ceil(q N)-th smallest of
  * the N non-NaN values) is reported as the upper edge of its bin, clamped
- * to max, so t <= reported < t * (1 + 2^-8) for a normal t; 0 when t is an
+ * to max, so t <= reported <= t * (1 + 2^-8) for a normal t; 0 when t is an
  * exact zero.  With N = 0 every figure but n and nan is 0.
  */
 struct ds_delta_stats {

@@ -187,6 +187,14 @@ static void on_tensor(void *user, const struct ds_delta_tensor *t)
 
 /* ---- JSON ----------------------------------------------------------------- */
 
+/* JSON has no infinity: an infinite figure is the string "inf". */
+static json_t *jnum(bool none, double v)
+{
+	if (none)
+		return json_null();
+	return isfinite(v) ? json_real(v) : json_string(v > 0 ? "inf" : "-inf");
+}
+
 static void set_stats(json_t *o, const struct ds_delta_stats *s)
 {
 	bool none = s->n == s->nan;
@@ -195,14 +203,14 @@ static void set_stats(json_t *o, const struct ds_delta_stats *s)
 	json_object_set_new(o, "n", json_integer((json_int_t)s->n));
 	json_object_set_new(o, "nan", json_integer((json_int_t)s->nan));
 	json_object_set_new(o, "zeros", json_integer((json_int_t)s->zeros));
-	json_object_set_new(o, "zero_fraction", none ? json_null() :
-			    json_real((double)s->zeros / (double)N));
-	json_object_set_new(o, "max", none ? json_null() : json_real(s->max));
-	json_object_set_new(o, "sum", json_real(s->sum));
-	json_object_set_new(o, "mean", none ? json_null() : json_real(s->mean));
-	json_object_set_new(o, "p50", none ? json_null() : json_real(s->p50));
-	json_object_set_new(o, "p99", none ? json_null() : json_real(s->p99));
-	json_object_set_new(o, "p999", none ? json_null() : json_real(s->p999));
+	json_object_set_new(o, "zero_fraction",
+			    jnum(none, none ? 0 : (double)s->zeros / (double)N));
+	json_object_set_new(o, "max", jnum(none, s->max));
+	json_object_set_new(o, "sum", jnum(false, s->sum));
+	json_object_set_new(o, "mean", jnum(none, s->mean));
+	json_object_set_new(o, "p50", jnum(none, s->p50));
+	json_object_set_new(o, "p99", jnum(none, s->p99));
+	json_object_set_new(o, "p999", jnum(none, s->p999));
 	json_object_set_new(o, "verdict",
 			    json_string(ds_delta_verdict_name(ds_delta_verdict(s))));
 }
