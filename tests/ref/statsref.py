@@ -19,7 +19,6 @@ its bin (|d| bits >> 15), clamped to the maximum, 0 for a zero.
 """
 import array
 import json
-import math
 import os
 import struct
 import sys
