@@ -295,6 +295,105 @@ int ds_pack_params(ds_ctx *ctx, const char *path, uint64_t *seed,
  */
 int ds_verify(ds_ctx *ctx, const char *dir, ds_log_fn *report, void *user);
 
+
+/* ---- delta statistics (delta-stats) ------------------------------------ */
+
+/*
+ * Figures of |d|, d = x - b in binary32 for every element of a tensor (or
+ * of every compared tensor of a model), BF16 and F16 converted exactly.
+ * NaN deltas are counted in nan and left out of every other figure; an
+ * infinite |d| is an ordinary value.  Percentiles come from a histogram on
+ * the top 16 bits of the binary32 |d| below its sign bit, 256 bins per
+ * power of two: the nearest-rank percentile t (the ceil(q N)-th smallest of
+ * the N non-NaN values) is reported as the upper edge of its bin, clamped
+ * to max, so t <= reported <= t * (1 + 2^-8) for a normal t; 0 when t is an
+ * exact zero.  With N = 0 every figure but n and nan is 0.
+ */
+struct ds_delta_stats {
+	uint64_t n;               /* elements compared */
+	uint64_t nan;             /* NaN deltas (left out of what follows) */
+	uint64_t zeros;           /* deltas that are exactly +0 or -0 */
+	double sum;               /* binary64 sum of |d|, in element order */
+	double mean;              /* sum / (n - nan) */
+	float max;                /* largest |d| */
+	float p50, p99, p999;     /* percentiles of |d| */
+};
+
+/* Relative width of a histogram bin: the percentiles' resolution. */
+#define DS_DELTA_RESOLUTION (1.0 / 256)
+
+/*
+ * The verdict on the overall p99 of |d| (DESIGN 6, dare-stream(1)):
+ * SFT-like when p99 <= DS_DELTA_SFT_P99 (DARE at p >= 0.9 is usually
+ * safe), continued-pre-training-like when p99 >= DS_DELTA_CPT_P99 (DARE is
+ * likely to hurt), in between otherwise; NONE when nothing was compared.
+ */
+#define DS_DELTA_SFT_P99 0.01
+#define DS_DELTA_CPT_P99 0.03
+enum ds_delta_verdict {
+	DS_DELTA_NONE, DS_DELTA_SFT, DS_DELTA_BETWEEN, DS_DELTA_CPT
+};
+enum ds_delta_verdict ds_delta_verdict(const struct ds_delta_stats *s);
+/* "none", "sft", "between", "cpt"; NULL when out of range. */
+const char *ds_delta_verdict_name(enum ds_delta_verdict v);
+
+/* Why a tensor was not compared (DS_DELTA_COMPARED: it was). */
+enum ds_delta_skip {
+	DS_DELTA_COMPARED,
+	DS_DELTA_NOT_FLOAT,       /* integer or BOOL in both: nothing to say */
+	DS_DELTA_DTYPE,           /* F64, F8, or float in one, not the other */
+	DS_DELTA_MISSING,         /* in the base, not in the model */
+	DS_DELTA_EXTRA,           /* in the model, not in the base */
+	DS_DELTA_SHAPE,           /* shapes differ */
+};
+/* "compared", "not-float", "dtype", "missing", "extra", "shape". */
+const char *ds_delta_skip_name(enum ds_delta_skip why);
+
+/* One tensor of a model against the base, as ds_delta_scan_run() ends it. */
+struct ds_delta_tensor {
+	const char *name;
+	enum ds_delta_skip skip;
+	int base_dtype, dtype;    /* enum ds_dtype; -1 where the tensor is absent */
+	unsigned ndim;            /* the model's shape (the base's if missing) */
+	const uint64_t *shape;
+	struct ds_delta_stats s;  /* zero unless compared */
+};
+
+typedef void ds_delta_fn(void *user, const struct ds_delta_tensor *t);
+
+struct ds_delta_opts {
+	uint64_t memory;          /* window buffers in bytes; 0: default */
+	enum ds_io_backend io;
+};
+
+typedef struct ds_delta_scan ds_delta_scan;
+
+/*
+ * Open the base model and allocate every buffer the scans will use: two
+ * read windows each of the base and of a model, their binary32 copies and
+ * two histograms (1 MiB).  Nothing later is sized by a tensor or a model.
+ * Returns 0, DS_E_USAGE (memory below 64 KiB), or ds_model_open's errors.
+ */
+int ds_delta_scan_create(ds_ctx *ctx, const char *base,
+			 const struct ds_delta_opts *opts, ds_delta_scan **out);
+/* Elements per window and bytes of buffers allocated. */
+void ds_delta_scan_info(const ds_delta_scan *sc, uint64_t *window,
+			uint64_t *memory, const char **io);
+
+/*
+ * Stream model against the base, tensor by tensor in the base's order
+ * (then the model's tensors the base lacks), in one pass over each.  fn
+ * (may be NULL) gets every tensor, compared or skipped, as it is done;
+ * missing tensors and shape or dtype mismatches are also logged as
+ * warnings through ctx.  overall gets the figures of every compared element
+ * (its sum adds the tensors' sums in that order).  Returns 0; DS_E_MISMATCH
+ * when no tensor could be compared; a negative errno naming file and
+ * tensor when a read fails.
+ */
+int ds_delta_scan_run(ds_delta_scan *sc, const char *model, ds_delta_fn *fn,
+		      void *user, struct ds_delta_stats *overall);
+void ds_delta_scan_free(ds_delta_scan *sc);
+
 #ifdef __cplusplus
 }
 #endif

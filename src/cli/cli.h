@@ -26,6 +26,7 @@ int cmd_apply(int argc, char **argv);
 /* Plan and run the merge of recipe r into out (merge.c); an exit status. */
 int cli_merge_recipe(ds_ctx *ctx, ds_recipe *r, const char *out,
 		     const struct ds_merge_opts *mo, bool quiet);
+int cmd_stats(int argc, char **argv);
 
 /* ---- options.c ---------------------------------------------------------- */
 

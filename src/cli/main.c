@@ -21,7 +21,10 @@ static void usage(FILE *f)
 	      "  extract  --base B --model M -p P -o FILE.dsd   DARE delta "
 	      "pack of a fine-tune\n"
 	      "  apply    --base B FILE.dsd -o OUT   rebuild a checkpoint from "
-	      "base and pack\n\n"
+	      "base and pack\n"
+	      "  delta-stats BASE MODEL... [--json] [--svg FILE]   |delta| "
+	      "ranges per tensor,\n"
+	      "                              and whether DARE suits them\n\n"
 	      "  -h, --help     this help\n"
 	      "  -V, --version  version\n\n"
 	      "See dare-stream(1) for the formulas and the DARE mask.\n", f);
@@ -43,6 +46,8 @@ int main(int argc, char **argv)
 		return cmd_extract(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "apply"))
 		return cmd_apply(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "delta-stats"))
+		return cmd_stats(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		usage(stdout);
 		return EXIT_OK;
