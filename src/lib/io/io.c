@@ -22,7 +22,7 @@ int ds_io_rw_full(struct ds_io_req *r)
 		if (k < 0)
 			return r->res = -errno;
 		if (k == 0)             /* EOF before len bytes: truncated */
-			return r->res = r->write ? -ENOSPC : -EIO;
+			return r->res = r->write ? -ENOSPC : -ENODATA;
 		r->done += (size_t)k;
 	}
 	return r->res = 0;

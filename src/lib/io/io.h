@@ -21,7 +21,7 @@ struct ds_io_req {
 	size_t len;
 	uint64_t off;
 	void *user;                 /* the caller's: who to wake */
-	int res;                    /* 0 or -errno; -EIO at an early EOF */
+	int res;                    /* 0 or -errno; -ENODATA at an early EOF */
 	size_t done;                /* engine's: bytes transferred so far */
 	struct ds_io_req *next;     /* engine's: queue link */
 };

@@ -96,7 +96,7 @@ static int complete(struct uring_engine *e, struct ds_io_req *r, int res)
 		return 1;
 	}
 	if (res == 0) {                 /* EOF before len bytes */
-		r->res = r->write ? -ENOSPC : -EIO;
+		r->res = r->write ? -ENOSPC : -ENODATA;
 		return 1;
 	}
 	r->done += (size_t)res;

@@ -124,6 +124,7 @@ int ds_lock_take(ds_ctx *ctx, const char *dir, const char *name,
 			continue;
 		}
 		if (exclusive && (e = write_pid(fd))) {
+			unlink(lk->path);       /* locked: ours to remove */
 			close(fd);
 			return ds_fail(ctx, -e, "%s: %s", lk->path,
 				       strerror(e));

@@ -408,8 +408,8 @@ static void io_failed(struct pipe *pp, struct slot *s, struct ds_io_req *r)
 			  "%llu failed: %s",
 			  pp->p->in[o->src[k]]->shards[o->in[k]->shard].path,
 			  o->name, (unsigned long long)r->off,
-			  r->res == -EIO ? "file shorter than its header says "
-			  "or I/O error" : strerror(-r->res));
+			  r->res == -ENODATA ? "the file is shorter than its "
+			  "header says (truncated?)" : strerror(-r->res));
 }
 
 /* One event from the engine: a read, a write or a merge has finished. */
