@@ -21,6 +21,9 @@ ds_setup faults
 
 SHIM=${DS_FAULTSHIM:-$(dirname "$DS_MKFIXTURE")/.libs/faultshim.so}
 [ -f "$SHIM" ] || hard_error "fault shim '$SHIM' missing"
+# Under AddressSanitizer the shim comes before its runtime in the list.
+ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
+export ASAN_OPTIONS
 LD_PRELOAD=$SHIM true 2>/dev/null || skip_all "LD_PRELOAD does not work here"
 
 FX=$T/fx
