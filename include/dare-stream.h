@@ -279,6 +279,27 @@ int ds_extract(ds_ctx *ctx, const char *base, const char *model,
 int ds_pack_params(ds_ctx *ctx, const char *path, uint64_t *seed,
 		   uint32_t *stream, double *p);
 
+/* ---- interruption and changing inputs --------------------------------- */
+
+enum {
+	/* ds_merge_run() stopped by ds_merge_cancel() */
+	DS_E_CANCELED = -4110,
+	/* an input file was replaced, truncated or rewritten during the run */
+	DS_E_CHANGED  = -4111,
+};
+
+/*
+ * Ask ds_merge_run() on mg to stop: no further window is read, what is in
+ * flight completes, and the run returns DS_E_CANCELED with OUT left for
+ * --resume (the journal and the shards' temporaries holding the tensors it
+ * lists; every other temporary is removed).  Safe to call from a signal
+ * handler and from any thread, before or during ds_merge_run(): it only
+ * stores an atomic flag and writes to an eventfd.  The library installs no
+ * signal handler of its own; a signal arriving once the output is complete
+ * (during the final renames) no longer stops the run.
+ */
+void ds_merge_cancel(ds_merge *mg);
+
 /* ---- verify ------------------------------------------------------------ */
 
 /*

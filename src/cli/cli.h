@@ -15,6 +15,7 @@ enum {
 	EXIT_INPUT = 3,             /* invalid or inconsistent input */
 	EXIT_OUTPUT = 4,            /* output refused */
 	EXIT_CORRUPT = 5,           /* verify: OUT is corrupt or incomplete */
+	EXIT_SIGNAL = 128,          /* + the signal that stopped a merge */
 };
 
 int cmd_merge(int argc, char **argv);
@@ -62,5 +63,19 @@ struct progress {
 void progress_cb(void *user, const struct ds_progress *p);
 /* Seconds since an arbitrary epoch (monotonic). */
 double now_seconds(void);
+
+/* ---- signals.c ------------------------------------------------------------ */
+
+/* Catch SIGINT, SIGTERM and SIGHUP (unless ignored, as in nohup). */
+void signals_install(void);
+/* A signal from now on cancels mg (one caught while planning, at once). */
+void signals_watch(ds_merge *mg);
+/* Before mg is freed. */
+void signals_unwatch(void);
+/* The first signal caught, or 0. */
+int signals_caught(void);
+const char *signal_name(int sig);
+/* "dare-stream: WHY: dare-stream ARGV... --resume", shell-quoted. */
+void print_resume_hint(int argc, char **argv, const char *why);
 
 #endif

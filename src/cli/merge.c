@@ -35,6 +35,8 @@ struct mopts {
 	struct ds_merge_opts mo;
 	bool dry_run, quiet;
 	int progress;                   /* -1: when stderr is a terminal */
+	int argc;                       /* the command line, for the hint */
+	char **argv;
 };
 
 static void merge_usage(void)
@@ -610,6 +612,19 @@ static void print_summary(ds_merge *mg, const char *out, double secs)
 		human_bytes((uint64_t)ru.ru_maxrss * 1024, c, sizeof(c)));
 }
 
+/* After a failed or stopped run: how to continue it (what it kept). */
+static int run_failed(ds_ctx *ctx, struct mopts *m, int rc)
+{
+	int code = report(ctx, rc);
+
+	if (rc == DS_E_CANCELED)
+		print_resume_hint(m->argc, m->argv, "to continue");
+	else if (rc < 0 && rc > -4096)  /* a system error: disk, I/O */
+		print_resume_hint(m->argc, m->argv, "once the cause is "
+				  "fixed, continue with");
+	return code;
+}
+
 static int run(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 {
 	struct progress pr = { 0 };
@@ -617,8 +632,17 @@ static int run(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 	ds_merge *mg = NULL;
 	int rc;
 
-	if ((rc = ds_merge_create(ctx, r, m->out, &m->mo, &mg)))
+	signals_install();
+	rc = ds_merge_create(ctx, r, m->out, &m->mo, &mg);
+	if (rc)
 		return report(ctx, rc);
+	if (signals_caught()) {         /* while planning: nothing written */
+		fprintf(stderr, "dare-stream: stopped by %s before the merge "
+			"began; nothing written\n",
+			signal_name(signals_caught()));
+		ds_merge_free(mg);
+		return EXIT_SIGNAL + signals_caught();
+	}
 	ds_merge_info(mg, &info);
 	if (m->dry_run)
 		print_tensors(mg);
@@ -628,12 +652,14 @@ static int run(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 		pr.on = !m->quiet && (m->progress > 0 ||
 				      (m->progress < 0 && isatty(2)));
 		pr.start = pr.last = now_seconds();
+		signals_watch(mg);
 		rc = ds_merge_run(mg, progress_cb, &pr);
+		signals_unwatch();
 		if (!rc && !m->quiet)
 			print_summary(mg, m->out, now_seconds() - pr.start);
 	}
 	ds_merge_free(mg);
-	return report(ctx, rc);
+	return rc ? run_failed(ctx, m, rc) : EXIT_OK;
 }
 
 int cli_merge_recipe(ds_ctx *ctx, ds_recipe *r, const char *out,
@@ -658,6 +684,8 @@ int cmd_merge(int argc, char **argv)
 
 	if (rc)
 		return rc < 0 ? EXIT_OK : rc;
+	m.argc = argc;
+	m.argv = argv;
 	ctx = ds_ctx_create();
 	r = ds_recipe_create();
 	if (!ctx || !r) {

@@ -15,6 +15,13 @@ int report(ds_ctx *ctx, int rc)
 
 	if (rc == 0)
 		return EXIT_OK;
+	if (rc == DS_E_CANCELED) {
+		int sig = signals_caught();
+
+		fprintf(stderr, "dare-stream: stopped by %s: %s\n",
+			signal_name(sig), *msg ? msg : "interrupted");
+		return EXIT_SIGNAL + (sig ? sig : 2);
+	}
 	fprintf(stderr, "dare-stream: error: %s\n",
 		*msg ? msg : rc > -4096 ? strerror(-rc) : "failed");
 	switch (rc) {
@@ -23,6 +30,7 @@ int report(ds_ctx *ctx, int rc)
 	case DS_E_FORMAT:
 	case DS_E_MISMATCH:
 	case DS_E_NOTFOUND:
+	case DS_E_CHANGED:
 		return EXIT_INPUT;
 	case DS_E_OUTPUT:
 		return EXIT_OUTPUT;

@@ -22,20 +22,20 @@ int ds_io_rw_full(struct ds_io_req *r)
 		if (k < 0)
 			return r->res = -errno;
 		if (k == 0)             /* EOF before len bytes: truncated */
-			return r->res = r->write ? -ENOSPC : -EIO;
+			return r->res = r->write ? -ENOSPC : -ENODATA;
 		r->done += (size_t)k;
 	}
 	return r->res = 0;
 }
 
 int ds_io_create(ds_ctx *ctx, enum ds_io_backend want, unsigned depth,
-		 struct ds_io *io)
+		 int cancel_fd, struct ds_io *io)
 {
 	int rc = 0;
 
 	if (want != DS_IO_PREAD) {
 		io->ops = &ds_io_uring_ops;
-		rc = ds_io_uring_create(depth, &io->e);
+		rc = ds_io_uring_create(depth, cancel_fd, &io->e);
 		if (rc == 0)
 			return 0;
 		if (want == DS_IO_URING)
@@ -46,7 +46,7 @@ int ds_io_create(ds_ctx *ctx, enum ds_io_backend want, unsigned depth,
 			  "threads", strerror(-rc));
 	}
 	io->ops = &ds_io_pread_ops;
-	rc = ds_io_pread_create(depth, &io->e);
+	rc = ds_io_pread_create(depth, cancel_fd, &io->e);
 	if (rc)
 		return ds_fail(ctx, rc, "cannot start the I/O threads: %s",
 			       strerror(-rc));

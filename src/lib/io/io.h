@@ -21,7 +21,7 @@ struct ds_io_req {
 	size_t len;
 	uint64_t off;
 	void *user;                 /* the caller's: who to wake */
-	int res;                    /* 0 or -errno; -EIO at an early EOF */
+	int res;                    /* 0 or -errno; -ENODATA at an early EOF */
 	size_t done;                /* engine's: bytes transferred so far */
 	struct ds_io_req *next;     /* engine's: queue link */
 };
@@ -64,9 +64,11 @@ struct ds_io {
 };
 
 /* Set up the engine chosen by want (AUTO: the best available).  depth is
- * the number of requests that may be in flight at once. */
+ * the number of requests that may be in flight at once.  When cancel_fd
+ * (-1: none) becomes readable, ds_io_wait() returns -ECANCELED once,
+ * without a request, even while every request is still in flight. */
 int ds_io_create(ds_ctx *ctx, enum ds_io_backend want, unsigned depth,
-		 struct ds_io *io);
+		 int cancel_fd, struct ds_io *io);
 void ds_io_destroy(struct ds_io *io);
 
 /* Queue a read or write. */
@@ -75,7 +77,8 @@ static inline int ds_io_submit(struct ds_io *io, struct ds_io_req *r)
 	return io->ops->submit(io->e, r);
 }
 
-/* Block until a request completes (or is posted) and return it. */
+/* Block until a request completes (or is posted) and return it; or
+ * -ECANCELED with *r NULL (see ds_io_create()). */
 static inline int ds_io_wait(struct ds_io *io, struct ds_io_req **r)
 {
 	return io->ops->wait(io->e, r);
@@ -92,7 +95,7 @@ static inline void ds_io_post(struct ds_io *io, struct ds_io_req *r)
 int ds_io_rw_full(struct ds_io_req *r);
 
 extern const struct ds_io_ops ds_io_pread_ops, ds_io_uring_ops;
-int ds_io_pread_create(unsigned depth, void **e);
-int ds_io_uring_create(unsigned depth, void **e);
+int ds_io_pread_create(unsigned depth, int cancel_fd, void **e);
+int ds_io_uring_create(unsigned depth, int cancel_fd, void **e);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <liburing.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -26,6 +27,7 @@ struct uring_engine {
 };
 
 #define EVENTFD_TAG ((uint64_t)1)       /* user_data of the eventfd read */
+#define CANCEL_TAG ((uint64_t)2)        /* of the cancellation poll */
 
 static struct io_uring_sqe *get_sqe(struct uring_engine *e)
 {
@@ -94,7 +96,7 @@ static int complete(struct uring_engine *e, struct ds_io_req *r, int res)
 		return 1;
 	}
 	if (res == 0) {                 /* EOF before len bytes */
-		r->res = r->write ? -ENOSPC : -EIO;
+		r->res = r->write ? -ENOSPC : -ENODATA;
 		return 1;
 	}
 	r->done += (size_t)res;
@@ -129,6 +131,11 @@ static int uring_wait(void *ev, struct ds_io_req **out)
 		if (tag == EVENTFD_TAG) {
 			arm_eventfd(e);
 			continue;
+		}
+		if (tag == CANCEL_TAG) {        /* one shot: not re-armed */
+			*out = NULL;
+			io_uring_submit(&e->ring);
+			return -ECANCELED;
 		}
 		r = (struct ds_io_req *)(uintptr_t)tag;
 		if (complete(e, r, res)) {
@@ -166,7 +173,21 @@ static void uring_destroy(void *ev)
 	free(e);
 }
 
-int ds_io_uring_create(unsigned depth, void **out)
+/* Watch the cancellation eventfd: its poll completes once it is raised. */
+static int arm_cancel(struct uring_engine *e, int fd)
+{
+	struct io_uring_sqe *sqe;
+
+	if (fd < 0)
+		return 0;
+	if (!(sqe = get_sqe(e)))
+		return -EBUSY;
+	io_uring_prep_poll_add(sqe, fd, POLLIN);
+	io_uring_sqe_set_data64(sqe, CANCEL_TAG);
+	return 0;
+}
+
+int ds_io_uring_create(unsigned depth, int cancel_fd, void **out)
 {
 	struct uring_engine *e = calloc(1, sizeof(*e));
 	int rc;
@@ -179,7 +200,7 @@ int ds_io_uring_create(unsigned depth, void **out)
 		free(e);
 		return rc;
 	}
-	rc = io_uring_queue_init(depth + 2, &e->ring, 0);
+	rc = io_uring_queue_init(depth + 3, &e->ring, 0);
 	if (rc < 0) {
 		close(e->efd);
 		free(e);
@@ -187,6 +208,7 @@ int ds_io_uring_create(unsigned depth, void **out)
 	}
 	pthread_mutex_init(&e->lock, NULL);
 	arm_eventfd(e);
+	arm_cancel(e, cancel_fd);
 	*out = e;
 	return 0;
 }

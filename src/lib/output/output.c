@@ -18,6 +18,7 @@
 #include "common/ctx.h"
 #include "common/fault.h"
 #include "io/io.h"
+#include "output/lock.h"
 #include "output/output.h"
 
 #define TMP_SUFFIX ".partial"
@@ -45,6 +46,9 @@ struct ds_out {
 	size_t nf, cap;
 	int jfd;                    /* journal, appended to */
 	uint64_t fingerprint;       /* of the recipe, layout and inputs */
+	struct ds_lock lock;        /* held from open to free */
+	size_t done;                /* tensors 0 .. done-1 journaled */
+	size_t renamed;             /* files 0 .. renamed-1 have final names */
 };
 
 /* ---- output directory checks ------------------------------------------- */
@@ -142,8 +146,9 @@ static int dir_empty(const char *dir)
 
 	if (!d)
 		return -errno;
-	while (empty && (e = readdir(d)))
-		empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+	while (empty && (e = readdir(d)))      /* a lock left by a kill too */
+		empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+			!strcmp(e->d_name, DS_LOCK_NAME);
 	closedir(d);
 	return empty;
 }
@@ -186,7 +191,9 @@ int ds_out_check(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
 
 	if (!out)
 		return ds_fail(ctx, DS_E_OUTPUT, "%s: invalid output path", dir);
-	rc = check_contents(ctx, dir, force, resume);
+	rc = ds_lock_probe(ctx, dir, DS_LOCK_NAME);
+	if (!rc)
+		rc = check_contents(ctx, dir, force, resume);
 	if (!rc)
 		rc = check_inputs(ctx, p, out);
 	free(out);
@@ -461,8 +468,10 @@ static int replay(struct ds_out *o, int resume, size_t *first)
 		if (fgets(line, sizeof(line), j) && !strcmp(line, head))
 			*first = verify_records(o, j, &end);
 		fclose(j);
-		if (end > 0 && truncate(path, end) == 0)
+		if (end > 0 && truncate(path, end) == 0) {
+			o->done = *first;
 			return open_journal(o, path, 0);
+		}
 		*first = 0;
 	}
 	if ((rc = open_journal(o, path, 1)))
@@ -478,9 +487,11 @@ int ds_out_journal(struct ds_out *o, size_t t, uint64_t digest)
 	int len = snprintf(line, sizeof(line), "T %zu %016llx\n", t,
 			   (unsigned long long)digest);
 
+	errno = 0;
 	if (write(o->jfd, line, (size_t)len) != len)
-		return ds_fail(o->ctx, errno ? -errno : -EIO, "%s/" JOURNAL
-			       ": %s", o->dir, strerror(errno));
+		return ds_fail(o->ctx, errno ? -errno : -ENOSPC, "%s/" JOURNAL
+			       ": %s", o->dir, strerror(errno ? errno : ENOSPC));
+	o->done = t + 1;
 	return 0;
 }
 
@@ -498,12 +509,15 @@ int ds_out_open(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
 	o->ctx = ctx;
 	o->p = p;
 	o->jfd = -1;
+	o->lock.fd = -1;
 	*out = o;
 	if (mkdir(dir, 0755) == 0)
 		o->made_dir = 1;
 	else if (errno != EEXIST)
 		return ds_fail(ctx, -errno, "%s: cannot create the output "
 			       "directory: %s", dir, strerror(errno));
+	if ((rc = ds_lock_take(ctx, dir, DS_LOCK_NAME, true, &o->lock)))
+		return rc;
 	o->fingerprint = fingerprint(p);
 	if (resume && (rc = check_journal(o)))
 		return rc;
@@ -953,6 +967,7 @@ int ds_out_finish(struct ds_out *o, int force)
 		if (rename(o->f[i].tmp, o->f[i].final))
 			return ds_fail(o->ctx, -errno, "%s: %s", o->f[i].final,
 				       strerror(errno));
+		o->renamed = i + 1;
 		ds_fault("finish");
 	}
 	finish_journal(o);
@@ -982,8 +997,49 @@ void ds_out_abort(struct ds_out *o)
 		snprintf(path, sizeof(path), "%s/" JOURNAL, o->dir);
 		unlink(path);
 	}
+	ds_lock_release(&o->lock);
 	if (o->made_dir)
 		rmdir(o->dir);
+}
+
+/*
+ * Keep what --resume continues from: the journal and the temporaries of
+ * the shards holding the tensors it lists (a shard renamed already takes
+ * its temporary name back).  The rest goes: the index, recipe, copied
+ * files and checksums are written again at the end anyway, and shards not
+ * yet begun only hold disk space.  A Ctrl-C or a scheduler's SIGTERM after
+ * hours of work must not throw the work away.
+ */
+size_t ds_out_suspend(struct ds_out *o)
+{
+	unsigned last;
+
+	if (!o)
+		return 0;
+	if (!o->done) {
+		ds_out_abort(o);
+		return 0;
+	}
+	last = o->p->ot[o->done - 1].oshard;
+	for (size_t i = 0; i < o->nf; i++) {
+		struct ofile *f = &o->f[i];
+		int keep = i < o->p->nos && i <= last;
+
+		if (f->fd >= 0)
+			close(f->fd);
+		f->fd = -1;
+		if (i < o->renamed && keep)
+			rename(f->final, f->tmp);
+		else if (i < o->renamed)
+			unlink(f->final);
+		else if (!keep && f->tmp)
+			unlink(f->tmp);
+	}
+	if (o->jfd >= 0)
+		close(o->jfd);
+	o->jfd = -1;
+	ds_lock_release(&o->lock);
+	return o->done;
 }
 
 void ds_out_free(struct ds_out *o)
@@ -1000,6 +1056,7 @@ void ds_out_free(struct ds_out *o)
 	}
 	if (o->jfd >= 0)
 		close(o->jfd);
+	ds_lock_release(&o->lock);
 	free(o->f);
 	free(o->dir);
 	free(o);

@@ -9,14 +9,16 @@
 struct ds_out;
 
 /*
- * Refuse an output directory that is non-empty (without force), is not a
- * directory, or lies inside an input's directory or contains one.
+ * Refuse an output directory that another run holds (its lock, see
+ * lock.h), is non-empty (without force), is not a directory, or lies
+ * inside an input's directory or contains one.
  */
 int ds_out_check(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
 		 int force, int resume);
 /*
- * Create the directory and one temporary file per output shard, with its
- * header written, and the journal.  Nothing carries a final name until
+ * Create the directory, take its lock (held until ds_out_free()), and one
+ * temporary file per output shard, with its header written, and the
+ * journal.  Nothing carries a final name until
  * ds_out_finish().  With resume, a journal left by an interrupted run of
  * the same merge is checked: each tensor it lists is read back and its
  * checksum compared, and *first is set to the first tensor still to write
@@ -37,6 +39,10 @@ void ds_out_hash(struct ds_out *o, unsigned s, const void *buf, size_t len);
 int ds_out_finish(struct ds_out *o, int force);
 /* Remove every temporary file (and the directory if this run made it). */
 void ds_out_abort(struct ds_out *o);
+/* An interrupted run: keep the journal and the shards' temporaries that
+ * hold its tensors, remove the rest; the number of tensors kept (0: as
+ * ds_out_abort()). */
+size_t ds_out_suspend(struct ds_out *o);
 void ds_out_free(struct ds_out *o);
 
 #endif

@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include "common/cancel.h"
 #include "common/ctx.h"
 #include "kernels/kernels.h"
 #include "output/output.h"
+#include "pipeline/guard.h"
 #include "pipeline/pipeline.h"
 #include "plan/plan.h"
 
@@ -17,6 +19,8 @@ struct ds_merge {
 	struct ds_merge_opts opts;
 	char *out_dir;
 	const char *io_name;
+	struct ds_cancel cancel;    /* raised by ds_merge_cancel() */
+	struct ds_guard guard;      /* the inputs as planned */
 };
 
 int ds_merge_create(ds_ctx *ctx, const ds_recipe *r, const char *out_dir,
@@ -32,9 +36,12 @@ int ds_merge_create(ds_ctx *ctx, const ds_recipe *r, const char *out_dir,
 		return ds_fail(ctx, -ENOMEM, "out of memory");
 	}
 	mg->ctx = ctx;
+	ds_cancel_init(&mg->cancel);        /* without an eventfd: the flag */
 	mg->opts = opts ? *opts : none;
 	mg->io_name = mg->opts.io == DS_IO_PREAD ? "pread" : "io_uring";
 	rc = ds_plan_build(ctx, r, &mg->opts, &mg->plan);
+	if (!rc)
+		rc = ds_guard_record(ctx, &mg->plan, &mg->guard);
 	if (!rc)
 		rc = ds_out_check(ctx, &mg->plan, out_dir, mg->opts.force,
 				  mg->opts.resume);
@@ -98,24 +105,74 @@ int ds_merge_tensor(const ds_merge *mg, size_t i, struct ds_tensor_plan *tp)
 	return 0;
 }
 
+void ds_merge_cancel(ds_merge *mg)
+{
+	ds_cancel_raise(&mg->cancel);
+}
+
+static int canceled(ds_merge *mg, struct ds_out *o)
+{
+	size_t kept = ds_out_suspend(o);
+
+	if (!kept)
+		return ds_fail(mg->ctx, DS_E_CANCELED, "interrupted before a "
+			       "tensor was complete; nothing kept in %s",
+			       mg->out_dir);
+	return ds_fail(mg->ctx, DS_E_CANCELED, "interrupted: %s keeps %zu of "
+		       "%zu tensors for --resume", mg->out_dir, kept,
+		       mg->plan.not);
+}
+
+/*
+ * After a failure, what OUT keeps: an interrupted or failed run keeps its
+ * journaled work for --resume; changed inputs make that work worthless
+ * (and the journal would not match them), so everything goes; a run that
+ * could not open OUT for --resume leaves the earlier run's files alone.
+ */
+static int failed(ds_merge *mg, struct ds_out *o, int opened, int rc)
+{
+	if (rc == DS_E_CANCELED)
+		return canceled(mg, o);
+	if (!opened && mg->opts.resume)
+		return rc;
+	if (rc == DS_E_CHANGED || !opened)
+		ds_out_abort(o);
+	else
+		ds_out_suspend(o);
+	return rc;
+}
+
 int ds_merge_run(ds_merge *mg, ds_progress_fn *progress, void *user)
 {
 	struct ds_out *o = NULL;
 	size_t first = 0;
-	int rc = ds_out_open(mg->ctx, &mg->plan, mg->out_dir, mg->opts.resume,
-			     &o, &first);
+	int rc, opened, g;
 
+	if (ds_canceled(&mg->cancel))
+		return ds_fail(mg->ctx, DS_E_CANCELED, "interrupted before the "
+			       "merge began; nothing written to %s",
+			       mg->out_dir);
+	rc = ds_out_open(mg->ctx, &mg->plan, mg->out_dir, mg->opts.resume, &o,
+			 &first);
+	opened = !rc;
 	if (!rc && first)
 		ds_notice(mg->ctx, "resuming %s: %zu of %zu tensors already "
 			  "written and verified", mg->out_dir, first,
 			  mg->plan.not);
 	if (!rc)
 		rc = ds_pipeline_run(mg->ctx, &mg->plan, o, first, mg->opts.io,
-				     &mg->io_name, progress, user);
+				     &mg->io_name, &mg->cancel, progress, user);
+	/* Inputs read while they changed: a read error is its symptom, the
+	 * change its cause, so the change is what gets reported. */
+	if (opened && rc != DS_E_CANCELED &&
+	    (g = ds_guard_check(mg->ctx, &mg->guard)))
+		rc = g;
+	if (!rc && ds_canceled(&mg->cancel))
+		rc = ds_fail(mg->ctx, DS_E_CANCELED, "interrupted");
 	if (!rc)
 		rc = ds_out_finish(o, mg->opts.force);
 	if (rc)
-		ds_out_abort(o);
+		rc = failed(mg, o, opened, rc);
 	ds_out_free(o);
 	return rc;
 }
@@ -125,6 +182,8 @@ void ds_merge_free(ds_merge *mg)
 	if (!mg)
 		return;
 	ds_plan_free(&mg->plan);
+	ds_guard_free(&mg->guard);
+	ds_cancel_destroy(&mg->cancel);
 	free(mg->out_dir);
 	free(mg);
 }

@@ -5,10 +5,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <xxhash.h>
+#include "common/cancel.h"
 #include "common/ctx.h"
 #include "common/fault.h"
 #include "io/io.h"
@@ -92,6 +94,7 @@ struct pipe {
 	XXH3_state_t *tensor_hash;      /* of the tensor being written */
 	unsigned outstanding;           /* events ds_io_wait() still owes */
 	int err;
+	const struct ds_cancel *cancel; /* checked at every event */
 	/* workers */
 	pthread_t *th;
 	unsigned nth;
@@ -514,8 +517,8 @@ static void io_failed(struct pipe *pp, struct slot *s, struct ds_io_req *r)
 			  "%llu failed: %s",
 			  pp->p->in[o->src[k]]->shards[o->in[k]->shard].path,
 			  o->name, (unsigned long long)r->off,
-			  r->res == -EIO ? "file shorter than its header says "
-			  "or I/O error" : strerror(-r->res));
+			  r->res == -ENODATA ? "the file is shorter than its "
+			  "header says (truncated?)" : strerror(-r->res));
 }
 
 /* One event from the engine: a read, a write or a merge has finished. */
@@ -624,6 +627,10 @@ static int loop(struct pipe *pp)
 		struct ds_io_req *r;
 		int rc;
 
+		/* Stop issuing at once; what is in flight still drains, as
+		 * after an error, before the buffers go. */
+		if (!pp->err && ds_canceled(pp->cancel))
+			pp->err = ds_fail(pp->ctx, DS_E_CANCELED, "interrupted");
 		advance(pp);
 		if (pp->outstanding == 0 && !pp->err &&
 		    (pp->seq_retire != pp->seq_issue || pp->t < pp->p->not))
@@ -636,6 +643,8 @@ static int loop(struct pipe *pp)
 		if (pp->outstanding == 0)
 			return pp->err;
 		rc = ds_io_wait(&pp->io, &r);
+		if (rc == -ECANCELED)   /* woken: the flag is checked above */
+			continue;
 		if (rc)         /* the engine itself failed: nothing to drain */
 			return pp->err ? pp->err :
 			       ds_fail(pp->ctx, rc, "I/O engine: %s",
@@ -792,15 +801,18 @@ static uint64_t input_bytes(const struct ds_plan *p)
 
 int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 		    size_t first, enum ds_io_backend io, const char **io_name,
-		    ds_progress_fn *progress, void *user)
+		    const struct ds_cancel *cancel, ds_progress_fn *progress,
+		    void *user)
 {
 	struct pipe pp = {
 		.ctx = ctx, .p = p, .o = o, .progress = progress, .t = first,
+		.cancel = cancel,
 		.user = user, .scratch_floats = p->needs.scratch_floats,
 		.tensor_hash = XXH3_createState(),
 		.base_hash = XXH3_createState(),
 	};
 	struct worker_arg wa[64] = { { 0 } };
+	sigset_t all, old;
 	int rc = 0;
 
 	pthread_mutex_init(&pp.lk, NULL);
@@ -818,8 +830,14 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 	pp.drop_inputs = input_bytes(p) >
 			 (uint64_t)sysconf(_SC_PHYS_PAGES) *
 			 (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+	/* The engine's and the workers' threads take no signal: a handler
+	 * (the caller's, calling ds_merge_cancel()) runs on the caller's
+	 * thread, which can then block it while it frees the handle. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
 	if (!rc)
-		rc = ds_io_create(ctx, io, p->depth * (p->ninputs + 1), &pp.io);
+		rc = ds_io_create(ctx, io, p->depth * (p->ninputs + 1),
+				  ds_cancel_fd(cancel), &pp.io);
 	if (!rc && io_name)
 		*io_name = pp.io.ops->name;
 	if (!rc)
@@ -828,6 +846,7 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 		rc = alloc_buffers(&pp);
 	if (!rc)
 		rc = start_workers(&pp, wa);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (!rc)
 		rc = loop(&pp);
 	teardown(&pp);

@@ -318,7 +318,8 @@ int ds_delta_scan_create(ds_ctx *ctx, const char *base,
 	else if ((rc = ds_model_open(ctx, base, &sc->base)) == 0 &&
 		 (rc = open_fds(ctx, sc->base, &sc->bfd)) == 0 &&
 		 (rc = alloc_buffers(sc)) == 0)
-		rc = ds_io_create(ctx, opts ? opts->io : DS_IO_AUTO, 4, &sc->io);
+		rc = ds_io_create(ctx, opts ? opts->io : DS_IO_AUTO, 4, -1,
+				  &sc->io);
 	if (rc) {
 		ds_delta_scan_free(sc);
 		return rc;
