@@ -1,7 +1,7 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # exported-symbols.sh - the shared library exports the public API, all of it
-# and nothing else
+# and nothing else, and each function of the API is documented
 #
 # The functions declared in include/dare-stream.h are read with the
 # compiler (gcc -aux-info lists every prototype of a translation unit) when
@@ -84,6 +84,16 @@ if [ -z "$extra" ]; then
 	ok "$lib exports nothing else ($(wc -l <"$T/exported") symbols)"
 else
 	fail "exported by $lib, not declared in dare-stream.h:" $extra
+fi
+
+# Each function has a doc comment: the line above its prototype ends one.
+undoc=$(awk '/^[A-Za-z][^(]*[ *]ds_[a-z0-9_]*\(/ && !/^typedef/ &&
+	prev !~ /\*\/[ \t]*$/ { print FNR ": " $0 } { prev = $0 }' "$hdr")
+if [ -z "$undoc" ]; then
+	ok "every prototype in dare-stream.h follows a doc comment"
+else
+	fail "prototypes without a doc comment above them:"
+	printf '  %s\n' "$undoc"
 fi
 
 # The shared library's SONAME carries the interface version.
