@@ -235,7 +235,8 @@ typedef struct ds_merge ds_merge;
  * touched.  opts may be NULL (defaults).  Returns 0 with *out set, or with
  * *out NULL: DS_E_USAGE (recipe, budget too small), DS_E_NOTFOUND,
  * DS_E_FORMAT, DS_E_MISMATCH (inputs), DS_E_OUTPUT (out_dir refused) or a
- * negative errno.  r may be freed once this returns.
+ * negative errno.  The merge keeps r (and ctx): neither may be changed or
+ * freed before ds_merge_free().
  */
 int ds_merge_create(ds_ctx *ctx, const ds_recipe *r, const char *out_dir,
 		    const struct ds_merge_opts *opts, ds_merge **out);

@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # exported-symbols.sh - the shared library exports the public API, all of it
-# and nothing else, and each function of the API is documented
+# and nothing else, and each function of the API is documented (a comment
+# in the header, a section 3 page)
 #
 # The functions declared in include/dare-stream.h are read with the
 # compiler (gcc -aux-info lists every prototype of a translation unit) when
@@ -94,6 +95,24 @@ if [ -z "$undoc" ]; then
 else
 	fail "prototypes without a doc comment above them:"
 	printf '  %s\n' "$undoc"
+fi
+
+# Each function has a section 3 page, man/NAME.3, that names it in its NAME
+# section: itself, or the page its ".so" line points to.
+nomanual=
+while read -r f; do
+	page=$srcdir/man/$f.3
+	if [ -f "$page" ]; then
+		so=$(sed -n 's|^\.so man3/\(.*\)$|\1|p' "$page")
+		[ -n "$so" ] && page=$srcdir/man/$so
+	fi
+	[ -f "$page" ] && sed -n '/^\.SH NAME/,/^\.SH/p' "$page" |
+		grep -qE "(^|[ ,])$f(,|[ ]|$)" || nomanual="$nomanual $f"
+done <"$T/header"
+if [ -z "$nomanual" ]; then
+	ok "every function has a man page naming it (man/NAME.3)"
+else
+	fail "no section 3 page naming:$nomanual"
 fi
 
 # The shared library's SONAME carries the interface version.
