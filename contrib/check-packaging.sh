@@ -6,8 +6,8 @@
 # Sourced by contrib/check.sh, after its builds (it uses build-plain and
 # adds to the tally).  Alone, "sh contrib/check-packaging.sh" builds
 # build-plain if needed, runs only these stages and prints the tally
-# line.  Both install the tools with apt-get (debhelper lintian rpm zsh
-# bash-completion; not with DS_SKIP_DEPS=1); a stage whose tool is missing
+# line.  Both install the tools with apt-get (debhelper lintian rpm rpm2cpio
+# zsh bash-completion; not with DS_SKIP_DEPS=1); a stage whose tool is missing
 # is skipped.
 # With DS_INSTALL_PACKAGES=1 (as .ci/run sets it) and root, the .debs are
 # installed in the system with apt-get and purged afterwards; otherwise
@@ -23,7 +23,7 @@ if [ -z "${top:-}" ]; then
 		SUDO=
 		[ "$(id -u)" = 0 ] || SUDO=sudo
 		$SUDO apt-get install -y -qq --no-install-recommends \
-			debhelper lintian rpm zsh bash-completion >/dev/null ||
+			debhelper lintian rpm rpm2cpio zsh bash-completion >/dev/null ||
 			echo "(could not install the packaging tools: those stages will be skipped)"
 	fi
 	[ -x configure ] || autoreconf -fi >/dev/null || exit 1
@@ -127,8 +127,19 @@ stage_deb() {
 	# On a throwaway CI machine (DS_INSTALL_PACKAGES=1, root), install
 	# them for real, so that their dependencies must resolve; elsewhere
 	# unpack them into a directory.
+	# (Not where dpkg is told to drop man pages or documentation, as in
+	# Debian's Docker images: the checks need them.)
 	debs=$(ls "$d"/*.deb | grep -v -- '-dbgsym_')
+	system=0
 	if [ "${DS_INSTALL_PACKAGES:-}" = 1 ] && [ "$(id -u)" = 0 ]; then
+		system=1
+		if grep -Eqs '^path-exclude=?/usr/share/(man|doc)' \
+			/etc/dpkg/dpkg.cfg.d/*; then
+			echo "deb: dpkg excludes /usr/share/man or doc here: unpacking instead"
+			system=0
+		fi
+	fi
+	if [ "$system" = 1 ]; then
 		# shellcheck disable=SC2086 # file names without spaces
 		step "apt-get install the .debs" "$pkg/deb-install.log" \
 			env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

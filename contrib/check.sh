@@ -21,7 +21,7 @@ if [ "${DS_SKIP_DEPS:-}" != 1 ]; then
 		echo "(could not install them: those tests will be skipped)"
 	# Packaging: Debian's tools, rpmbuild, and the shells of the completions.
 	$SUDO apt-get install -y -qq --no-install-recommends \
-		debhelper lintian rpm zsh bash-completion >/dev/null ||
+		debhelper lintian rpm rpm2cpio zsh bash-completion >/dev/null ||
 		echo "(could not install the packaging tools: those stages will be skipped)"
 fi
 
