@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # check.sh - the whole test suite: unit and CLI tests, again under ASan+UBSan,
-# then make distcheck; ends with one line "N passed, N failed"
+# then make distcheck, then the packaging (make install, .deb, .rpm); ends
+# with one line "N passed, N failed, N skipped"
 set -u
 cd "$(dirname "$0")/.." || exit 1
 top=$(pwd)
@@ -18,6 +19,10 @@ if [ "${DS_SKIP_DEPS:-}" != 1 ]; then
 		gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
 		clang libclang-rt-14-dev >/dev/null ||
 		echo "(could not install them: those tests will be skipped)"
+	# Packaging: Debian's tools, rpmbuild, and the shells of the completions.
+	$SUDO apt-get install -y -qq --no-install-recommends \
+		debhelper lintian rpm rpm2cpio zsh bash-completion >/dev/null ||
+		echo "(could not install the packaging tools: those stages will be skipped)"
 fi
 
 passed=0 failed=0 skipped=0
@@ -97,6 +102,9 @@ else
 	failed=$((failed + 1))
 	tail -n 40 build-dist/distcheck.log
 fi
+
+# make install, the .deb and the .rpm (their checks join the tally).
+. "$top/contrib/check-packaging.sh"
 
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]

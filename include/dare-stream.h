@@ -99,12 +99,21 @@ typedef struct ds_recipe ds_recipe;
 
 /* Create an empty recipe (method dare_linear, weights 1, p 0, seed 0). */
 ds_recipe *ds_recipe_create(void);
+/* Free a recipe and the strings it copied (NULL is a no-op). */
 void ds_recipe_free(ds_recipe *r);
+/*
+ * The setters below copy their strings and return 0, -ENOMEM, or DS_E_USAGE
+ * for a value out of range or a model index j not yet added; values are
+ * checked as a whole by ds_recipe_check().
+ */
 /* Merge method. */
 int ds_recipe_set_method(ds_recipe *r, enum ds_method m);
 /* Base model argument (directory, file, index, HF id). */
 int ds_recipe_set_base(ds_recipe *r, const char *path);
-/* Append a fine-tuned model; its position is its model index j. */
+/*
+ * Append a fine-tuned model; returns its model index j (0, 1, ...: its
+ * position), DS_E_USAGE beyond DS_MAX_MODELS models, or -ENOMEM.
+ */
 int ds_recipe_add_model(ds_recipe *r, const char *path);
 /* Weight of model j, or of every model when j < 0. */
 int ds_recipe_set_weight(ds_recipe *r, int j, double w);
@@ -131,7 +140,9 @@ int ds_recipe_set_stream(ds_recipe *r, int j, unsigned stream);
 int ds_recipe_set_lambda(ds_recipe *r, double lambda);
 /* 1 on, 0 off, -1 the method's default. */
 int ds_recipe_set_normalize(ds_recipe *r, int normalize);
+/* Rescale of kept deltas (default DS_RESCALE_INVERSE). */
 int ds_recipe_set_rescale(ds_recipe *r, enum ds_rescale rescale);
+/* 64-bit seed of the DARE mask (default 0). */
 int ds_recipe_set_seed(ds_recipe *r, uint64_t seed);
 /* Output dtype of every float tensor (F16, BF16, F32); -1 keeps the base's. */
 int ds_recipe_set_dtype(ds_recipe *r, int dtype);
@@ -171,14 +182,22 @@ struct ds_tensor_info {
 /*
  * Resolve a model argument (directory, .safetensors file, index file or
  * Hugging Face id in the local cache) and read and validate every header.
+ * Returns 0 with *out set; DS_E_NOTFOUND, DS_E_FORMAT or a negative errno
+ * with *out NULL and the reason in ctx.
  */
 int ds_model_open(ds_ctx *ctx, const char *arg, ds_model **out);
+/* Free a model and its tensor names (NULL is a no-op). */
 void ds_model_free(ds_model *m);
 /* Number of tensors; they are listed shard by shard, in data order. */
 size_t ds_model_tensor_count(const ds_model *m);
+/*
+ * Describe tensor i into info; 0, or -EINVAL when i is out of range.
+ * info->name belongs to m and lives as long as it.
+ */
 int ds_model_tensor(const ds_model *m, size_t i, struct ds_tensor_info *info);
+/* Number of shard files (1 for a single .safetensors file). */
 unsigned ds_model_shard_count(const ds_model *m);
-/* Path of shard i as resolved (symlinks not followed). */
+/* Path of shard i as resolved (symlinks not followed); NULL out of range. */
 const char *ds_model_shard_path(const ds_model *m, unsigned i);
 /* Directory that holds the model's files. */
 const char *ds_model_dir(const ds_model *m);
@@ -226,11 +245,15 @@ typedef struct ds_merge ds_merge;
  * Plan a merge: resolve and validate every input, check every tensor of the
  * base against every model, lay out the output and size the buffers.  Every
  * problem is reported here, before anything is written.  out_dir is not
- * touched.
+ * touched.  opts may be NULL (defaults).  Returns 0 with *out set, or with
+ * *out NULL: DS_E_USAGE (recipe, budget too small), DS_E_NOTFOUND,
+ * DS_E_FORMAT, DS_E_MISMATCH (inputs), DS_E_OUTPUT (out_dir refused) or a
+ * negative errno.  The merge keeps r (and ctx): neither may be changed or
+ * freed before ds_merge_free().
  */
 int ds_merge_create(ds_ctx *ctx, const ds_recipe *r, const char *out_dir,
 		    const struct ds_merge_opts *opts, ds_merge **out);
-/* Figures of a planned merge. */
+/* Figures of a planned merge (io: the backend asked for, then the one used). */
 void ds_merge_info(const ds_merge *mg, struct ds_plan_info *info);
 /* How one output tensor is made. */
 struct ds_tensor_plan {
@@ -248,9 +271,13 @@ int ds_merge_tensor(const ds_merge *mg, size_t i, struct ds_tensor_plan *tp);
 /*
  * Run a planned merge.  Output files are written under temporary names and
  * renamed into place only when everything is complete; on failure they are
- * removed.  progress may be NULL.
+ * removed.  progress may be NULL; it is called from the thread that called
+ * ds_merge_run.  Returns 0, or a negative errno (-ENOSPC, -EIO, ...),
+ * DS_E_OUTPUT or DS_E_USAGE (DARE_STREAM_KERNEL names a path this machine
+ * cannot run) with the reason, naming the file, in the context.
  */
 int ds_merge_run(ds_merge *mg, ds_progress_fn *progress, void *user);
+/* Free a merge handle, run or not (NULL is a no-op). */
 void ds_merge_free(ds_merge *mg);
 
 /* ---- delta packs ------------------------------------------------------- */
