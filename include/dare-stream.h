@@ -381,6 +381,7 @@ struct ds_delta_stats {
 enum ds_delta_verdict {
 	DS_DELTA_NONE, DS_DELTA_SFT, DS_DELTA_BETWEEN, DS_DELTA_CPT
 };
+/* The verdict of the figures s, by the rule above. */
 enum ds_delta_verdict ds_delta_verdict(const struct ds_delta_stats *s);
 /* "none", "sft", "between", "cpt"; NULL when out of range. */
 const char *ds_delta_verdict_name(enum ds_delta_verdict v);
@@ -440,6 +441,7 @@ void ds_delta_scan_info(const ds_delta_scan *sc, uint64_t *window,
  */
 int ds_delta_scan_run(ds_delta_scan *sc, const char *model, ds_delta_fn *fn,
 		      void *user, struct ds_delta_stats *overall);
+/* Free a scan (NULL is a no-op). */
 void ds_delta_scan_free(ds_delta_scan *sc);
 
 #ifdef __cplusplus

@@ -53,7 +53,7 @@ help_opts() {
 }
 
 # The library's method names, from its table.
-grep -oE '\[DS_M_[A-Z_]+\] = "[a-z_]+"' "$srcdir/src/lib/methods/methods.c" |
+grep -oE '\[DS_M_[A-Z_]+\] = \{ "[a-z_]+"' "$srcdir/src/lib/methods/methods.c" |
 	sed 's/.*"\(.*\)"/\1/' | sort -u >"$T/methods"
 [ "$(wc -l <"$T/methods")" -ge 4 ] ||
 	hard_error "no method names found in src/lib/methods/methods.c"
@@ -91,7 +91,7 @@ comp merge --method = d
 check "--method = d (bash split at '=')" same \
 	$(grep '^d' "$T/methods")
 comp merge --rescale ''
-check "--rescale: inverse none" same inverse none
+check "--rescale: inverse l1 none" same inverse l1 none
 comp merge --dtype ''
 check "--dtype: bf16 f16 f32" same bf16 f16 f32
 comp merge --io ''

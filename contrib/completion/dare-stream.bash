@@ -64,14 +64,15 @@ _dare_stream()
 
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		case ${COMP_WORDS[i]} in
-		merge | inspect | verify) cmd=${COMP_WORDS[i]}; break ;;
+		merge | inspect | verify | extract | apply | delta-stats)
+			cmd=${COMP_WORDS[i]}; break ;;
 		esac
 	done
 
 	case $cmd in
 	'')
-		COMPREPLY=($(compgen -W 'merge inspect verify -h --help
-			-V --version' -- "$cur"))
+		COMPREPLY=($(compgen -W 'merge inspect verify extract apply
+			delta-stats -h --help -V --version' -- "$cur"))
 		return 0
 		;;
 	merge)
@@ -83,20 +84,25 @@ _dare_stream()
 			COMPREPLY=($(compgen -W "$_dare_stream_methods" -- "$cur"))
 			return 0
 			;;
-		--rescale) COMPREPLY=($(compgen -W 'inverse none' -- "$cur")); return 0 ;;
+		--rescale) COMPREPLY=($(compgen -W 'inverse l1 none' -- "$cur")); return 0 ;;
 		--dtype) COMPREPLY=($(compgen -W 'bf16 f16 f32' -- "$cur")); return 0 ;;
 		--io) COMPREPLY=($(compgen -W 'uring pread' -- "$cur")); return 0 ;;
 		--weight | --weights | -p | --drop-rate | --drop-rates | \
 			--density | --densities | --lambda | --seed | --exclude | \
-			--memory | --threads)
+			--memory | --threads | --gamma | --gammas | --epsilon | \
+			--epsilons | --t | --select-topk | --max-iter | --tol | \
+			--scale | --shard-size)
 			return 0 # a value: nothing to offer
 			;;
 		esac
 		opts='-o --output --base --model --config --method --weight
 			--weights -p --drop-rate --drop-rates --density --densities
+			--gamma --gammas --epsilon --epsilons --t --filter-wise
+			--select-topk --max-iter --tol --no-nuslerp-flatten
+			--nuslerp-row-wise --scale
 			--lambda --normalize --no-normalize --rescale --seed --dtype
-			--exclude --memory --threads --io --force --resume --dry-run
-			--progress -q --quiet -h --help'
+			--exclude --shard-size --memory --threads --io --force
+			--resume --dry-run --progress -q --quiet -h --help'
 		COMPREPLY=($(compgen -W "$opts" -- "$cur"))
 		;;
 	inspect)
@@ -112,6 +118,9 @@ _dare_stream()
 		else
 			_dare_stream_paths dir "$cur"
 		fi
+		;;
+	extract | apply | delta-stats)
+		_dare_stream_paths any "$cur"
 		;;
 	esac
 	return 0
