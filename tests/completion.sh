@@ -69,7 +69,7 @@ say "== bash: $BASHC"
 check "bash parses it" bash -n "$BASHC"
 comp ''
 check "subcommands and top-level options" same merge inspect verify \
-	-h --help -V --version
+	extract apply delta-stats -h --help -V --version
 comp me
 check "'me' completes to merge" same merge
 
