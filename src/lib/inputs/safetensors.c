@@ -706,9 +706,9 @@ static unsigned entry_key(const struct jr *j)
 	return K_COUNT;
 }
 
-/* Elements, bits and bytes of a complete entry, as the reference has them:
- * the element count and the bit count may not overflow, the bits make
- * whole bytes, and data_offsets span exactly those. */
+/* Elements, bits and bytes of an entry, as the reference has them: the
+ * element count and the bit count may not overflow, the bits make whole
+ * bytes, and data_offsets span exactly those. */
 static int check_size(struct jr *j, struct ds_tensor *t)
 {
 	char shape[256];
@@ -771,7 +771,8 @@ static int entry_member(struct jr *j, struct st_header *h, unsigned *have)
 	       parse_shape(j, t) : parse_offsets(j, t);
 }
 
-/* The entry of tensor h->t[h->n] (its name set), checked whole. */
+/* The entry of tensor h->t[h->n] (its name set); its size is checked
+ * later, after the names (a name given twice is what to report then). */
 static int parse_entry(struct jr *j, struct st_header *h)
 {
 	struct ds_tensor *t = &h->t[h->n];
@@ -801,7 +802,7 @@ static int parse_entry(struct jr *j, struct st_header *h)
 			return entry_fail(j, t->name, "missing key '%s' "
 					  "(expected dtype, shape, "
 					  "data_offsets)", entry_keys[k]);
-	return check_size(j, t);
+	return 0;
 }
 
 /* Text as written of the string just read, for a message. */
@@ -1048,7 +1049,11 @@ static int read_json(ds_ctx *ctx, const char *path, const char *json,
 	if (rc == -ENOMEM)
 		return ds_fail(ctx, rc, "%s: out of memory reading the header",
 			       path);
-	return rc ? rc : check_names(ctx, path, h);
+	if (rc == 0)
+		rc = check_names(ctx, path, h);
+	for (size_t i = 0; rc == 0 && i < h->n; i++)
+		rc = check_size(&j, &h->t[i]);
+	return rc;
 }
 
 /* Once a file: the first ignored key, and how many there were. */
