@@ -341,7 +341,7 @@ static void reclaim(struct ds_out *o)
 
 static uint64_t tensor_bytes(const struct ds_plan *p, size_t t)
 {
-	return p->ot[t].numel * ds_dtype_size(p->ot[t].odt);
+	return ds_otensor_bytes(&p->ot[t]);
 }
 
 /* Read tensor t back from its shard; 1 when its digest is d (the shard's
@@ -555,7 +555,7 @@ static int write_index(struct ds_out *o)
 	for (size_t i = 0; i < p->not; i++) {
 		const struct ds_otensor *t = &p->ot[i];
 
-		total += t->numel * ds_dtype_size(t->odt);
+		total += ds_otensor_bytes(t);
 		json_object_set_new(map, t->name,
 				    json_string(p->os[t->oshard].name));
 	}

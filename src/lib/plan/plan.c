@@ -81,10 +81,46 @@ static int plan_merge(struct ds_plan *p, struct ds_otensor *o,
 	return 0;
 }
 
+/*
+ * One notice for the base's tensors whose dtype is not merged, by dtype: a
+ * checkpoint may hold thousands of FP8 or MXFP4 blocks and their scales,
+ * which deserve a line, not a warning each.
+ */
+static void note_copied(struct ds_plan *p)
+{
+	const struct ds_model *b = p->in[0];
+	const char *first[DS_DT_COUNT] = { 0 };
+	size_t count[DS_DT_COUNT] = { 0 }, total = 0, o = 0;
+	char list[768] = "";
+
+	for (size_t i = 0; i < b->ntensors; i++) {
+		const struct ds_tensor *t = &b->tensors[i];
+
+		if (is_float(t->dtype) || ds_recipe_excluded(p->r, t->name))
+			continue;
+		if (!count[t->dtype]++)
+			first[t->dtype] = t->name;
+		total++;
+	}
+	for (unsigned d = 0; d < DS_DT_COUNT && o < sizeof(list); d++)
+		if (count[d])
+			o += (size_t)snprintf(list + o, sizeof(list) - o,
+					      "%s%s: %zu (%s'%s')", o ? ", " : "",
+					      ds_dtype_name((enum ds_dtype)d),
+					      count[d], count[d] > 1 ?
+					      "first " : "", first[d]);
+	if (total)
+		ds_notice(p->ctx, "%s: %zu tensor%s copied from the base "
+			  "unchanged, as only F16, BF16 and F32 are merged: "
+			  "%s", b->arg, total, total > 1 ? "s" : "", list);
+}
+
 /* Decide what becomes of base tensor bt. */
 static int plan_tensor(struct ds_plan *p, struct ds_otensor *o,
 		       const struct ds_tensor *bt)
 {
+	if (bt == &p->in[0]->tensors[p->in[0]->ntensors - 1])
+		note_copied(p);     /* once, with the base's last tensor */
 	memset(o, 0, sizeof(*o));
 	o->name = bt->name;
 	o->in[0] = bt;
@@ -92,16 +128,8 @@ static int plan_tensor(struct ds_plan *p, struct ds_otensor *o,
 	o->oshard = bt->shard;
 	o->act = DS_ACT_COPY;
 	o->odt = bt->dtype;
-	if (ds_recipe_excluded(p->r, bt->name))
-		return 0;
-	if (bt->dtype == DS_DT_F64 || bt->dtype == DS_DT_F8_E4M3 ||
-	    bt->dtype == DS_DT_F8_E5M2) {
-		ds_warn(p->ctx, "%s: tensor '%s' is %s: copied from the base "
-			"unchanged", p->in[0]->arg, bt->name,
-			ds_dtype_name(bt->dtype));
-		return 0;
-	}
-	if (!is_float(bt->dtype))
+	/* Every dtype but F16, BF16 and F32 is copied (note_copied). */
+	if (ds_recipe_excluded(p->r, bt->name) || !is_float(bt->dtype))
 		return 0;
 	return plan_merge(p, o, bt);
 }
@@ -161,7 +189,7 @@ static int layout_shard(struct ds_plan *p, struct ds_oshard *os)
 		t[i] = *o->in[0];
 		t[i].name = (char *)o->name;
 		t[i].dtype = o->odt;
-		nb = o->numel * ds_dtype_size(o->odt); /* <= input bytes * 2 */
+		nb = ds_otensor_bytes(o);           /* <= input bytes * 2 */
 		o->obegin = off;
 		t[i].begin = off;
 		t[i].end = off += nb;
