@@ -27,11 +27,18 @@ enum ds_error {
 	DS_E_NOTFOUND = -4101, /* model argument cannot be resolved */
 };
 
-/* Tensor element types of the safetensors format. */
+/*
+ * Tensor element types of the safetensors format: every dtype the format
+ * defines (huggingface/safetensors 0.8).  F16, BF16 and F32 are merged; the
+ * others are copied from the base.  F4 (4 bits) and F6_E2M3, F6_E3M2
+ * (6 bits) are smaller than a byte: ds_dtype_size() gives 0 for them.
+ */
 enum ds_dtype {
 	DS_DT_BOOL, DS_DT_U8, DS_DT_I8, DS_DT_U16, DS_DT_I16, DS_DT_U32,
 	DS_DT_I32, DS_DT_U64, DS_DT_I64, DS_DT_F8_E4M3, DS_DT_F8_E5M2,
 	DS_DT_F16, DS_DT_BF16, DS_DT_F32, DS_DT_F64,
+	DS_DT_F8_E8M0, DS_DT_F8_E4M3FNUZ, DS_DT_F8_E5M2FNUZ,
+	DS_DT_F4, DS_DT_F6_E2M3, DS_DT_F6_E3M2, DS_DT_C64,
 	DS_DT_COUNT
 };
 
@@ -166,7 +173,11 @@ int ds_recipe_load(ds_ctx *ctx, ds_recipe *r, const char *path);
 
 typedef struct ds_model ds_model;
 
-#define DS_MAX_DIMS 8
+/*
+ * Dimensions of a tensor at most.  The format sets no limit; 32 is NumPy's
+ * (before 2.0) and far beyond any checkpoint (weights have at most 5).
+ */
+#define DS_MAX_DIMS 32
 
 struct ds_tensor_info {
 	const char *name;

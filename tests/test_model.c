@@ -560,6 +560,40 @@ START_TEST(index_malformed)
 }
 END_TEST
 
+/* The public tensor table: bytes of sub-byte dtypes, shapes of 32 dims. */
+START_TEST(tensor_info_dtypes)
+{
+	static const char hdr[] = "{\"blocks\":{\"dtype\":\"F4\",\"shape\":[3,2],"
+		"\"data_offsets\":[0,3]},\"deep\":{\"dtype\":\"F6_E3M2\",\"shape\":"
+		"[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,2,"
+		"2],\"data_offsets\":[3,6]}}";
+	unsigned char buf[512] = { 0 };
+	struct ds_tensor_info t;
+	size_t len = sizeof(hdr) - 1;
+
+	for (int i = 0; i < 8; i++)
+		buf[i] = (unsigned char)((uint64_t)len >> (8 * i));
+	memcpy(buf + 8, hdr, len);
+	write_raw(P("q.safetensors"), buf, 8 + len + 6);
+	ck_assert_int_eq(ds_model_open(ctx, P("q.safetensors"), &m), 0);
+	ck_assert_uint_eq(ds_model_tensor_count(m), 2);
+	ck_assert_int_eq(ds_model_tensor(m, 0, &t), 0);
+	ck_assert_str_eq(t.name, "blocks");
+	ck_assert_int_eq(t.dtype, DS_DT_F4);
+	ck_assert_uint_eq(t.numel, 6);
+	ck_assert_uint_eq(t.nbytes, 3);         /* 6 x 4 bits */
+	ck_assert_uint_eq(t.offset, 8 + len);
+	ck_assert_int_eq(ds_model_tensor(m, 1, &t), 0);
+	ck_assert_int_eq(t.dtype, DS_DT_F6_E3M2);
+	ck_assert_uint_eq(t.ndim, 32);
+	ck_assert_uint_eq(t.shape[30], 2);
+	ck_assert_uint_eq(t.shape[31], 2);
+	ck_assert_uint_eq(t.numel, 4);
+	ck_assert_uint_eq(t.nbytes, 3);         /* 4 x 6 bits */
+	ck_assert_uint_eq(t.offset, 8 + len + 3);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("model");
@@ -581,6 +615,7 @@ static Suite *suite(void)
 	tcase_add_test(rs, no_such_path);
 	tcase_add_test(rs, unsupported_file);
 	tcase_add_test(rs, bad_shard_propagates);
+	tcase_add_test(rs, tensor_info_dtypes);
 	tcase_add_test(hf, hf_hub_cache);
 	tcase_add_test(hf, hf_home);
 	tcase_add_test(hf, hf_home_dir);

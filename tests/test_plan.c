@@ -26,9 +26,9 @@ static char warnings[4096];
 static void on_log(void *u, enum ds_log_level lv, const char *msg)
 {
 	(void)u;
-	if (lv == DS_LOG_WARNING)
-		snprintf(warnings + strlen(warnings),
-			 sizeof(warnings) - strlen(warnings), "%s\n", msg);
+	snprintf(warnings + strlen(warnings), sizeof(warnings) -
+		 strlen(warnings), "%s%s\n", lv == DS_LOG_NOTICE ?
+		 "notice: " : "", msg);
 }
 
 /* Write scratch/NAME/model.safetensors holding the tensors (zero data). */
@@ -277,8 +277,12 @@ START_TEST(copy_f64_and_excluded)
 	ck_assert_int_eq(p.ot[0].act, DS_ACT_COPY);   /* excluded */
 	ck_assert_int_eq(p.ot[1].act, DS_ACT_COPY);   /* F64 */
 	ck_assert_int_eq(p.ot[2].act, DS_ACT_MERGE);
-	ck_assert_ptr_nonnull(strstr(warnings, "'model.rope.freqs' is F64: "
-				     "copied from the base unchanged"));
+	/* One notice for the dtypes not merged (the excluded one apart). */
+	ck_assert_msg(strstr(warnings, "/base: 1 tensor copied from the base "
+			     "unchanged, as only F16, BF16 and F32 are merged: "
+			     "F64: 1 ('model.rope.freqs')\n"), "%s", warnings);
+	ck_assert_ptr_nonnull(strstr(warnings, "notice: "));
+	ck_assert_ptr_null(strstr(warnings, "is F64"));
 	ds_plan_free(&p);
 	ds_recipe_free(r);
 	ds_ctx_free(ctx);

@@ -170,28 +170,65 @@ END_TEST
 
 START_TEST(dtype_table)
 {
-	static const unsigned size[DS_DT_COUNT] = {
-		[DS_DT_BOOL] = 1, [DS_DT_U8] = 1, [DS_DT_I8] = 1,
-		[DS_DT_U16] = 2, [DS_DT_I16] = 2, [DS_DT_U32] = 4,
-		[DS_DT_I32] = 4, [DS_DT_U64] = 8, [DS_DT_I64] = 8,
-		[DS_DT_F8_E4M3] = 1, [DS_DT_F8_E5M2] = 1, [DS_DT_F16] = 2,
-		[DS_DT_BF16] = 2, [DS_DT_F32] = 4, [DS_DT_F64] = 8,
+	/* The format's dtypes and widths (Dtype::bitsize in the reference's
+	 * safetensors/src/tensor.rs). */
+	static const struct {
+		const char *name;
+		enum ds_dtype dt;
+		unsigned bits;
+	} want[] = {
+		{ "BOOL", DS_DT_BOOL, 8 }, { "U8", DS_DT_U8, 8 },
+		{ "I8", DS_DT_I8, 8 }, { "U16", DS_DT_U16, 16 },
+		{ "I16", DS_DT_I16, 16 }, { "U32", DS_DT_U32, 32 },
+		{ "I32", DS_DT_I32, 32 }, { "U64", DS_DT_U64, 64 },
+		{ "I64", DS_DT_I64, 64 }, { "F8_E4M3", DS_DT_F8_E4M3, 8 },
+		{ "F8_E5M2", DS_DT_F8_E5M2, 8 }, { "F8_E8M0", DS_DT_F8_E8M0, 8 },
+		{ "F8_E4M3FNUZ", DS_DT_F8_E4M3FNUZ, 8 },
+		{ "F8_E5M2FNUZ", DS_DT_F8_E5M2FNUZ, 8 },
+		{ "F4", DS_DT_F4, 4 }, { "F6_E2M3", DS_DT_F6_E2M3, 6 },
+		{ "F6_E3M2", DS_DT_F6_E3M2, 6 }, { "F16", DS_DT_F16, 16 },
+		{ "BF16", DS_DT_BF16, 16 }, { "F32", DS_DT_F32, 32 },
+		{ "F64", DS_DT_F64, 64 }, { "C64", DS_DT_C64, 64 },
 	};
 	enum ds_dtype dt;
 
-	for (int i = 0; i < DS_DT_COUNT; i++) {
-		ck_assert_ptr_nonnull(ds_dtype_name((enum ds_dtype)i));
-		ck_assert_int_eq(ds_dtype_parse(ds_dtype_name((enum ds_dtype)i),
-						&dt), 0);
-		ck_assert_int_eq(dt, i);
-		ck_assert_uint_eq(ds_dtype_size((enum ds_dtype)i), size[i]);
+	ck_assert_uint_eq(sizeof(want) / sizeof(want[0]), DS_DT_COUNT);
+	for (size_t i = 0; i < DS_DT_COUNT; i++) {
+		ck_assert_str_eq(ds_dtype_name(want[i].dt), want[i].name);
+		ck_assert_int_eq(ds_dtype_parse(want[i].name, &dt), 0);
+		ck_assert_int_eq(dt, want[i].dt);
+		ck_assert_uint_eq(ds_dtype_bits(dt), want[i].bits);
+		ck_assert_uint_eq(ds_dtype_size(dt), want[i].bits % 8 ? 0 :
+				  want[i].bits / 8);
 	}
-	ck_assert_str_eq(ds_dtype_name(DS_DT_BF16), "BF16");
-	ck_assert_str_eq(ds_dtype_name(DS_DT_F8_E5M2), "F8_E5M2");
 	ck_assert_ptr_null(ds_dtype_name(DS_DT_COUNT));
 	ck_assert_uint_eq(ds_dtype_size(DS_DT_COUNT), 0);
+	ck_assert_uint_eq(ds_dtype_bits(DS_DT_COUNT), 0);
 	ck_assert_int_eq(ds_dtype_parse("bf16", &dt), -1);
+	ck_assert_int_eq(ds_dtype_parse("F8", &dt), -1);
 	ck_assert_int_eq(ds_dtype_parse("", &dt), -1);
+}
+END_TEST
+
+START_TEST(dtype_bytes)
+{
+	uint64_t b = 99;
+
+	ck_assert_int_eq(ds_dtype_nbytes(DS_DT_F4, 4, &b), 0);
+	ck_assert_uint_eq(b, 2);
+	ck_assert_int_eq(ds_dtype_nbytes(DS_DT_F4, 3, &b), -EINVAL);
+	ck_assert_int_eq(ds_dtype_nbytes(DS_DT_F6_E3M2, 4, &b), 0);
+	ck_assert_uint_eq(b, 3);
+	ck_assert_int_eq(ds_dtype_nbytes(DS_DT_F6_E2M3, 2, &b), -EINVAL);
+	ck_assert_int_eq(ds_dtype_nbytes(DS_DT_C64, 3, &b), 0);
+	ck_assert_uint_eq(b, 24);
+	ck_assert_int_eq(ds_dtype_nbytes(DS_DT_F4, 0, &b), 0);
+	ck_assert_uint_eq(b, 0);
+	/* The bits must fit 64 bits, not only the bytes: 2^58 x 64 bits. */
+	ck_assert_int_eq(ds_dtype_nbytes(DS_DT_U64, 1ull << 58, &b),
+			 -EOVERFLOW);
+	ck_assert_int_eq(ds_dtype_nbytes(DS_DT_U64, (1ull << 58) - 1, &b), 0);
+	ck_assert_uint_eq(b, ((1ull << 58) - 1) * 8);
 }
 END_TEST
 
@@ -340,15 +377,23 @@ END_TEST
 
 START_TEST(name_not_utf8)
 {
-	bad("{\"w\xff\":" F32x2("[0,8]") "}", 8, "0xff");
-	bad("{\"w\\u0000\":" F32x2("[0,8]") "}", 8, "not valid JSON");
+	bad("{\"w\xff\":" F32x2("[0,8]") "}", 8, "not valid UTF-8: byte 0xff "
+	    "at offset 3");
+	/* Overlong, surrogate and beyond U+10FFFF forms are not UTF-8. */
+	bad("{\"\xc0\xaf\":" F32x2("[0,8]") "}", 8, "byte 0xc0 at offset 2");
+	bad("{\"\xed\xa0\x80\":" F32x2("[0,8]") "}", 8, "byte 0xed");
+	bad("{\"\xf4\x90\x80\x80\":" F32x2("[0,8]") "}", 8, "byte 0xf4");
+	bad("{\"\xe2\x82\":" F32x2("[0,8]") "}", 8, "byte 0xe2");
 }
 END_TEST
 
 START_TEST(duplicate_name)
 {
 	bad("{\"w\":" F32x2("[0,8]") ",\"w\":" F32x2("[8,16]") "}", 16,
-	    "duplicate object key");
+	    "duplicate tensor name 'w': the header names it twice");
+	/* Written differently, the same name. */
+	bad("{\"w\":" F32x2("[0,8]") ",\"\\u0077\":" F32x2("[8,16]") "}",
+	    16, "duplicate tensor name 'w'");
 }
 END_TEST
 
@@ -382,10 +427,15 @@ START_TEST(entry_missing_key)
 }
 END_TEST
 
-START_TEST(entry_unknown_key)
+START_TEST(entry_duplicate_key)
 {
+	bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"dtype\":\"F32\","
+	    "\"data_offsets\":[0,8]}}", 8, "tensor 'w': key 'dtype' appears "
+	    "twice in its entry");
 	bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],"
-	    "\"strides\":[1]}}", 8, "tensor 'w': unknown key 'strides'");
+	    "\"data_offsets\":[0,8]}}", 8, "key 'data_offsets' appears twice");
+	bad("{\"w\":{\"shape\":[2],\"dtype\":\"F32\",\"shape\":[2],"
+	    "\"data_offsets\":[0,8]}}", 8, "key 'shape' appears twice");
 }
 END_TEST
 
@@ -435,12 +485,14 @@ START_TEST(shape_not_numeric)
 }
 END_TEST
 
+#define ONES8 "1,1,1,1,1,1,1,1,"
 START_TEST(shape_too_many_dims)
 {
-	bad(SHAPE("[1,1,1,1,1,1,1,1,8]"), 8, "shape has 9 dimensions, at "
-	    "most 8");
-	/* Eight is fine. */
-	ck_assert_int_eq(try_header(SHAPE("[1,1,1,1,1,1,1,8]"), 8), 0);
+	bad(SHAPE("[" ONES8 ONES8 ONES8 ONES8 "8]"), 8, "tensor 'w': shape "
+	    "has more than 32 dimensions");
+	/* 32 are fine. */
+	ck_assert_int_eq(try_header(SHAPE("[" ONES8 ONES8 ONES8
+					  "1,1,1,1,1,1,1,8]"), 8), 0);
 }
 END_TEST
 
@@ -470,11 +522,18 @@ START_TEST(size_overflow)
 	/* 2^40 x 2^40 elements: numel itself overflows. */
 	bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1099511627776,1099511627776],"
 	    "\"data_offsets\":[0,0]}}", 0, "tensor 'w': shape "
-	    "[1099511627776,1099511627776] has more than 2^64 elements");
-	/* 2^62 elements fit; 2^62 x 8 bytes do not. */
-	bad("{\"w\":{\"dtype\":\"U64\",\"shape\":[4611686018427387904],"
-	    "\"data_offsets\":[0,0]}}", 0, "tensor 'w': 4611686018427387904 "
-	    "elements of U64 take more than 2^64 bytes");
+	    "[1099511627776, 1099511627776] has more than 2^64 elements");
+	/* 2^58 elements fit; 2^58 x 64 bits do not (the reference counts
+	 * bits), though the bytes would. */
+	bad("{\"w\":{\"dtype\":\"U64\",\"shape\":[288230376151711744],"
+	    "\"data_offsets\":[0,0]}}", 0, "tensor 'w': 288230376151711744 "
+	    "elements of U64 take 2^64 bits or more");
+	/* The product is checked in order: an overflow before a 0 counts. */
+	bad("{\"w\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296,0],"
+	    "\"data_offsets\":[0,0]}}", 0, "more than 2^64 elements");
+	ck_assert_int_eq(try_header("{\"w\":{\"dtype\":\"U8\",\"shape\":"
+				    "[0,4294967296,4294967296],"
+				    "\"data_offsets\":[0,0]}}", 0), 0);
 }
 END_TEST
 
@@ -548,14 +607,315 @@ START_TEST(truncated_data)
 }
 END_TEST
 
+/* ---- as the reference reads it ----------------------------------------- */
+
+/* Notices and warnings sent through ctx while a test reads a file. */
+static char logged[4096];
+
+static void on_log(void *u, enum ds_log_level lv, const char *msg)
+{
+	(void)u;
+	snprintf(logged + strlen(logged), sizeof(logged) - strlen(logged),
+		 "%s%s\n", lv == DS_LOG_WARNING ? "warning: " : "", msg);
+}
+
+START_TEST(new_dtypes)
+{
+	/* Sub-byte dtypes: 6 F4 are 3 bytes, 4 F6 are 3 bytes. */
+	static const char hdr[] = "{"
+		E("p", "F4", "[2,3]", "[0,3]") ","
+		E("q", "F6_E2M3", "[4]", "[3,6]") ","
+		E("r", "F6_E3M2", "[1,4]", "[6,9]") ","
+		E("s", "F8_E8M0", "[2]", "[9,11]") ","
+		E("t", "F8_E4M3FNUZ", "[1]", "[11,12]") ","
+		E("u", "F8_E5M2FNUZ", "[1]", "[12,13]") ","
+		E("v", "C64", "[1]", "[13,21]") ","
+		E("w", "F4", "[0]", "[21,21]") "}";
+	static const enum ds_dtype want[] = {
+		DS_DT_F4, DS_DT_F6_E2M3, DS_DT_F6_E3M2, DS_DT_F8_E8M0,
+		DS_DT_F8_E4M3FNUZ, DS_DT_F8_E5M2FNUZ, DS_DT_C64, DS_DT_F4,
+	};
+	struct ds_shard sh = { 0 };
+	struct ds_tensor *t;
+	size_t n;
+
+	write_st(sizeof(hdr) - 1, hdr, sizeof(hdr) - 1, 21);
+	ck_assert_int_eq(read_st(&sh, &t, &n), 0);
+	ck_assert_uint_eq(n, 8);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_int_eq(t[i].dtype, want[i]);
+	ck_assert_uint_eq(t[0].numel, 6);
+	ck_assert_uint_eq(ds_tensor_nbytes(&t[0]), 3);
+	ck_assert_uint_eq(ds_tensor_nbytes(&t[6]), 8);
+	ds_tensors_free(t, n);
+}
+END_TEST
+
+START_TEST(sub_byte_not_whole_bytes)
+{
+	bad("{" E("w", "F4", "[3]", "[0,2]") "}", 2, "tensor 'w': 3 elements "
+	    "of F4 (4 bits each) are not a whole number of bytes");
+	bad("{" E("w", "F6_E2M3", "[2,3]", "[0,5]") "}", 5, "6 elements of "
+	    "F6_E2M3 (6 bits each) are not a whole number");
+	/* Rounding up is not what the reference does either. */
+	bad("{" E("w", "F4", "[4]", "[0,3]") "}", 3, "span 3 bytes, expected 2");
+}
+END_TEST
+
+START_TEST(negative_zero)
+{
+	bad(SHAPE("[-0]"), 0, "tensor 'w': shape[0] must be a non-negative "
+	    "integer, found -0 (-0 is a negative zero");
+	bad(OFFS("[-0,8]"), 8, "data_offsets must be [begin, end], two "
+	    "non-negative integers, found [-0,8] (-0 is a negative zero");
+	bad(OFFS("[0,-0]"), 8, "found [0,-0]");
+	bad(SHAPE("[-0.0]"), 8, "found -0.0");
+}
+END_TEST
+
+/* Eight tensors of 2^61 - 1 bytes end at 2^64 - 8: past the end of the
+ * data, and 8 + header + that is beyond 64 bits (not wrapped around). */
+static void big_offsets(void)
+{
+	const uint64_t k = (1ull << 61) - 1;
+	char h[2048];
+	size_t o = 0;
+
+	for (uint64_t i = 0; i < 8; i++)
+		o += (size_t)snprintf(h + o, sizeof(h) - o, "%s\"t%" PRIu64
+				      "\":{\"dtype\":\"U8\",\"shape\":[%" PRIu64
+				      "],\"data_offsets\":[%" PRIu64 ",%" PRIu64
+				      "]}", i ? "," : "{", i, k, i * k,
+				      (i + 1) * k);
+	snprintf(h + o, sizeof(h) - o, "}");
+	bad(h, 8, "tensor 't0' data_offsets [0, 2305843009213693951] go past "
+	    "the end of the data (8 bytes)");
+	bad(h, 8, "expected more than 2^64 (8 + header");
+}
+
+START_TEST(integers_to_2_64)
+{
+	/* 2^64 - 1 is an integer of the format; 2^64 and beyond are not. */
+	ck_assert_int_eq(try_header("{" E("w", "U8", "[18446744073709551615,0]",
+					  "[0,0]") "}", 0), 0);
+	ck_assert_int_eq(try_header("{" E("w", "U8", "[9223372036854775808,0]",
+					  "[0,0]") "}", 0), 0);
+	bad(SHAPE("[18446744073709551616]"), 8, "tensor 'w': shape[0] "
+	    "18446744073709551616 holds an integer beyond 2^64 - 1");
+	bad(OFFS("[0,99999999999999999999999]"), 8, "tensor 'w': data_offsets "
+	    "[0,99999999999999999999999] holds an integer beyond 2^64 - 1");
+	big_offsets();
+}
+END_TEST
+
+START_TEST(extra_key_ignored)
+{
+	ds_ctx_set_log(ctx, on_log, NULL);
+	logged[0] = '\0';
+	ck_assert_int_eq(try_header("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],"
+				    "\"strides\":[1],\"data_offsets\":[0,8]},"
+				    "\"v\":{\"x\":{\"y\":[null,1e5,\"s\"]},"
+				    "\"x\":2,\"dtype\":\"U8\",\"shape\":[0],"
+				    "\"data_offsets\":[8,8]}}", 8), 0);
+	/* One notice for the file: the first key and tensor, the count. */
+	ck_assert_msg(strstr(logged, "tensor 'w': key \"strides\" ignored"),
+		      "%s", logged);
+	ck_assert_msg(strstr(logged, "; 3 such key(s) in this file"), "%s",
+		      logged);
+	ck_assert_ptr_nonnull(strstr(logged, path));
+	ck_assert_ptr_null(strchr(strchr(logged, '\n') + 1, '\n'));
+	ck_assert_ptr_null(strstr(logged, "warning"));
+	logged[0] = '\0';
+	ck_assert_int_eq(try_header("{\"w\":" F32x2("[0,8]") "}", 8), 0);
+	ck_assert_str_eq(logged, "");
+}
+END_TEST
+
+START_TEST(metadata_rules)
+{
+	const char *t = "\"w\":" F32x2("[0,8]");
+	char h[512];
+
+	snprintf(h, sizeof(h), "{\"__metadata__\":null,%s}", t);
+	ck_assert_int_eq(try_header(h, 8), 0);
+	snprintf(h, sizeof(h), "{\"__metadata__\":{\"a\":\"1\",\"a\":\"2\"},%s}",
+		 t);
+	bad(h, 8, "__metadata__ has key 'a' twice");
+	snprintf(h, sizeof(h), "{\"__metadata__\":{},%s,\"__metadata__\":{}}",
+		 t);
+	bad(h, 8, "header has __metadata__ twice (line 1, column");
+	snprintf(h, sizeof(h), "{\"__metadata__\":null,\"__metadata__\":null,"
+		 "%s}", t);
+	bad(h, 8, "has __metadata__ twice");
+	snprintf(h, sizeof(h), "{\"__metadata__\":{\"a\":\"x\\u0000y\"},%s}", t);
+	bad(h, 8, "__metadata__ 'a' holds U+0000, which dare-stream refuses");
+	snprintf(h, sizeof(h), "{\"__metadata__\":{\"a\\u0000\":\"x\"},%s}", t);
+	bad(h, 8, "__metadata__ key \"a\\u0000\" holds U+0000");
+	snprintf(h, sizeof(h), "{\"__metadata__\":{\"a\":null},%s}", t);
+	bad(h, 8, "__metadata__ 'a' must be a string, found null");
+}
+END_TEST
+
+START_TEST(nul_in_names)
+{
+	bad("{\"w\\u0000x\":" F32x2("[0,8]") "}", 8, "tensor name "
+	    "\"w\\u0000x\" holds U+0000, which dare-stream refuses");
+	/* In a value that is ignored, U+0000 is harmless. */
+	ck_assert_int_eq(try_header("{\"w\":{\"note\":\"a\\u0000b\","
+				    "\"dtype\":\"F32\",\"shape\":[2],"
+				    "\"data_offsets\":[0,8]}}", 8), 0);
+	/* "F32\u0000" is not a dtype. */
+	bad("{\"w\":{\"dtype\":\"F32\\u0000\",\"shape\":[2],\"data_offsets\":"
+	    "[0,8]}}", 8, "unknown dtype \"F32\\u0000\"");
+}
+END_TEST
+
+START_TEST(strings_decoded)
+{
+	static const char hdr[] = "{\"a\\/b\\n\\u00fc\\ud83d\\ude00\\\"\":"
+		F32x2("[0,8]") "}";
+	struct ds_shard sh = { 0 };
+	struct ds_tensor *t;
+	size_t n;
+
+	write_st(sizeof(hdr) - 1, hdr, sizeof(hdr) - 1, 8);
+	ck_assert_int_eq(read_st(&sh, &t, &n), 0);
+	ck_assert_str_eq(t[0].name, "a/b\n\xc3\xbc\xf0\x9f\x98\x80\"");
+	ds_tensors_free(t, n);
+	bad("{\"\\ud83d\":" F32x2("[0,8]") "}", 8, "\\ud83d is half of a "
+	    "surrogate pair, alone");
+	bad("{\"\\ude00x\":" F32x2("[0,8]") "}", 8, "half of a surrogate");
+	bad("{\"\\ud83d\\u0041\":" F32x2("[0,8]") "}", 8, "half of a surrogate");
+	bad("{\"\\x41\":" F32x2("[0,8]") "}", 8, "unknown escape");
+	bad("{\"\\u12\":" F32x2("[0,8]") "}", 8, "four hex digits");
+	bad("{\"a\tb\":" F32x2("[0,8]") "}", 8, "control character 0x09");
+}
+END_TEST
+
+START_TEST(whitespace)
+{
+	/* After the object: JSON whitespace only; before it: nothing. */
+	ck_assert_int_eq(try_header("{\"w\":" F32x2("[0,8]") "} \n\t\r ", 8), 0);
+	ck_assert_int_eq(try_header("{ \"w\" :\n" F32x2("[ 0 ,\t8 ]") " }", 8),
+			 0);
+	bad("{\"w\":" F32x2("[0,8]") "}\f", 8, "byte 0x0c after the object");
+	write_st(55, "{\"w\":" F32x2("[0,8]") "}\0", 55, 8);
+	expect_format(read_rc(), "byte 0x00 after the object");
+	bad("\n{}", 0, "begins with byte 0x0a, expected '{'");
+}
+END_TEST
+
+START_TEST(syntax_errors)
+{
+	bad("{\"w\":" F32x2("[0,8]") ",}", 8, "not valid JSON: expected a "
+	    "tensor name in quotes, found '}' (line 1, column 55)");
+	bad("{\"w\":\n" F32x2("[0,8,]") "}", 8, "(line 2, column");
+	bad(SHAPE("[01]"), 8, "not valid JSON: expected ',' or ']' in shape, "
+	    "found '1'");
+	bad(SHAPE("[1.]"), 8, "expected a digit after '.'");
+	bad(SHAPE("[1e]"), 8, "expected a digit in the exponent");
+	bad(SHAPE("[+1]"), 8, "expected a value, found '+'");
+	bad(SHAPE("[-]"), 8, "expected a digit after '-'");
+	bad("{\"w\":{\"dtype\":'F32'}}", 8, "expected a value, found");
+	bad("{\"w\":" F32x2("[0,8]"), 8, "expected ',' or '}', found the end of "
+	    "the header");
+	bad("{\"w\":{\"x\":tru,\"dtype\":\"F32\"}}", 8, "expected a value");
+}
+END_TEST
+
+START_TEST(numbers_in_ignored_values)
+{
+	char h[512];
+
+	/* serde_json takes any number a double holds, refuses the rest. */
+	snprintf(h, sizeof(h), "{\"w\":{\"x\":[1e-400,-99999999999999999999999,"
+		 "1.7976931348623157e308,0.5E+3],\"dtype\":\"F32\","
+		 "\"shape\":[2],\"data_offsets\":[0,8]}}");
+	ck_assert_int_eq(try_header(h, 8), 0);
+	snprintf(h, sizeof(h), "{\"w\":{\"x\":1e309,\"dtype\":\"F32\","
+		 "\"shape\":[2],\"data_offsets\":[0,8]}}");
+	bad(h, 8, "holds a number beyond the range of a double: 1e309");
+	snprintf(h, sizeof(h), "{\"w\":{\"x\":-2e308,\"dtype\":\"F32\","
+		 "\"shape\":[2],\"data_offsets\":[0,8]}}");
+	bad(h, 8, "beyond the range of a double");
+	snprintf(h, sizeof(h), "{\"w\":{\"x\":1.8e308,\"dtype\":\"F32\","
+		 "\"shape\":[2],\"data_offsets\":[0,8]}}");
+	bad(h, 8, "beyond the range of a double");
+	snprintf(h, sizeof(h), "{\"w\":{\"x\":0.0001e312,\"dtype\":\"F32\","
+		 "\"shape\":[2],\"data_offsets\":[0,8]}}");
+	ck_assert_int_eq(try_header(h, 8), 0);
+}
+END_TEST
+
+/* {"w":{"x":[[...]], ...}} with depth arrays and objects in all. */
+static int nested(unsigned depth)
+{
+	size_t k = depth - 2, o = 0;
+	char *h = malloc(2 * k + 128);
+	int rc;
+
+	ck_assert_ptr_nonnull(h);
+	o += (size_t)sprintf(h, "{\"w\":{\"x\":");
+	for (size_t i = 0; i < k; i++)
+		h[o++] = '[';
+	for (size_t i = 0; i < k; i++)
+		h[o++] = ']';
+	sprintf(h + o, ",\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":"
+		"[0,8]}}");
+	rc = try_header(h, 8);
+	free(h);
+	return rc;
+}
+
+START_TEST(nesting_limit)
+{
+	/* serde_json takes 127 levels, refuses 128. */
+	ck_assert_int_eq(nested(127), 0);
+	expect_format(nested(128), "nests arrays and objects more than 127 "
+		      "deep");
+	expect_format(nested(5000), "more than 127 deep");
+}
+END_TEST
+
+START_TEST(entry_forms_refused)
+{
+	/* The reference takes these (serde's sequence and enum forms); the
+	 * format describes neither. */
+	bad("{\"w\":[\"F32\",[2],[0,8]]}", 8, "tensor 'w': expected an object "
+	    "with dtype, shape and data_offsets, found [\"F32\",[2],[0,8]]");
+	bad("{\"w\":{\"dtype\":{\"F32\":null},\"shape\":[2],\"data_offsets\":"
+	    "[0,8]}}", 8, "unknown dtype {\"F32\":null}");
+}
+END_TEST
+
+START_TEST(metadata_lookup)
+{
+	static const char hdr[] = "{\"__metadata__\":{\"format\":\"pt\","
+		"\"note\":\"a\\nb\"},\"w\":" F32x2("[0,8]") "}";
+	char *v = NULL;
+
+	write_st(sizeof(hdr) - 1, hdr, sizeof(hdr) - 1, 8);
+	ck_assert_int_eq(ds_st_metadata(ctx, path, "note", &v), 0);
+	ck_assert_str_eq(v, "a\nb");
+	free(v);
+	ck_assert_int_eq(ds_st_metadata(ctx, path, "missing", &v), 0);
+	ck_assert_ptr_null(v);
+	try_header("{\"__metadata__\":{\"format\":\"pt\",\"format\":\"np\"}}", 0);
+	expect_format(ds_st_metadata(ctx, path, "format", &v), "has key "
+		      "'format' twice");
+	ck_assert_ptr_null(v);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("safetensors");
 	TCase *ok = tcase_create("valid"), *hd = tcase_create("header");
 	TCase *en = tcase_create("entries"), *ti = tcase_create("tiling");
-	TCase *all[] = { ok, hd, en, ti };
+	TCase *rf = tcase_create("reference");
+	TCase *all[] = { ok, hd, en, ti, rf };
 
-	for (unsigned i = 0; i < 4; i++) {
+	for (unsigned i = 0; i < 5; i++) {
 		tcase_add_checked_fixture(all[i], setup, teardown);
 		suite_add_tcase(s, all[i]);
 	}
@@ -577,7 +937,7 @@ static Suite *suite(void)
 	tcase_add_test(hd, metadata_value_not_string);
 	tcase_add_test(en, entry_not_object);
 	tcase_add_test(en, entry_missing_key);
-	tcase_add_test(en, entry_unknown_key);
+	tcase_add_test(en, entry_duplicate_key);
 	tcase_add_test(en, unknown_dtype);
 	tcase_add_test(en, shape_not_array);
 	tcase_add_test(en, shape_negative);
@@ -594,6 +954,21 @@ static Suite *suite(void)
 	tcase_add_test(ti, empty_tensor_inside_another);
 	tcase_add_test(ti, trailing_bytes);
 	tcase_add_test(ti, truncated_data);
+	tcase_add_test(ok, dtype_bytes);
+	tcase_add_test(rf, new_dtypes);
+	tcase_add_test(rf, sub_byte_not_whole_bytes);
+	tcase_add_test(rf, negative_zero);
+	tcase_add_test(rf, integers_to_2_64);
+	tcase_add_test(rf, extra_key_ignored);
+	tcase_add_test(rf, metadata_rules);
+	tcase_add_test(rf, nul_in_names);
+	tcase_add_test(rf, strings_decoded);
+	tcase_add_test(rf, whitespace);
+	tcase_add_test(rf, syntax_errors);
+	tcase_add_test(rf, numbers_in_ignored_values);
+	tcase_add_test(rf, nesting_limit);
+	tcase_add_test(rf, entry_forms_refused);
+	tcase_add_test(rf, metadata_lookup);
 	return s;
 }
 

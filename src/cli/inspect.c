@@ -129,6 +129,8 @@ int cmd_inspect(int argc, char **argv)
 		else
 			print_text(argv[i], m);
 		ds_model_free(m);
+		if (ferror(stdout))
+			break;          /* the reader left: main says nothing */
 	}
 	if (json && rc == EXIT_OK) {
 		json_dumpf(json_array_size(all) == 1 ? json_array_get(all, 0) :

@@ -2,6 +2,8 @@
 /* main.c - dare-stream: dispatch to the subcommands */
 #include "config.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include "cli.h"
@@ -30,7 +32,7 @@ static void usage(FILE *f)
 	      "See dare-stream(1) for the formulas and the DARE mask.\n", f);
 }
 
-int main(int argc, char **argv)
+static int dispatch(int argc, char **argv)
 {
 	if (argc < 2) {
 		usage(stderr);
@@ -58,4 +60,31 @@ int main(int argc, char **argv)
 	}
 	return usage_error("unknown command '%s' (try dare-stream --help)",
 			   argv[1]);
+}
+
+/*
+ * Standard output flushed; a reader that has left (inspect | head) is not
+ * an error, and its leaving is not reported: it has all it wanted.
+ */
+static int finish_stdout(int rc)
+{
+	int e;
+
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return rc;
+	e = errno;
+	if (e == EPIPE)
+		return rc;
+	fprintf(stderr, "dare-stream: error: standard output: %s\n",
+		strerror(e));
+	return rc ? rc : EXIT_RUNTIME;
+}
+
+int main(int argc, char **argv)
+{
+	/* A closed pipe makes writes fail with EPIPE rather than kill the
+	 * process, whatever disposition the parent left: inspect stops
+	 * quietly, and a merge whose stderr reader left runs to the end. */
+	signal(SIGPIPE, SIG_IGN);
+	return finish_stdout(dispatch(argc, argv));
 }

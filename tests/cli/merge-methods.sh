@@ -132,7 +132,7 @@ case_ "$FXI" --method linear --dtype f32
 check "model.position_ids stays I64 with --dtype f32" \
 	same_tensors "$out" "$FXI/base" model.position_ids
 
-say "== an F64 tensor is copied from the base, with a warning naming it"
+say "== an F64 tensor is copied from the base, with a notice naming it"
 cp -R "$FXI" "$T/fx-f64"
 for s in "$T"/fx-f64/*/*.safetensors; do
 	st_edit "$s" 'if "model.position_ids" in h:
@@ -142,8 +142,8 @@ F64=$T/fx-f64
 inputs_record "$F64"
 if ds_merge "$T/out-f64" --base "$F64/base" --model "$F64/ft1" \
 	--model "$F64/ft2" --method dare_ties -p 0.5; then
-	stderr_has "warning names model.position_ids" \
-		'dare-stream: warning:.*model\.position_ids'
+	stderr_has "one notice names F64 and model.position_ids" \
+		'dare-stream: .*copied from the base unchanged.*F64: 1 ..model\.position_ids'
 	check "model.position_ids (F64) equals the base's bytes" \
 		same_tensors "$T/out-f64" "$F64/base" model.position_ids
 	ref_check "$T/out-f64" --base "$F64/base" --model "$F64/ft1" \

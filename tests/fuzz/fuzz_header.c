@@ -17,10 +17,10 @@ static void check_tiling(const struct ds_tensor *t, size_t n,
 	for (size_t i = 0; i < n; i++) {
 		if (t[i].begin != pos)
 			fuzz_fail("tensors do not tile the data", t[i].name);
-		if (__builtin_mul_overflow(t[i].numel,
-					   ds_dtype_size(t[i].dtype), &bytes) ||
+		if (ds_dtype_nbytes(t[i].dtype, t[i].numel, &bytes) ||
 		    t[i].end - t[i].begin != bytes)
-			fuzz_fail("byte range is not numel x size", t[i].name);
+			fuzz_fail("byte range is not numel x bits / 8",
+				  t[i].name);
 		if (t[i].ndim > DS_MAX_DIMS || t[i].shard != 7)
 			fuzz_fail("ndim or shard", t[i].name);
 		pos = t[i].end;

@@ -106,10 +106,23 @@ def json_cases(c):
     c.header("json-trailing-garbage",
              header_text({"a": A, "b": B}) + b"xyz", "not valid JSON")
     c.header("nul-in-header", b'{"a":\x00}', "not valid JSON")
-    c.header("deep-nesting", b'{"a":' + b"[" * 100000, "not valid JSON")
+    c.header("deep-nesting", b'{"a":' + b"[" * 100000,
+             "nests arrays and objects more than 127 deep")
+    c.header("number-beyond-double",
+             b'{"a":{"x":1e999,' + header_text(A)[1:] + b',"b":'
+             + header_text(B) + b"}", "beyond the range of a double")
     c.header("duplicate-name",
              b'{"a":' + header_text(A) + b',"a":' + header_text(B) + b"}",
              "duplicate tensor name")
+    c.header("name-nul", b'{"a\\u0000":' + header_text(A) + b',"b":'
+             + header_text(B) + b"}", "holds U+0000")
+    c.header("metadata-twice", b'{"__metadata__":{},"a":' + header_text(A)
+             + b',"__metadata__":null,"b":' + header_text(B) + b"}",
+             "has __metadata__ twice")
+    c.header("metadata-key-twice",
+             b'{"__metadata__":{"format":"pt","format":"np"},"a":'
+             + header_text(A) + b',"b":' + header_text(B) + b"}",
+             "__metadata__ has key 'format' twice")
     c.header("name-not-utf8",
              b'{"a\xff\xfe":' + header_text(A) + b',"b":' + header_text(B)
              + b"}", "not valid UTF-8")
@@ -141,8 +154,12 @@ def offset_cases(c):
              {"a": dict(A, data_offsets=[16, 0]), "b": B}, "begin after end")
     c.header("offsets-past-end", {"a": A, "b": dict(
         B, shape=[8], data_offsets=[16, 48])}, "past the end")
-    c.header("offset-beyond-int64", {"a": A, "b": offs(16, 2**63)},
-             "too big integer")
+    c.header("offset-2^63", {"a": A, "b": offs(16, 2**63)}, "expected 16")
+    c.header("offset-beyond-2^64", {"a": A, "b": offs(16, 2**64)},
+             "beyond 2^64 - 1")
+    c.header("offset-negative-zero", b'{"a":{"dtype":"F32","shape":[2,2],'
+             b'"data_offsets":[-0,16]},"b":' + header_text(B) + b"}",
+             "-0 is a negative zero")
     c.header("offsets-huge", {"a": A, "b": offs(16, 2**63 - 1)},
              "expected 16")
     c.header("offsets-not-integers", {"a": A, "b": offs(16.0, 32.0)},
@@ -162,7 +179,10 @@ def shape_cases(c):
     c.header("numel-overflow", {"a": dict(A, shape=[2**40, 2**40]),
                                 "b": B}, "more than 2^64 elements")
     c.header("bytes-overflow", {"a": dict(A, dtype="F64", shape=[2**61, 2]),
-                                "b": B}, "more than 2^64 bytes")
+                                "b": B}, "2^64 bits or more")
+    c.header("f4-odd-count", {"a": dict(A, dtype="F4", shape=[3],
+                                        data_offsets=[0, 16]), "b": B},
+             "not a whole number of bytes")
     c.header("dim-negative", {"a": dict(A, shape=[-2, 2]), "b": B},
              "non-negative integer, found -2")
     c.header("dim-fractional", {"a": dict(A, shape=[2.5, 2]), "b": B},
@@ -173,11 +193,11 @@ def shape_cases(c):
              "non-negative integer, found null")
     c.header("dim-bigint", b'{"a":{"dtype":"F32","shape":['
              b'99999999999999999999999,2],"data_offsets":[0,16]}}',
-             "not valid JSON")
+             "beyond 2^64 - 1")
     c.header("shape-not-array", {"a": dict(A, shape=4), "b": B},
              "shape must be an array")
-    c.header("too-many-dims", {"a": dict(A, shape=[1] * 9 + [4]), "b": B},
-             "dimensions")
+    c.header("too-many-dims", {"a": dict(A, shape=[1] * 32 + [4]), "b": B},
+             "more than 32 dimensions")
     c.header("dtype-unknown", {"a": dict(A, dtype="F128"), "b": B},
              "unknown dtype \"F128\"")
     c.header("dtype-not-string", {"a": dict(A, dtype=4), "b": B},
@@ -185,8 +205,9 @@ def shape_cases(c):
     c.header("entry-not-object", {"a": 5, "b": B}, "expected an object")
     c.header("key-missing", {"a": {"dtype": "F32", "data_offsets": [0, 16]},
                              "b": B}, "missing key 'shape'")
-    c.header("key-unknown", {"a": dict(A, extra=1), "b": B},
-             "unknown key 'extra'")
+    c.header("key-twice", b'{"a":{"dtype":"F32","dtype":"F32","shape":[2,2],'
+             b'"data_offsets":[0,16]},"b":' + header_text(B) + b"}",
+             "key 'dtype' appears twice")
 
 
 def dir_cases(c):

@@ -792,7 +792,7 @@ int ds_model_tensor(const ds_model *m, size_t i, struct ds_tensor_info *info)
 	info->ndim = t->ndim;
 	memcpy(info->shape, t->shape, sizeof(info->shape));
 	info->numel = t->numel;
-	info->nbytes = t->end - t->begin;
+	info->nbytes = ds_tensor_nbytes(t);
 	info->shard = t->shard;
 	info->offset = m->shards[t->shard].data_off + t->begin;
 	return 0;

@@ -62,10 +62,29 @@ void ds_model_clear(struct ds_model *m);
 /* Parse a safetensors dtype name ("BF16"); 0 or -1. */
 int ds_dtype_parse(const char *s, enum ds_dtype *out);
 
+/* Width of one element in bits (4 for F4, 6 for F6_*); 0 out of range. */
+unsigned ds_dtype_bits(enum ds_dtype dt);
+
+/*
+ * Bytes of numel elements of dt, the reference's way: numel x bits, which
+ * must not overflow (-EOVERFLOW) and must be a whole number of bytes
+ * (-EINVAL: an odd number of F4 elements).  Use it, or ds_tensor_nbytes,
+ * rather than numel x ds_dtype_size, which is 0 for the sub-byte dtypes.
+ */
+int ds_dtype_nbytes(enum ds_dtype dt, uint64_t numel, uint64_t *nbytes);
+
+/* Bytes of the data of a validated tensor, whatever its dtype. */
+static inline uint64_t ds_tensor_nbytes(const struct ds_tensor *t)
+{
+	return t->end - t->begin;
+}
+
 /*
  * Parse and validate a header (the JSON text, len bytes, not NUL-terminated)
  * of the file path whose data section holds data_size bytes.  Every rule of
- * DESIGN section 8 is checked.  The tensors, sorted by data offset, are
+ * DESIGN section 8 is checked, with the reference reader's JSON (see
+ * safetensors.c); a key of a tensor entry other than dtype, shape and
+ * data_offsets is ignored, with one notice for the file.  The tensors, sorted by data offset, are
  * returned in a malloc'd array (*out, *n), each with .shard = shard.
  * Returns 0, -ENOMEM or DS_E_FORMAT with a message naming path (and tensor).
  */
@@ -83,8 +102,8 @@ int ds_st_read(ds_ctx *ctx, int fd, const char *path, unsigned shard,
 
 /*
  * The string __metadata__[key] of the safetensors file path, in a malloc'd
- * *value (NULL when the header has no such string).  Only the header's JSON
- * is read here, not validated: open the model first for that.
+ * *value (NULL when the header has no such string).  The header's JSON and
+ * entries are checked, not the data offsets: open the model for that.
  * Returns 0, a negative errno or DS_E_FORMAT.
  */
 int ds_st_metadata(ds_ctx *ctx, const char *path, const char *key,

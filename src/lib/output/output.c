@@ -259,8 +259,9 @@ static int add_file(struct ds_out *o, const char *name, uint64_t size,
 	 * followed); a kept one must not be a link to an input. */
 	if (!keep)
 		unlink(f->tmp);
+	/* 0666 and 0777 below: the umask decides, as for cp or tar. */
 	f->fd = open(f->tmp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
-		     (keep ? 0 : O_EXCL), 0644);
+		     (keep ? 0 : O_EXCL), 0666);
 	if (f->fd < 0)
 		return ds_fail(o->ctx, -errno, "%s: %s", f->tmp,
 			       strerror(errno));
@@ -349,7 +350,7 @@ static void reclaim(struct ds_out *o)
 
 static uint64_t tensor_bytes(const struct ds_plan *p, size_t t)
 {
-	return p->ot[t].numel * ds_dtype_size(p->ot[t].odt);
+	return ds_otensor_bytes(&p->ot[t]);
 }
 
 /* Read tensor t back from its shard; 1 when its digest is d (the shard's
@@ -414,7 +415,7 @@ static size_t verify_records(struct ds_out *o, FILE *j, long *end)
 static int open_journal(struct ds_out *o, const char *path, int trunc)
 {
 	o->jfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
-		      (trunc ? O_TRUNC : 0), 0644);
+		      (trunc ? O_TRUNC : 0), 0666);
 	return o->jfd < 0 ? ds_fail(o->ctx, -errno, "%s: %s", path,
 				    strerror(errno)) : 0;
 }
@@ -511,7 +512,7 @@ int ds_out_open(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
 	o->jfd = -1;
 	o->lock.fd = -1;
 	*out = o;
-	if (mkdir(dir, 0755) == 0)
+	if (mkdir(dir, 0777) == 0)
 		o->made_dir = 1;
 	else if (errno != EEXIST)
 		return ds_fail(ctx, -errno, "%s: cannot create the output "
@@ -570,7 +571,7 @@ static int write_index(struct ds_out *o)
 	for (size_t i = 0; i < p->not; i++) {
 		const struct ds_otensor *t = &p->ot[i];
 
-		total += t->numel * ds_dtype_size(t->odt);
+		total += ds_otensor_bytes(t);
 		if (t->tail)
 			continue;
 		json_object_set_new(map, t->name,
@@ -916,21 +917,51 @@ static void remove_stale(struct ds_out *o)
 	closedir(d);
 }
 
-/* The merge is complete: the journal goes, then the directory is synced. */
+/* The merge is complete: the journal goes. */
 static void finish_journal(struct ds_out *o)
 {
 	char path[PATH_MAX];
-	int dfd;
 
 	close(o->jfd);
 	o->jfd = -1;
 	snprintf(path, sizeof(path), "%s/" JOURNAL, o->dir);
 	unlink(path);
-	dfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
+}
+
+/* fsync directory dir, so the names given in it last a power cut; a file
+ * system that cannot sync a directory (EINVAL) is let be. */
+static int sync_dir(struct ds_out *o, const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0 || (fsync(fd) && errno != EINVAL && errno != ENOTSUP))
+		rc = ds_fail(o->ctx, -errno, "%s: cannot sync the directory "
+			     "after the output was renamed into place: %s",
+			     dir, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+/* The output directory, then its parent (which names it when it was
+ * made here): after both, "done" survives a power cut. */
+static int sync_dirs(struct ds_out *o)
+{
+	char parent[PATH_MAX];
+	size_t n = strlen(o->dir);
+	char *s;
+	int rc;
+
+	if ((rc = sync_dir(o, o->dir)))
+		return rc;
+	while (n > 1 && o->dir[n - 1] == '/')
+		n--;
+	snprintf(parent, sizeof(parent), "%.*s", (int)n, o->dir);
+	if (!(s = strrchr(parent, '/')))
+		snprintf(parent, sizeof(parent), ".");
+	else
+		s[s == parent] = '\0';     /* "/out" -> "/" */
+	return sync_dir(o, parent);
 }
 
 static int sync_close(struct ds_out *o, struct ofile *f)
@@ -975,7 +1006,7 @@ int ds_out_finish(struct ds_out *o, int force)
 		free(o->f[i].tmp);
 		o->f[i].tmp = NULL;         /* nothing left to abort */
 	}
-	return 0;
+	return sync_dirs(o);
 }
 
 void ds_out_abort(struct ds_out *o)

@@ -144,6 +144,10 @@ static int pack_tensor(struct writer *w, int mfd, const struct ds_model *m,
 
 	if (bh)
 		XXH3_64bits_reset(bh);
+	if (!rc && es == 0)
+		rc = ds_fail(w->ctx, DS_E_USAGE, "%s: tensor '%s' is %s, of less "
+			     "than a byte per element: packs store whole "
+			     "elements", m->arg, t->name, ds_dtype_name(t->dtype));
 	for (uint64_t i0 = 0; !rc && i0 < t->numel; i0 += DS_PACK_FRAME) {
 		size_t mlen = (size_t)(t->numel - i0 < DS_PACK_FRAME ?
 				       t->numel - i0 : DS_PACK_FRAME);

@@ -824,7 +824,7 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 	for (unsigned s = 0; s < p->nos; s++)
 		pp.done += p->os[s].hlen;
 	for (size_t t = 0; t < first; t++)
-		pp.done += p->ot[t].numel * ds_dtype_size(p->ot[t].odt);
+		pp.done += ds_otensor_bytes(&p->ot[t]);
 	if (!pp.tensor_hash || !pp.base_hash)
 		rc = ds_fail(ctx, -ENOMEM, "out of memory");
 	pp.drop_inputs = input_bytes(p) >

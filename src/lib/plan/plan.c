@@ -194,15 +194,9 @@ static int plan_tensor(struct ds_plan *p, struct ds_otensor *o,
 	o->numel = bt->numel;
 	o->act = DS_ACT_COPY;
 	o->odt = bt->dtype;
+	/* Every dtype but F16, BF16 and F32 is copied (note_copied). */
 	if (ds_recipe_excluded(p->r, o->name))
 		return 0;
-	if (bt->dtype == DS_DT_F64 || bt->dtype == DS_DT_F8_E4M3 ||
-	    bt->dtype == DS_DT_F8_E5M2) {
-		ds_warn(p->ctx, "%s: tensor '%s' is %s: copied from the base "
-			"unchanged", p->in[f->src[0]]->arg, bt->name,
-			ds_dtype_name(bt->dtype));
-		return 0;
-	}
 	if (!is_float(bt->dtype) || f->n == 0)
 		return 0;                       /* no model: the base's tensor */
 	for (unsigned s = 1; s <= f->n; s++)
@@ -213,6 +207,40 @@ static int plan_tensor(struct ds_plan *p, struct ds_otensor *o,
 	o->odt = p->r->dtype >= 0 ? (enum ds_dtype)p->r->dtype : bt->dtype;
 	p->merged++;
 	return 0;
+}
+
+/*
+ * One notice for the base's tensors whose dtype is not merged, by dtype: a
+ * checkpoint may hold thousands of FP8 or MXFP4 blocks and their scales,
+ * which deserve a line, not a warning each.
+ */
+static void note_copied(struct ds_plan *p)
+{
+	const struct ds_model *b = p->in[0];
+	const char *first[DS_DT_COUNT] = { 0 };
+	size_t count[DS_DT_COUNT] = { 0 }, total = 0, o = 0;
+	char list[768] = "";
+
+	for (size_t i = 0; i < b->ntensors; i++) {
+		const struct ds_tensor *t = &b->tensors[i];
+
+		if (is_float(t->dtype) || ds_recipe_excluded(p->r, t->name))
+			continue;
+		if (!count[t->dtype]++)
+			first[t->dtype] = t->name;
+		total++;
+	}
+	for (unsigned d = 0; d < DS_DT_COUNT && o < sizeof(list); d++)
+		if (count[d])
+			o += (size_t)snprintf(list + o, sizeof(list) - o,
+					      "%s%s: %zu (%s'%s')", o ? ", " : "",
+					      ds_dtype_name((enum ds_dtype)d),
+					      count[d], count[d] > 1 ?
+					      "first " : "", first[d]);
+	if (total)
+		ds_notice(p->ctx, "%s: %zu tensor%s copied from the base "
+			  "unchanged, as only F16, BF16 and F32 are merged: "
+			  "%s", b->arg, total, total > 1 ? "s" : "", list);
 }
 
 /* Warn once per model about tensors the base does not have. */
@@ -600,7 +628,7 @@ static int layout_shard(struct ds_plan *p, struct ds_oshard *os)
 	for (size_t i = 0; i < os->count; i++) {
 		struct ds_otensor *o = &p->ot[os->first + i];
 
-		nb = o->numel * ds_dtype_size(o->odt); /* <= input bytes * 2 */
+		nb = ds_otensor_bytes(o);           /* <= input bytes * 2 */
 		o->obegin = off;
 		if (o->tail) {          /* more rows of the tensor before */
 			t[n - 1].end = off += nb;
@@ -948,6 +976,7 @@ int ds_plan_build_flags(ds_ctx *ctx, const struct ds_recipe *r,
 		return rc;
 	if ((rc = check_params(p)) || (rc = plan_tails(p)))
 		return rc;
+	note_copied(p);
 	warn_extra(p);
 	if (p->ninputs == 1)
 		ds_notice(ctx, "no model given: the output is the base %s",

@@ -40,6 +40,16 @@ struct ds_otensor {
 	bool tail;                  /* continues the previous tensor's data */
 };
 
+/*
+ * Bytes of output tensor o: a copy takes its input's bytes (F4 and F6 have
+ * no whole-byte element size), a merge numel elements of its dtype.
+ */
+static inline uint64_t ds_otensor_bytes(const struct ds_otensor *o)
+{
+	return o->act == DS_ACT_COPY ? ds_tensor_nbytes(o->in[0]) :
+	       o->numel * ds_dtype_size(o->odt);
+}
+
 /* One output file of tensors. */
 struct ds_oshard {
 	const char *name;           /* the base's file name, or HF's */
