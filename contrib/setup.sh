@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 SUDO=
 [ "$(id -u)" = 0 ] || SUDO=sudo
 DEPS="build-essential autoconf automake libtool pkg-config
-      liburing-dev libzstd-dev libxxhash-dev xxhash check
+      liburing-dev libzstd-dev zstd libxxhash-dev xxhash check
       libjansson-dev libyaml-dev python3 man-db groff-base"
 if [ "${DS_SKIP_DEPS:-}" != 1 ]; then
 	echo "== installing build dependencies (apt-get)"

@@ -4,7 +4,7 @@
 #
 # Environment: FUZZ_SECONDS (per harness, default 60; 0 only replays the
 # committed corpus, as a regression test), FUZZ_HARNESSES (a subset of:
-# header file index recipe), CLANG (default clang),
+# header file index recipe pack), CLANG (default clang),
 # DS_BUILDDIR (where config.h is; default: the source tree, then ./build),
 # DS_KEEP=1 keeps the work directory.  Exit 0 when every harness ran clean,
 # 1 on a finding (the input is printed in hex: add it to corpus/NAME/),
@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 CLANG=${CLANG:-clang}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-FUZZ_HARNESSES=${FUZZ_HARNESSES:-header file index recipe}
+FUZZ_HARNESSES=${FUZZ_HARNESSES:-header file index recipe pack}
 LC_ALL=C
 export LC_ALL
 
@@ -55,7 +55,7 @@ DEPCF=$(pkg-config --cflags jansson yaml-0.1 libxxhash libzstd)
 # their table as an argument), and the tests' shared helpers without their
 # Check part, compiled once for all four.
 SRC="src/lib/common/ctx.c src/lib/inputs/safetensors.c src/lib/inputs/model.c \
-src/lib/inputs/pack.c \
+src/lib/inputs/pack.c src/lib/kernels/scalar.c \
 src/lib/recipe/recipe.c src/lib/recipe/recipe_yaml.c src/lib/methods/methods.c \
 tests/testutil.c"
 
