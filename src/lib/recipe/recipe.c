@@ -553,8 +553,9 @@ int ds_recipe_check(ds_ctx *ctx, const ds_recipe *r)
 			       ds_method_name(r->method));
 	if (!takes_density(r->method) && p_set && !r->mergekit)
 		return ds_fail(ctx, DS_E_USAGE, "method %s drops nothing; a "
-			       "drop rate or density applies to dare_linear "
-			       "and dare_ties", ds_method_name(r->method));
+			       "drop rate or density applies to the dare, ties, "
+			       "breadcrumbs and della methods",
+			       ds_method_name(r->method));
 	return 0;
 }
 
