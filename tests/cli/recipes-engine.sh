@@ -74,16 +74,21 @@ if ds_merge "$T/franklin" --quiet --config "$T/franklin.yml" --shard-size 40K; t
              {"sources": [{"model": "'"$FXL/ft2"'", "range": [18, 40], "weight": 1}]}]}'
 fi
 
-say "== gradient slerp between the base and ft1, self_attn / mlp filters"
-recipe gslerp <<EOF
+# gslerp NAME FIXTURE LAYERS: a slerp of FIXTURE's base and ft1 over all
+# LAYERS with t gradients per filter; each tensor's t worked out by hand
+# (layer i of L: x = i/(L-1)), then the reference's slerp of the tensors
+# that share a t, to the bit, and the output's config.json.
+gslerp() {
+	g=$1 fx=$2 L=$3
+	recipe "$g" <<EOF
 slices:
   - sources:
-      - model: $FX/base
-        layer_range: [0, 3]
-      - model: $FX/ft1
-        layer_range: [0, 3]
+      - model: $fx/base
+        layer_range: [0, $L]
+      - model: $fx/ft1
+        layer_range: [0, $L]
 merge_method: slerp
-base_model: $FX/base
+base_model: $fx/base
 parameters:
   t:
     - filter: self_attn
@@ -93,37 +98,52 @@ parameters:
     - value: 0.5
 dtype: bfloat16
 EOF
-if ds_merge "$T/gslerp" --quiet --config "$T/gslerp.yml"; then
-	ref_validate "$T/gslerp"
-	# Each tensor's t from the gradients by hand (layer i of 3: x = i/2),
-	# then the reference's slerp of the tensors that share it.
-	ref list "$T/gslerp" >"$T/list.gslerp"
+	ds_merge "$T/$g" --quiet --config "$T/$g.yml" || return 0
+	ref_validate "$T/$g"
+	check "$g: config.json keeps $L layers" py '
+c = json.load(open(sys.argv[1] + "/config.json"))
+assert c["num_hidden_layers"] == int(sys.argv[2]), c["num_hidden_layers"]
+' "$T/$g" "$L"
+	ref list "$T/$g" >"$T/list.$g"
 	py '
 import re
 def grad(g, x):
     f = x * (len(g) - 1); i0 = int(f); i1 = min(len(g) - 1, i0 + 1)
     return (1 - (f - i0)) * g[i0] + (f - i0) * g[i1]
+L = int(sys.argv[3])
 groups = {}
 for line in open(sys.argv[1]):
     name = line.split("\t")[0]
+    if name == "total":
+        continue
     m = re.search(r"layers\.(\d+)\.", name)
-    x = int(m.group(1)) / 2 if m else 0.0
+    x = int(m.group(1)) / (L - 1) if m else 0.0
     t = (grad([0, 0.5, 0.3, 0.7, 1], x) if "self_attn" in name else
          grad([1, 0.5, 0.7, 0.3, 0], x) if "mlp" in name else 0.5)
     groups.setdefault(repr(t), []).append(name)
 with open(sys.argv[2], "w") as f:
     for t, names in groups.items():
         f.write(t + " " + " ".join(names) + "\n")
-' "$T/list.gslerp" "$T/gslerp.t"
+' "$T/list.$g" "$T/$g.t" "$L"
+	bad=0 groups=0
 	while read -r t names; do
 		only=
 		for nm in $names; do only="$only --only $nm"; done
-		ref_check "$T/gslerp" --base "$FX/base" --model "$FX/ft1" \
-			--method slerp --t "$t" $only
-	done <"$T/gslerp.t"
-	run_expect 0 "" "$DS_BIN" merge --config "$T/gslerp.yml" \
-		-o "$T/no" --dry-run
-fi
+		groups=$((groups + 1))
+		ref check "$T/$g" --base "$fx/base" --model "$fx/ft1" \
+			--method slerp --t "$t" $only >"$T/ref.out" 2>&1 ||
+			{ bad=$((bad + 1)); sed -n '1,5s/^/  > /p' "$T/ref.out"; }
+	done <"$T/$g.t"
+	check "$g: each tensor is the reference's slerp at its t ($groups values)" \
+		test "$bad" -eq 0 -a "$groups" -gt 2
+	run_expect 0 "" "$DS_BIN" merge --config "$T/$g.yml" -o "$T/no" \
+		--dry-run
+}
+
+say "== gradient slerp between the base and ft1, self_attn / mlp filters"
+gslerp gslerp "$FX" 3
+say "== the same over 40 layers"
+gslerp gslerp40 "$FXL" 40
 
 say "== task_arithmetic with a weight gradient, recomputed per layer"
 recipe tagrad <<EOF
