@@ -238,6 +238,8 @@ struct ds_plan_info {
 	uint64_t memory;          /* bytes of window buffers allocated */
 	uint64_t overhead;        /* method tables and scratch, beyond them */
 	unsigned max_passes;      /* most streams of one tensor's inputs */
+	unsigned layers;          /* output layers (with slices; else 0) */
+	int index;                /* an index file is written */
 	uint64_t window;          /* elements per window */
 	unsigned threads;
 	const char *io;           /* I/O backend in use */
@@ -278,6 +280,15 @@ struct ds_tensor_plan {
 
 /* Output tensor i (0 .. ds_plan_info.tensors - 1); 0 or DS_E_USAGE. */
 int ds_merge_tensor(const ds_merge *mg, size_t i, struct ds_tensor_plan *tp);
+/*
+ * Output tensor i as the one line `dare-stream merge --dry-run` prints,
+ * into buf (len bytes, NUL-terminated): "tensor NAME copy from=MODEL:NAME
+ * bytes=N" or "tensor NAME merge passes=... pass_bytes=N j=... weight=...
+ * p=... gamma=... epsilon=... lambda=... t=... scale=... rescale=...
+ * normalize=... from=MODEL:NAME,...", every parameter resolved.  Returns 0,
+ * DS_E_USAGE (i out of range) or -ENOSPC (buf too short).
+ */
+int ds_merge_tensor_text(const ds_merge *mg, size_t i, char *buf, size_t len);
 
 /*
  * Run a planned merge.  Output files are written under temporary names and

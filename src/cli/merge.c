@@ -9,8 +9,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 #include "cli.h"
-#include "pipeline/pipeline.h"
-#include "plan/plan.h"
 
 #define MAX_EXCLUDE 64
 
@@ -447,8 +445,6 @@ static int build_recipe(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 
 	if (m->config && (rc = ds_recipe_load(ctx, r, m->config)))
 		return report(ctx, rc);
-	if (m->config)
-		ds_recipe_notices(ctx, r);
 	if (m->base)
 		ds_recipe_set_base(r, m->base);
 	for (int j = 0; j < m->nmodels; j++)
@@ -512,85 +508,18 @@ static void print_plan(const struct ds_plan_info *in, const char *out)
 	fflush(stdout);         /* before the progress line on stderr */
 }
 
-/* The shortest decimal that reads back as the same double. */
-static void put_num(double v)
-{
-	char buf[40];
-
-	for (int prec = 1; prec <= 17; prec++) {
-		snprintf(buf, sizeof(buf), "%.*g", prec, v);
-		if (strtod(buf, NULL) == v)
-			break;
-	}
-	fputs(buf, stdout);
-}
-
-static void put_list(const char *key, const double *v, unsigned n)
-{
-	printf(" %s=", key);
-	for (unsigned k = 0; k < n; k++) {
-		if (k)
-			putchar(',');
-		put_num(v[k]);
-	}
-}
-
-/* One line per output tensor: what feeds it and with which parameters
- * (gradients and filters resolved), for --dry-run. */
-static void print_tensor(const struct ds_plan *p, size_t t)
-{
-	const struct ds_otensor *o = &p->ot[t];
-	struct ds_tparams tp;
-	static const char *const rs[] = { "inverse", "none", "l1" };
-
-	static const char *const pass[] = {
-		[DS_PASS_HIST_HI] = "hist_hi", [DS_PASS_HIST_LO] = "hist_lo",
-		[DS_PASS_COUNT_EQ] = "count_eq", [DS_PASS_SUMS] = "sums",
-		[DS_PASS_WRITE] = "write",
-	};
-
-	printf("tensor %s", o->name);
-	if (o->act != DS_ACT_MERGE || ds_plan_tparams(p, t, &tp)) {
-		printf(" copy from=%s:%s bytes=%llu\n", p->in[o->src[0]]->arg,
-		       o->in[0]->name, (unsigned long long)(o->in[0]->end -
-							     o->in[0]->begin));
-		return;
-	}
-	printf(" merge passes=");
-	for (unsigned k = 0; k < o->npass; k++)
-		printf("%s%s", k ? "," : "", pass[o->pass[k]]);
-	printf(" pass_bytes=%llu",
-	       (unsigned long long)ds_plan_pass_bytes(p, o));
-	printf(" j=");
-	for (unsigned k = 0; k < tp.n; k++)
-		printf("%s%u", k ? "," : "", tp.j[k]);
-	put_list("weight", tp.weight, tp.n);
-	put_list("p", tp.p, tp.n);
-	put_list("gamma", tp.gamma, tp.n);
-	put_list("epsilon", tp.epsilon, tp.n);
-	printf(" lambda=");
-	put_num(tp.lambda);
-	printf(" t=");
-	put_num(tp.param[DS_P_T]);
-	printf(" scale=");
-	put_num(tp.param[DS_P_SCALE]);
-	printf(" rescale=%s normalize=%s from=", rs[tp.rescale],
-	       tp.normalize < 0 ? "default" : tp.normalize ? "true" : "false");
-	for (unsigned k = 0; k <= o->nsrc; k++)
-		printf("%s%s:%s", k ? "," : "", p->in[o->src[k]]->arg,
-		       o->in[k]->name);
-	putchar('\n');
-}
-
 /* --dry-run: every output tensor, then the layers and shards. */
 static void print_tensors(const ds_merge *mg)
 {
-	const struct ds_plan *p = ds_merge_plan(mg);
+	struct ds_plan_info in;
+	static char line[16384];
 
-	for (size_t t = 0; t < p->not; t++)
-		print_tensor(p, t);
-	printf("plan: %u layers, %u shard%s%s\n", p->layers, p->nos,
-	       p->nos > 1 ? "s" : "", p->index ? " with index" : "");
+	ds_merge_info(mg, &in);
+	for (size_t t = 0; t < in.tensors; t++)
+		if (!ds_merge_tensor_text(mg, t, line, sizeof(line)))
+			puts(line);
+	printf("plan: %u layers, %u shard%s%s\n", in.layers, in.shards,
+	       in.shards > 1 ? "s" : "", in.index ? " with index" : "");
 	fflush(stdout);
 }
 

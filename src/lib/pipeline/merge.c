@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "common/cancel.h"
@@ -39,6 +40,7 @@ int ds_merge_create(ds_ctx *ctx, const ds_recipe *r, const char *out_dir,
 	ds_cancel_init(&mg->cancel);        /* without an eventfd: the flag */
 	mg->opts = opts ? *opts : none;
 	mg->io_name = mg->opts.io == DS_IO_PREAD ? "pread" : "io_uring";
+	ds_recipe_notices(ctx, r);
 	rc = ds_plan_build(ctx, r, &mg->opts, &mg->plan);
 	if (!rc)
 		rc = ds_guard_record(ctx, &mg->plan, &mg->guard);
@@ -51,11 +53,6 @@ int ds_merge_create(ds_ctx *ctx, const ds_recipe *r, const char *out_dir,
 	}
 	*out = mg;
 	return 0;
-}
-
-const struct ds_plan *ds_merge_plan(const ds_merge *mg)
-{
-	return &mg->plan;
 }
 
 void ds_merge_info(const ds_merge *mg, struct ds_plan_info *info)
@@ -72,6 +69,8 @@ void ds_merge_info(const ds_merge *mg, struct ds_plan_info *info)
 	info->memory = p->memory;
 	info->overhead = p->overhead;
 	info->max_passes = p->max_passes ? p->max_passes : 1;
+	info->layers = p->layers;
+	info->index = p->index;
 	info->window = p->window;
 	info->threads = p->threads;
 	info->io = mg->io_name;
@@ -140,6 +139,87 @@ static int failed(ds_merge *mg, struct ds_out *o, int opened, int rc)
 	else
 		ds_out_suspend(o);
 	return rc;
+}
+
+/* The shortest decimal that reads back as the same double. */
+static void put_num(FILE *f, double v)
+{
+	char buf[40];
+
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, sizeof(buf), "%.*g", prec, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	fputs(buf, f);
+}
+
+static void put_list(FILE *f, const char *key, const double *v, unsigned n)
+{
+	fprintf(f, " %s=", key);
+	for (unsigned k = 0; k < n; k++) {
+		if (k)
+			fputc(',', f);
+		put_num(f, v[k]);
+	}
+}
+
+/* One line per output tensor: what feeds it and with which parameters
+ * (gradients and filters resolved), for --dry-run. */
+static void tensor_text(FILE *f, const struct ds_plan *p, size_t t)
+{
+	const struct ds_otensor *o = &p->ot[t];
+	struct ds_tparams tp;
+	static const char *const rs[] = { "inverse", "none", "l1" };
+
+	static const char *const pass[] = {
+		[DS_PASS_HIST_HI] = "hist_hi", [DS_PASS_HIST_LO] = "hist_lo",
+		[DS_PASS_COUNT_EQ] = "count_eq", [DS_PASS_SUMS] = "sums",
+		[DS_PASS_WRITE] = "write",
+	};
+
+	fprintf(f, "tensor %s", o->name);
+	if (o->act != DS_ACT_MERGE || ds_plan_tparams(p, t, &tp)) {
+		fprintf(f, " copy from=%s:%s bytes=%llu", p->in[o->src[0]]->arg,
+		       o->in[0]->name, (unsigned long long)(o->in[0]->end -
+							     o->in[0]->begin));
+		return;
+	}
+	fprintf(f, " merge passes=");
+	for (unsigned k = 0; k < o->npass; k++)
+		fprintf(f, "%s%s", k ? "," : "", pass[o->pass[k]]);
+	fprintf(f, " pass_bytes=%llu",
+	       (unsigned long long)ds_plan_pass_bytes(p, o));
+	fprintf(f, " j=");
+	for (unsigned k = 0; k < tp.n; k++)
+		fprintf(f, "%s%u", k ? "," : "", tp.j[k]);
+	put_list(f, "weight", tp.weight, tp.n);
+	put_list(f, "p", tp.p, tp.n);
+	put_list(f, "gamma", tp.gamma, tp.n);
+	put_list(f, "epsilon", tp.epsilon, tp.n);
+	fprintf(f, " lambda=");
+	put_num(f, tp.lambda);
+	fprintf(f, " t=");
+	put_num(f, tp.param[DS_P_T]);
+	fprintf(f, " scale=");
+	put_num(f, tp.param[DS_P_SCALE]);
+	fprintf(f, " rescale=%s normalize=%s from=", rs[tp.rescale],
+	       tp.normalize < 0 ? "default" : tp.normalize ? "true" : "false");
+	for (unsigned k = 0; k <= o->nsrc; k++)
+		fprintf(f, "%s%s:%s", k ? "," : "", p->in[o->src[k]]->arg,
+		       o->in[k]->name);
+}
+
+int ds_merge_tensor_text(const ds_merge *mg, size_t i, char *buf, size_t len)
+{
+	FILE *f;
+
+	if (i >= mg->plan.not || len == 0)
+		return DS_E_USAGE;
+	if (!(f = fmemopen(buf, len, "w")))
+		return -errno;
+	tensor_text(f, &mg->plan, i);
+	return fclose(f) ? -ENOSPC : 0;
 }
 
 int ds_merge_run(ds_merge *mg, ds_progress_fn *progress, void *user)

@@ -21,7 +21,4 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 		    const struct ds_cancel *cancel, ds_progress_fn *progress,
 		    void *user);
 
-/* The plan of a merge handle (for the CLI's --dry-run listing). */
-const struct ds_plan *ds_merge_plan(const ds_merge *mg);
-
 #endif
