@@ -190,12 +190,12 @@ gen "$M" "$SIZE"
 out_bytes=$(size "$M"/base/*.safetensors)
 in2=$(size "$M"/base/*.safetensors "$M"/ft1/*.safetensors "$M"/ft2/*.safetensors)
 in1=$(size "$M"/base/*.safetensors "$M"/ft1/*.safetensors)
-plan=$(merge "$M" dare_ties --dry-run | sed -n 2p)
+plan=$(merge "$M" dare_ties --dry-run | grep '^plan: read')
 kpath=$(echo "$plan" | sed -n 's/.*kernel \([^,]*\),.*/\1/p')
 iob=$(echo "$plan" | sed -n 's/.*I\/O \(.*\)$/\1/p')
 for m in $METHODS; do
-	p=$(merge "$M" "$m" --dry-run | awk '$2 == "merge" {
-		n = split($3, a, ","); if (n > max) max = n }
+	p=$(merge "$M" "$m" --dry-run | awk '$1 == "tensor" && $3 == "merge" {
+		sub(/^passes=/, "", $4); n = split($4, a, ","); if (n > max) max = n }
 		END { print max + 0 }')
 	say "$m: $p passes"
 	put "passes.$m" "$p"
