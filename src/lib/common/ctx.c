@@ -2,9 +2,11 @@
 /* ctx.c - context: last error text and the log callback */
 #include "config.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include "common/ctx.h"
 
 ds_ctx *ds_ctx_create(void)
@@ -100,4 +102,36 @@ void ds_notice(ds_ctx *ctx, const char *fmt, ...)
 	va_start(ap, fmt);
 	ds_log(ctx, DS_LOG_NOTICE, fmt, ap);
 	va_end(ap);
+}
+
+void ds_fput_double(FILE *f, double v)
+{
+	char buf[40];
+
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, sizeof(buf), "%.*g", prec, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	fputs(buf, f);
+}
+
+int ds_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t r = pread(fd, p, len, (off_t)off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -EIO;
+		p += r;
+		len -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
 }

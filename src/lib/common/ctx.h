@@ -3,6 +3,7 @@
 #ifndef DS_CTX_H
 #define DS_CTX_H
 
+#include <stdio.h>
 #include "dare-stream.h"
 
 struct ds_ctx {
@@ -19,6 +20,15 @@ void ds_warn(ds_ctx *ctx, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void ds_notice(ds_ctx *ctx, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+
+/* Write v as the shortest decimal that reads back as the same double. */
+void ds_fput_double(FILE *f, double v);
+
+/*
+ * pread all len bytes at off, retrying short reads and EINTR: 0, -errno,
+ * or -EIO when the file ends first.
+ */
+int ds_pread_all(int fd, void *buf, size_t len, uint64_t off);
 
 /* Checked arithmetic: 0 on success, -1 on overflow. */
 static inline int ds_mul_u64(uint64_t a, uint64_t b, uint64_t *r)

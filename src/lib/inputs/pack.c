@@ -44,26 +44,6 @@ static int bad(ds_ctx *ctx, const char *path, const char *what)
 		       path, what);
 }
 
-static int pread_all(int fd, void *buf, size_t len, uint64_t off)
-{
-	char *p = buf;
-
-	while (len) {
-		ssize_t r = pread(fd, p, len, (off_t)off);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return -EIO;
-		p += r;
-		len -= (size_t)r;
-		off += (uint64_t)r;
-	}
-	return 0;
-}
-
 /* A u64 written as a decimal or 0x string (JSON numbers lose bits). */
 static int json_u64(json_t *v, uint64_t *out)
 {
@@ -182,7 +162,7 @@ static int check_table(ds_ctx *ctx, int fd, const char *path,
 
 	while (g < pk->nframes) {
 		unsigned cnt = pk->nframes - g < 64 ? (unsigned)(pk->nframes - g) : 64;
-		int rc = pread_all(fd, ent, cnt * 16u, 16 + g * 16);
+		int rc = ds_pread_all(fd, ent, cnt * 16u, 16 + g * 16);
 
 		if (rc)
 			return ds_fail(ctx, rc, "%s: %s", path, strerror(-rc));
@@ -216,8 +196,8 @@ static int read_pack(ds_ctx *ctx, int fd, const char *path, uint64_t size,
 	char *text;
 	int rc;
 
-	if (size < 48 || pread_all(fd, head, 16, 0) ||
-	    pread_all(fd, foot, 32, size - 32))
+	if (size < 48 || ds_pread_all(fd, head, 16, 0) ||
+	    ds_pread_all(fd, foot, 32, size - 32))
 		return bad(ctx, path, "too short");
 	if (memcmp(head, "DSDPACK\0", 8) || memcmp(foot + 24, "DSDPEND\0", 8))
 		return bad(ctx, path, "no pack magic at its start and end");
@@ -235,7 +215,7 @@ static int read_pack(ds_ctx *ctx, int fd, const char *path, uint64_t size,
 		return bad(ctx, path, "the footer's offsets lie outside the file");
 	if (!(text = malloc(hlen + 1)))
 		return -ENOMEM;
-	rc = pread_all(fd, text, hlen, hoff);
+	rc = ds_pread_all(fd, text, hlen, hoff);
 	h = rc ? NULL : json_loadb(text, hlen, JSON_REJECT_DUPLICATES, &je);
 	free(text);
 	if (rc)
@@ -304,7 +284,7 @@ int ds_pack_window(int fd, const struct ds_pack *pk, size_t t, uint64_t i0,
 	for (uint64_t g = g0 ? g0 - 1 : 0; g < g1;) {
 		unsigned cnt = g1 - g < 64 ? (unsigned)(g1 - g) : 64;
 
-		if ((rc = pread_all(fd, ent, cnt * 16u, 16 + g * 16)))
+		if ((rc = ds_pread_all(fd, ent, cnt * 16u, 16 + g * 16)))
 			return rc;
 		for (unsigned i = 0; i < cnt; i++, g++) {
 			uint64_t end = le64(ent + 16 * i);

@@ -68,23 +68,13 @@ static int write_at(struct writer *w, const void *buf, size_t len, uint64_t off)
 static int read_at(ds_ctx *ctx, int fd, const char *path, void *buf,
 		   size_t len, uint64_t off)
 {
-	char *p = buf;
+	int rc = ds_pread_all(fd, buf, len, off);
 
-	while (len) {
-		ssize_t r = pread(fd, p, len, (off_t)off);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return ds_fail(ctx, r ? -errno : -EIO, "%s: reading at "
-				       "offset %llu: %s", path,
-				       (unsigned long long)off,
-				       r ? strerror(errno) :
-				       "file shorter than its header says");
-		p += r;
-		len -= (size_t)r;
-		off += (uint64_t)r;
-	}
+	if (rc)
+		return ds_fail(ctx, rc, "%s: reading at offset %llu: %s", path,
+			       (unsigned long long)off, rc == -EIO ?
+			       "file shorter than its header says" :
+			       strerror(-rc));
 	return 0;
 }
 

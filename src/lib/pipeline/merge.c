@@ -141,18 +141,6 @@ static int failed(ds_merge *mg, struct ds_out *o, int opened, int rc)
 	return rc;
 }
 
-/* The shortest decimal that reads back as the same double. */
-static void put_num(FILE *f, double v)
-{
-	char buf[40];
-
-	for (int prec = 1; prec <= 17; prec++) {
-		snprintf(buf, sizeof(buf), "%.*g", prec, v);
-		if (strtod(buf, NULL) == v)
-			break;
-	}
-	fputs(buf, f);
-}
 
 static void put_list(FILE *f, const char *key, const double *v, unsigned n)
 {
@@ -160,7 +148,7 @@ static void put_list(FILE *f, const char *key, const double *v, unsigned n)
 	for (unsigned k = 0; k < n; k++) {
 		if (k)
 			fputc(',', f);
-		put_num(f, v[k]);
+		ds_fput_double(f, v[k]);
 	}
 }
 
@@ -198,11 +186,11 @@ static void tensor_text(FILE *f, const struct ds_plan *p, size_t t)
 	put_list(f, "gamma", tp.gamma, tp.n);
 	put_list(f, "epsilon", tp.epsilon, tp.n);
 	fprintf(f, " lambda=");
-	put_num(f, tp.lambda);
+	ds_fput_double(f, tp.lambda);
 	fprintf(f, " t=");
-	put_num(f, tp.param[DS_P_T]);
+	ds_fput_double(f, tp.param[DS_P_T]);
 	fprintf(f, " scale=");
-	put_num(f, tp.param[DS_P_SCALE]);
+	ds_fput_double(f, tp.param[DS_P_SCALE]);
 	fprintf(f, " rescale=%s normalize=%s from=", rs[tp.rescale],
 	       tp.normalize < 0 ? "default" : tp.normalize ? "true" : "false");
 	for (unsigned k = 0; k <= o->nsrc; k++)

@@ -62,18 +62,6 @@ static void put_str(FILE *f, const char *str)
 	fputc('"', f);
 }
 
-/* The shortest decimal that reads back as the same double. */
-static void put_num(FILE *f, double v)
-{
-	char buf[40];
-
-	for (int prec = 1; prec <= 17; prec++) {
-		snprintf(buf, sizeof(buf), "%.*g", prec, v);
-		if (strtod(buf, NULL) == v)
-			break;
-	}
-	fputs(buf, f);
-}
 
 /* Paths are written absolute so the recipe works from any directory; an
  * argument that is not a path (a Hugging Face id) is kept as given. */
@@ -89,14 +77,14 @@ static void put_model(FILE *f, const char *arg)
 static void put_value(FILE *f, const struct ds_pcond *c)
 {
 	if (!c->gradient) {
-		put_num(f, c->g[0]);
+		ds_fput_double(f, c->g[0]);
 		return;
 	}
 	fputc('[', f);
 	for (unsigned i = 0; i < c->ng; i++) {
 		if (i)
 			fputs(", ", f);
-		put_num(f, c->g[i]);
+		ds_fput_double(f, c->g[i]);
 	}
 	fputc(']', f);
 }
