@@ -1,14 +1,13 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# recipes-engine.sh - recipes that need the engine's per-tensor parameters
+# recipes-engine.sh - recipes whose tensors differ in parameters or sources
 #
-# Not yet listed in Makefile.am: these recipes plan and print (--dry-run)
-# today, but the pipeline of this build merges every tensor with one set of
-# parameters and every model, so the plan refuses them with "not available
-# in this build".  They run once the pipeline builds each tensor's
-# parameters from ds_plan_tparams and reads slots 1..nsrc, and once slerp,
-# passthrough and the l1 rescale are in the engine.  Each output is checked
-# against slicecheck.py or a binary32 recomputation of its own.
+# Frankenmerges that take each slice from another model, gradients and
+# filters resolved per tensor, slerp with a t gradient per filter over 3
+# and 40 layers, and mergekit's default l1 rescale: the pipeline builds
+# each tensor's parameters from ds_plan_tparams and reads only its slice's
+# models.  Each output is checked against slicecheck.py, the reference
+# (dsref.py) or a binary32 recomputation of its own.
 # shellcheck disable=SC2086,SC2317
 # shellcheck source=lib.sh
 . "${DS_TESTLIB:-$(dirname "$0")/lib.sh}"
