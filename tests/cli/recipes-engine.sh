@@ -199,4 +199,49 @@ if ds_merge "$T/darel1" --quiet --config "$T/darel1.yml"; then
 		--densities 0.5,0.7 --rescale l1
 fi
 
+say "== chat_template: auto takes the template most models carry; names"
+FXC=$T/fx-chat
+mkfix "$FXC" --models 2 --seed 35 --layers 1 --hidden 16
+for d in base ft1 ft2; do
+	case $d in
+	ft2) t='{{ other }} template for one model' ;;
+	*) t='  {{ shared }} template of two models  ' ;;
+	esac
+	py 'c = {"chat_template": sys.argv[2], "model_max_length": 64}
+json.dump(c, open(sys.argv[1] + "/tokenizer_config.json", "w"))' \
+		"$FXC/$d" "$t"
+done
+recipe chatauto <<EOF
+merge_method: task_arithmetic
+base_model: $FXC/base
+models:
+  - model: $FXC/ft1
+    parameters: {weight: 0.5}
+  - model: $FXC/ft2
+    parameters: {weight: 0.5}
+chat_template: auto
+EOF
+if ds_merge "$T/chatauto" --quiet --config "$T/chatauto.yml"; then
+	check "auto: the template two of three models carry, stripped" py '
+c = json.load(open(sys.argv[1] + "/tokenizer_config.json"))
+assert c["chat_template"] == "{{ shared }} template of two models", c
+assert c["model_max_length"] == 64, c
+' "$T/chatauto"
+fi
+sed 's/chat_template: auto/chat_template: llama3/' "$T/chatauto.yml" \
+	>"$T/chatl3.yml"
+if ds_merge "$T/chatl3" --quiet --config "$T/chatl3.yml"; then
+	check "llama3: a Llama 3 template" py '
+c = json.load(open(sys.argv[1] + "/tokenizer_config.json"))
+t = c["chat_template"]
+assert "<|start_header_id|>" in t and "<|eot_id|>" in t, t
+assert "add_generation_prompt" in t, t
+' "$T/chatl3"
+fi
+sed 's/chat_template: auto/chat_template: vicuna/' "$T/chatauto.yml" \
+	>"$T/chatbad.yml"
+run_expect 2 "chat_template 'vicuna': expected auto, a name" \
+	"$DS_BIN" merge --config "$T/chatbad.yml" -o "$T/chatbad"
+no_output "$T/chatbad"
+
 ds_finish

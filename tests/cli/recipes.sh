@@ -540,9 +540,9 @@ merge_method: linear
 models:
   - model: $FX/ft1
     parameters: {weight: 1}
-chat_template: llama3
+chat_template: vicuna
 EOF
-refused chat 2 "chat.yml:5: chat_template 'llama3': dare-stream knows the named template chatml"
+refused chat 2 "chat.yml:5: chat_template 'vicuna': expected auto, a name"
 recipe density <<EOF
 merge_method: dare_ties
 base_model: $FX/base

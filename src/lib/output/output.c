@@ -769,8 +769,7 @@ static int write_chat(struct ds_out *o, const char *src)
 	if (!c)
 		return src ? DS_E_FORMAT : ds_fail(o->ctx, -ENOMEM,
 						   "out of memory");
-	json_object_set_new(c, "chat_template",
-			    json_string(o->p->r->chat_template));
+	json_object_set_new(c, "chat_template", json_string(o->p->chat));
 	rc = add_json(o, "tokenizer_config.json", c);
 	json_decref(c);
 	return rc;
@@ -792,7 +791,7 @@ static int companion(struct ds_out *o, const char *dir, const char *name,
 	else if (!strcmp(name, "config.json") &&
 		 (p->layers || p->r->tokenizer >= 0))
 		rc = write_config(o, src);
-	else if (!strcmp(name, "tokenizer_config.json") && p->r->chat_template)
+	else if (!strcmp(name, "tokenizer_config.json") && p->chat)
 		rc = write_chat(o, src);
 	else
 		rc = copy_file(o, src, name, buf, cap);
@@ -845,8 +844,7 @@ static int copy_companions(struct ds_out *o)
 	rc = companions_of(o, b->dir, tok >= 0 ? 0 : -1, buf);
 	if (!rc && tok >= 0)
 		rc = companions_of(o, p->in[1 + tok]->dir, 1, buf);
-	if (!rc && p->r->chat_template &&
-	    !has_file(o, "tokenizer_config.json"))
+	if (!rc && p->chat && !has_file(o, "tokenizer_config.json"))
 		rc = write_chat(o, NULL);
 	free(buf);
 	return rc;

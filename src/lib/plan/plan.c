@@ -952,6 +952,85 @@ static int check_params(struct ds_plan *p)
 	return 0;
 }
 
+/* The chat template a tokenizer_config.json carries (a string, or the
+ * "default" one of a list of named templates), stripped; NULL if none. */
+static char *model_chat(const char *dir)
+{
+	char path[4096];
+	json_t *c, *t;
+	const char *s = NULL, *e;
+	char *out = NULL;
+	size_t i;
+
+	snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
+	if (!(c = json_load_file(path, 0, NULL)))
+		return NULL;
+	t = json_object_get(c, "chat_template");
+	if (json_is_string(t))
+		s = json_string_value(t);
+	for (i = 0; json_is_array(t) && i < json_array_size(t); i++) {
+		json_t *x = json_array_get(t, i);
+		const char *nm = json_string_value(json_object_get(x, "name"));
+
+		if (nm && !strcmp(nm, "default"))
+			s = json_string_value(json_object_get(x, "template"));
+	}
+	while (s && (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r'))
+		s++;
+	if (s && *s) {
+		e = s + strlen(s);
+		while (e > s && (e[-1] == ' ' || e[-1] == '\n' || e[-1] == '\t' ||
+				 e[-1] == '\r'))
+			e--;
+		out = strndup(s, (size_t)(e - s));
+	}
+	json_decref(c);
+	return out;
+}
+
+/*
+ * The recipe's chat template: its text, or for "auto" (mergekit's) the one
+ * most of the merge's models carry, the first of them on a tie; none when
+ * no model has one.
+ */
+static int plan_chat(struct ds_plan *p)
+{
+	char *t[DS_MAX_INPUTS] = { 0 };
+	unsigned best = 0, bestn = 0, n = 0;
+
+	if (!p->r->chat_template)
+		return 0;
+	if (strcmp(p->r->chat_template, "auto")) {
+		p->chat = strdup(p->r->chat_template);
+		return p->chat ? 0 : -ENOMEM;
+	}
+	for (unsigned k = 0; k < p->ninputs; k++)
+		if ((k == 0 || p->in[k] != p->in[0]) && p->in[k]->dir &&
+		    (t[n] = model_chat(p->in[k]->dir)))
+			n++;
+	for (unsigned i = 0; i < n; i++) {
+		unsigned c = 0;
+
+		for (unsigned j = 0; j < n; j++)
+			c += !strcmp(t[i], t[j]);
+		if (c > bestn) {
+			bestn = c;
+			best = i;
+		}
+	}
+	if (n)
+		ds_notice(p->ctx, "chat_template auto: the template %u of the "
+			  "%u models that carry one share", bestn, n);
+	else
+		ds_notice(p->ctx, "chat_template auto: no model carries a "
+			  "template; the tokenizer's is kept");
+	p->chat = n ? t[best] : NULL;
+	for (unsigned i = 0; i < n; i++)
+		if (i != best)
+			free(t[i]);
+	return 0;
+}
+
 int ds_plan_build(ds_ctx *ctx, const struct ds_recipe *r,
 		  const struct ds_merge_opts *o, struct ds_plan *p)
 {
@@ -968,7 +1047,8 @@ int ds_plan_build_flags(ds_ctx *ctx, const struct ds_recipe *r,
 	p->ctx = ctx;
 	p->r = r;
 	(void)flags;
-	if ((rc = ds_recipe_check(ctx, r)) || (rc = open_inputs(ctx, r, p)))
+	if ((rc = ds_recipe_check(ctx, r)) || (rc = open_inputs(ctx, r, p)) ||
+	    (rc = plan_chat(p)))
 		return rc;
 	if (r->nslices && ((rc = check_ranges(p)) || (rc = plan_slices(p))))
 		return rc;
@@ -998,6 +1078,7 @@ void ds_plan_free(struct ds_plan *p)
 		free(p->ot[i].own);
 	free(p->os);
 	free(p->ot);
+	free(p->chat);
 	free(p->snames);
 	free(p->lsrc);
 	free(p->lin);

@@ -87,6 +87,7 @@ struct ds_plan {
 	uint64_t overhead;          /* tables and scratch, beyond them */
 	uint64_t maxrow;            /* longest row of a row-wise method */
 	unsigned max_passes;
+	char *chat;                 /* chat template to write, resolved */
 	struct ds_method_needs needs;
 };
 

@@ -1005,23 +1005,61 @@ static int ytokenizer(struct yctx *y, yaml_node_t *n)
 	return ytokenizer_src(y, src);
 }
 
-/* A ChatML template of our own: the one named template we carry. */
-static const char chatml[] =
-	"{% for message in messages %}{{ '<|im_start|>' + message['role'] + "
-	"'\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
-	"{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
-	"{% endif %}";
+/*
+ * The named templates a mergekit recipe may ask for, written here from the
+ * formats themselves.  "auto" is kept as the word: the plan picks the
+ * template most of the recipe's models carry.
+ */
+static const struct {
+	const char *name, *jinja;
+} chat_named[] = {
+	{ "chatml",
+	  "{% for message in messages %}{{ '<|im_start|>' + message['role'] + "
+	  "'\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+	  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+	  "{% endif %}" },
+	{ "llama3",
+	  "{{ bos_token }}{% for message in messages %}"
+	  "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>"
+	  "\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+	  "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant"
+	  "<|end_header_id|>\\n\\n' }}{% endif %}" },
+	{ "mistral",
+	  "{{ bos_token }}{% for message in messages %}"
+	  "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] "
+	  "+ ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+	  "{{ message['content'] + eos_token }}{% else %}"
+	  "{{ message['content'] + '\\n\\n' }}{% endif %}{% endfor %}" },
+	{ "alpaca",
+	  "{% for message in messages %}{% if message['role'] == 'system' %}"
+	  "{{ message['content'] + '\\n\\n' }}"
+	  "{% elif message['role'] == 'user' %}{{ '### Instruction:\\n' + "
+	  "message['content'] + '\\n\\n' }}{% elif message['role'] == "
+	  "'assistant' %}{{ '### Response:\\n' + message['content'] + "
+	  "eos_token + '\\n\\n' }}{% endif %}{% endfor %}"
+	  "{% if add_generation_prompt %}{{ '### Response:\\n' }}{% endif %}" },
+	{ "exaone",
+	  "{% for message in messages %}{% if message['role'] == 'system' %}"
+	  "{{ '[|system|]' + message['content'] + '[|endofturn|]\\n' }}"
+	  "{% elif message['role'] == 'user' %}{{ '[|user|]' + "
+	  "message['content'] + '\\n' }}{% elif message['role'] == "
+	  "'assistant' %}{{ '[|assistant|]' + message['content'] + "
+	  "'[|endofturn|]\\n' }}{% endif %}{% endfor %}"
+	  "{% if add_generation_prompt %}{{ '[|assistant|]' }}{% endif %}" },
+};
 
 static int ychat(struct yctx *y, yaml_node_t *n)
 {
 	const char *s = yscalar(n);
 
-	if (s && !strcmp(s, "chatml"))
-		s = chatml;
-	else if (!s || strlen(s) < 20 || !strchr(s, '{'))
-		return ybadc(y, DS_E_USAGE, n, "chat_template '%s': dare-stream "
-			     "knows the named template chatml; give any other "
-			     "(and instead of auto) as the Jinja text itself",
+	for (size_t i = 0; s && i < sizeof(chat_named) / sizeof(chat_named[0]);
+	     i++)
+		if (!strcmp(s, chat_named[i].name))
+			s = chat_named[i].jinja;
+	if (!s || (strcmp(s, "auto") && (strlen(s) < 20 || !strchr(s, '{'))))
+		return ybadc(y, DS_E_USAGE, n, "chat_template '%s': expected "
+			     "auto, a name (chatml, llama3, mistral, alpaca, "
+			     "exaone) or the Jinja text itself",
 			     s ? s : "(a list)");
 	free(y->r->chat_template);
 	return (y->r->chat_template = strdup(s)) ? 0 : -ENOMEM;
