@@ -244,4 +244,17 @@ run_expect 2 "chat_template 'vicuna': expected auto, a name" \
 	"$DS_BIN" merge --config "$T/chatbad.yml" -o "$T/chatbad"
 no_output "$T/chatbad"
 
+say "== --shard-size is recorded: rerunning dare-stream.yml gives the shards"
+if ds_merge "$T/shards" --quiet --base "$FXC/base" --model "$FXC/ft1" \
+	--model "$FXC/ft2" --method ties -p 0.5 --shard-size 20K; then
+	check "dare-stream.yml records shard_size 20480" grep -qx \
+		'shard_size: 20480' "$T/shards/dare-stream.yml"
+	if ds_merge "$T/shards2" --quiet --config "$T/shards/dare-stream.yml"; then
+		check "the rerun writes the same files, byte for byte" sh -c '
+			cd "$1" && for f in *.safetensors *.json; do
+				cmp -s "$f" "$2/$f" || exit 1; done' sh \
+			"$T/shards" "$T/shards2"
+	fi
+fi
+
 ds_finish

@@ -591,14 +591,24 @@ static int write_index(struct ds_out *o)
 	return rc;
 }
 
+/*
+ * dare-stream.yml; a --shard-size the recipe does not carry is recorded
+ * too, so that rerunning it lays the shards out the same.
+ */
 static int write_recipe(struct ds_out *o)
 {
-	char *yml;
-	int rc = ds_recipe_to_yaml(o->p->r, &yml);
+	const struct ds_plan *p = o->p;
+	char *yml, *all = NULL;
+	int rc = ds_recipe_to_yaml(p->r, &yml);
 
 	if (rc)
 		return ds_fail(o->ctx, rc, "out of memory");
-	rc = add_text(o, RECIPE, yml);
+	if (p->shard_size && !p->r->shard_size &&
+	    asprintf(&all, "%sshard_size: %llu\n", yml,
+		     (unsigned long long)p->shard_size) < 0)
+		all = NULL;
+	rc = add_text(o, RECIPE, all ? all : yml);
+	free(all);
 	free(yml);
 	return rc;
 }

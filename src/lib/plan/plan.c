@@ -1061,7 +1061,10 @@ int ds_plan_build_flags(ds_ctx *ctx, const struct ds_recipe *r,
 	if (p->ninputs == 1)
 		ds_notice(ctx, "no model given: the output is the base %s",
 			  p->in[0]->arg);
-	if ((rc = layout(p, o->shard_size)) || (rc = tensor_params(p, true)) ||
+	/* --shard-size wins over the recipe's (dare-stream.yml records it). */
+	p->shard_size = o->shard_size ? o->shard_size : r->shard_size;
+	if ((rc = layout(p, p->shard_size)) ||
+	    (rc = tensor_params(p, true)) ||
 	    (rc = size_windows(p, o)) || (rc = tensor_params(p, false)))
 		return rc;
 	count_reads(p);

@@ -88,6 +88,7 @@ struct ds_plan {
 	uint64_t maxrow;            /* longest row of a row-wise method */
 	unsigned max_passes;
 	char *chat;                 /* chat template to write, resolved */
+	uint64_t shard_size;        /* HF shards of at most this; 0: none */
 	struct ds_method_needs needs;
 };
 

@@ -75,6 +75,7 @@ struct ds_recipe {
 	enum ds_rescale rescale;
 	uint64_t seed;
 	int dtype;                     /* -1: each base tensor's own */
+	uint64_t shard_size;           /* HF shards of at most this; 0: none */
 	char **exclude;
 	unsigned nexclude;
 	int tokenizer;                 /* -1: the base's; else model j's */

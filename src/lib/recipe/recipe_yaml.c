@@ -195,6 +195,8 @@ static void put_rest(FILE *f, const struct ds_recipe *r)
 		put_model(f, r->models[r->tokenizer]);
 		fputc('\n', f);
 	}
+	if (r->shard_size)
+		fprintf(f, "shard_size: %" PRIu64 "\n", r->shard_size);
 	if (r->chat_template) {
 		fputs("chat_template: ", f);
 		put_str(f, r->chat_template);
@@ -1048,6 +1050,20 @@ static const struct {
 	  "{% if add_generation_prompt %}{{ '[|assistant|]' }}{% endif %}" },
 };
 
+/* dare-stream's `shard_size: BYTES` (what --shard-size gave the run). */
+static int yshard(struct yctx *y, yaml_node_t *n)
+{
+	const char *s = yscalar(n);
+	char *end;
+
+	errno = 0;
+	y->r->shard_size = s ? strtoull(s, &end, 10) : 0;
+	if (!s || *s == '-' || end == s || *end || errno || !y->r->shard_size)
+		return ybadc(y, DS_E_USAGE, n, "shard_size must be a number of "
+			     "bytes above 0");
+	return 0;
+}
+
 static int ychat(struct yctx *y, yaml_node_t *n)
 {
 	const char *s = yscalar(n);
@@ -1084,7 +1100,7 @@ static int yexclude(struct yctx *y, yaml_node_t *seq)
 static const char *const top_keys[] = {
 	"merge_method", "base_model", "models", "slices", "parameters",
 	"dtype", "out_dtype", "tokenizer_source", "tokenizer",
-	"chat_template", "name", "exclude",
+	"chat_template", "name", "exclude", "shard_size",
 };
 
 /* Every top-level key is known, or refused with what to do instead. */
@@ -1191,6 +1207,8 @@ static int ytop(struct yctx *y, yaml_node_t *root)
 	    (rc = ytokenizer_src(y, n)))
 		return rc;
 	if ((n = yget(y, root, "tokenizer")) && (rc = ytokenizer(y, n)))
+		return rc;
+	if ((n = yget(y, root, "shard_size")) && (rc = yshard(y, n)))
 		return rc;
 	if ((n = yget(y, root, "chat_template")) && (rc = ychat(y, n)))
 		return rc;
