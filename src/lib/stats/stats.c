@@ -11,26 +11,11 @@
 #include "common/ctx.h"
 #include "inputs/model.h"
 #include "io/io.h"
+#include "kernels/convert.h"
 #include "kernels/kernels.h"
 #include "stats/stats.h"
 
 /* ---- the histogram -------------------------------------------------------- */
-
-static inline uint32_t f2u(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, sizeof(u));
-	return u;
-}
-
-static inline float u2f(uint32_t u)
-{
-	float f;
-
-	memcpy(&f, &u, sizeof(f));
-	return f;
-}
 
 void ds_hist_reset(struct ds_hist *h)
 {
@@ -47,7 +32,7 @@ void ds_hist_reset(struct ds_hist *h)
 static inline void hist_one(struct ds_hist *h, float d, uint32_t *lo,
 			    uint32_t *hi)
 {
-	uint32_t a = f2u(d) & 0x7fffffffu, k;
+	uint32_t a = ds_fbits(d) & 0x7fffffffu, k;
 
 	if (a > 0x7f800000u) {
 		h->nan++;
@@ -56,7 +41,7 @@ static inline void hist_one(struct ds_hist *h, float d, uint32_t *lo,
 	k = a >> DS_HIST_SHIFT;
 	h->bin[k]++;
 	h->zeros += a == 0;
-	h->sum += (double)u2f(a);
+	h->sum += (double)ds_bitsf(a);
 	if (a > h->max)
 		h->max = a;
 	if (k < *lo)
@@ -124,10 +109,10 @@ float ds_hist_percentile(const struct ds_hist *h, uint64_t num, uint64_t den)
 			/* The upper edge of bin k; +inf's bin has none. */
 			uint64_t up = ((uint64_t)k + 1) << DS_HIST_SHIFT;
 
-			return u2f(up < h->max ? (uint32_t)up : h->max);
+			return ds_bitsf(up < h->max ? (uint32_t)up : h->max);
 		}
 	}
-	return u2f(h->max);     /* not reached: the bins hold N values */
+	return ds_bitsf(h->max);     /* not reached: the bins hold N values */
 }
 
 void ds_hist_stats(const struct ds_hist *h, struct ds_delta_stats *s)
@@ -142,7 +127,7 @@ void ds_hist_stats(const struct ds_hist *h, struct ds_delta_stats *s)
 	s->zeros = h->zeros;
 	s->sum = h->sum;
 	s->mean = h->sum / (double)N;
-	s->max = u2f(h->max);
+	s->max = ds_bitsf(h->max);
 	s->p50 = ds_hist_percentile(h, 500, 1000);
 	s->p99 = ds_hist_percentile(h, 990, 1000);
 	s->p999 = ds_hist_percentile(h, 999, 1000);
