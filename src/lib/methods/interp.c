@@ -361,8 +361,7 @@ static void sce_weights(struct ds_tstate *ts)
 		ts->coef[j] = (float)(sum < 1e-6 ? 1.0 / n : w[j] / sum);
 }
 
-/* nuslerp's t from the binary32 weights, in double. */
-static double nuslerp_t(const struct ds_mparams *mp)
+double ds_nuslerp_t(const struct ds_mparams *mp)
 {
 	double w0 = mp->w[0], w1 = mp->w[1];
 
@@ -386,7 +385,7 @@ void ds_sums_finalize(struct ds_tstate *ts)
 			      &ts->coef[1]);
 		break;
 	case DS_CB_NUSLERP:
-		ds_slerp_coef(s[0], s[1], s[2], nuslerp_t(mp), &ts->coef[0],
+		ds_slerp_coef(s[0], s[1], s[2], ds_nuslerp_t(mp), &ts->coef[0],
 			      &ts->coef[1]);
 		break;
 	case DS_CB_MODEL_STOCK: {
@@ -405,9 +404,4 @@ void ds_sums_finalize(struct ds_tstate *ts)
 	default:
 		break;
 	}
-}
-
-double ds_nuslerp_t(const struct ds_mparams *mp)
-{
-	return nuslerp_t(mp);
 }

@@ -17,42 +17,43 @@
 /*
  * The method table: each method is its sparsifier, its combine, mergekit's
  * defaults (normalize; rescale l1 for the dare and della families, which a
- * mergekit recipe gets), what the base is for, how many models it takes and
- * the parameters it reads.
+ * mergekit recipe gets), what the base is for, how many models it takes,
+ * the parameters it reads, and whether a mergekit recipe must give each
+ * model a weight.
  */
 static const struct ds_method_def methods[DS_M_COUNT] = {
 	[DS_M_LINEAR] = { "linear", DS_SP_NONE, DS_CB_LINEAR, true, false,
-			  DS_BASE_LAYOUT, 1, ALL, 0 },
+			  DS_BASE_LAYOUT, 1, ALL, 0, true },
 	[DS_M_TASK_ARITHMETIC] = { "task_arithmetic", DS_SP_NONE, DS_CB_SUM,
-			  false, false, DS_BASE_NEEDED, 1, ALL, 0 },
+			  false, false, DS_BASE_NEEDED, 1, ALL, 0, true },
 	[DS_M_DARE_LINEAR] = { "dare_linear", DS_SP_DARE, DS_CB_SUM, false,
-			  true, DS_BASE_NEEDED, 1, ALL, 0 },
+			  true, DS_BASE_NEEDED, 1, ALL, 0, true },
 	[DS_M_DARE_TIES] = { "dare_ties", DS_SP_DARE, DS_CB_CONSENSUS, false,
-			  true, DS_BASE_NEEDED, 1, ALL, 0 },
+			  true, DS_BASE_NEEDED, 1, ALL, 0, true },
 	[DS_M_TIES] = { "ties", DS_SP_MAGNITUDE, DS_CB_CONSENSUS, true, false,
-			  DS_BASE_NEEDED, 1, ALL, 0 },
+			  DS_BASE_NEEDED, 1, ALL, 0, true },
 	[DS_M_BREADCRUMBS] = { "breadcrumbs", DS_SP_OUTLIERS, DS_CB_SUM, false,
-			  false, DS_BASE_NEEDED, 1, ALL, P(GAMMA) },
+			  false, DS_BASE_NEEDED, 1, ALL, P(GAMMA), true },
 	[DS_M_BREADCRUMBS_TIES] = { "breadcrumbs_ties", DS_SP_OUTLIERS,
 			  DS_CB_CONSENSUS, false, false, DS_BASE_NEEDED, 1, ALL,
-			  P(GAMMA) },
+			  P(GAMMA), true },
 	[DS_M_DELLA] = { "della", DS_SP_DELLA, DS_CB_CONSENSUS, true, true,
-			  DS_BASE_NEEDED, 1, ALL, P(EPSILON) },
+			  DS_BASE_NEEDED, 1, ALL, P(EPSILON), true },
 	[DS_M_DELLA_LINEAR] = { "della_linear", DS_SP_DELLA, DS_CB_SUM, false,
-			  true, DS_BASE_NEEDED, 1, ALL, P(EPSILON) },
+			  true, DS_BASE_NEEDED, 1, ALL, P(EPSILON), true },
 	[DS_M_SLERP] = { "slerp", DS_SP_NONE, DS_CB_SLERP, false, false,
-			  DS_BASE_NEEDED, 1, 1, P(T) },
+			  DS_BASE_NEEDED, 1, 1, P(T), false },
 	[DS_M_NUSLERP] = { "nuslerp", DS_SP_NONE, DS_CB_NUSLERP, false, false,
 			  DS_BASE_OPTIONAL, 1, 2,
-			  P(NUSLERP_FLATTEN) | P(NUSLERP_ROW_WISE) },
+			  P(NUSLERP_FLATTEN) | P(NUSLERP_ROW_WISE), true },
 	[DS_M_MODEL_STOCK] = { "model_stock", DS_SP_NONE, DS_CB_MODEL_STOCK,
-			  false, false, DS_BASE_NEEDED, 2, ALL, P(FILTER_WISE) },
+			  false, false, DS_BASE_NEEDED, 2, ALL, P(FILTER_WISE), false },
 	[DS_M_SCE] = { "sce", DS_SP_NONE, DS_CB_SCE, false, false,
-			  DS_BASE_NEEDED, 1, ALL, P(SELECT_TOPK) },
+			  DS_BASE_NEEDED, 1, ALL, P(SELECT_TOPK), false },
 	[DS_M_KARCHER] = { "karcher", DS_SP_NONE, DS_CB_KARCHER, false, false,
-			  DS_BASE_LAYOUT, 1, ALL, P(MAX_ITER) | P(TOL) },
+			  DS_BASE_LAYOUT, 1, ALL, P(MAX_ITER) | P(TOL), false },
 	[DS_M_PASSTHROUGH] = { "passthrough", DS_SP_NONE, DS_CB_PASSTHROUGH,
-			  false, false, DS_BASE_LAYOUT, 1, 1, P(SCALE) },
+			  false, false, DS_BASE_LAYOUT, 1, 1, P(SCALE), false },
 };
 
 #undef P

@@ -36,6 +36,7 @@ struct ds_method_def {
 	enum ds_base_use base;
 	unsigned min_models, max_models;
 	unsigned params;               /* bit (1 << DS_P_...) per parameter */
+	bool weight;                   /* a mergekit recipe needs weights */
 };
 
 /* mergekit's default of a parameter (gamma 0.01, t 0.5, ...). */

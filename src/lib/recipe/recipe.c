@@ -36,32 +36,6 @@ static const struct {
 				  0.0 },
 };
 
-/*
- * What mergekit's registry says of each method: whether a model needs a
- * weight, whether the base is slot 0 (else a listed base is one of the
- * models), and its rescale default (mergekit's `rescale`: l1 or none).
- */
-static const struct {
-	bool weight, base;
-	enum ds_rescale rescale;
-} mk[DS_M_COUNT] = {
-	[DS_M_LINEAR] = { true, false, DS_RESCALE_NONE },
-	[DS_M_TASK_ARITHMETIC] = { true, true, DS_RESCALE_NONE },
-	[DS_M_DARE_LINEAR] = { true, true, DS_RESCALE_L1 },
-	[DS_M_DARE_TIES] = { true, true, DS_RESCALE_L1 },
-	[DS_M_TIES] = { true, true, DS_RESCALE_NONE },
-	[DS_M_BREADCRUMBS] = { true, true, DS_RESCALE_NONE },
-	[DS_M_BREADCRUMBS_TIES] = { true, true, DS_RESCALE_NONE },
-	[DS_M_DELLA] = { true, true, DS_RESCALE_L1 },
-	[DS_M_DELLA_LINEAR] = { true, true, DS_RESCALE_L1 },
-	[DS_M_SLERP] = { false, true, DS_RESCALE_NONE },
-	[DS_M_NUSLERP] = { true, true, DS_RESCALE_NONE },
-	[DS_M_MODEL_STOCK] = { false, true, DS_RESCALE_NONE },
-	[DS_M_SCE] = { false, true, DS_RESCALE_NONE },
-	[DS_M_KARCHER] = { false, false, DS_RESCALE_NONE },
-	[DS_M_PASSTHROUGH] = { false, false, DS_RESCALE_NONE },
-};
-
 const char *ds_rp_name(enum ds_rp rp)
 {
 	return (unsigned)rp < RP_COUNT ? rps[rp].name : NULL;
@@ -69,7 +43,10 @@ const char *ds_rp_name(enum ds_rp rp)
 
 bool ds_recipe_method_uses_base(enum ds_method m)
 {
-	return (unsigned)m < DS_M_COUNT && mk[m].base;
+	const struct ds_method_def *def = ds_method_def(m);
+
+	/* linear, karcher, passthrough: a listed base is one of the models */
+	return def && def->base != DS_BASE_LAYOUT;
 }
 
 ds_recipe *ds_recipe_create(void)
@@ -376,7 +353,8 @@ enum ds_rescale ds_recipe_rescale(const struct ds_recipe *r)
 {
 	if (r->rescale_set || !r->mergekit)
 		return r->rescale;
-	return mk[r->method].rescale;
+	return ds_method_def(r->method)->rescale_l1 ? DS_RESCALE_L1 :
+						     DS_RESCALE_NONE;
 }
 
 /* Per-model parameters of position k. */
@@ -390,7 +368,7 @@ static int model_params(ds_ctx *ctx, const struct ds_recipe *r,
 
 	if (lookup(&sc, RP_WEIGHT, name, q->x, &v))
 		tp->weight[k] = v;
-	else if (r->mergekit && mk[r->method].weight)
+	else if (r->mergekit && ds_method_def(r->method)->weight)
 		return ds_fail(ctx, DS_E_USAGE, "no weight for model %s (tensor "
 			       "'%s'); mergekit's %s needs one: add `weight:` "
 			       "to its parameters or to the merge's",
