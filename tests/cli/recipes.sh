@@ -329,6 +329,32 @@ if ds_merge "$T/out$n" --quiet --config "$T/stack.yml" --shard-size 20K; then
 	fi
 fi
 
+# The base listed alone among models: no fine-tune, the base is the output;
+# its dare-stream.yml (an empty models list) reruns to the same bytes.
+recipe baseonly <<EOF
+merge_method: ties
+base_model: $FX/base
+models:
+  - model: $FX/base
+EOF
+n=$((n + 1))
+say "== recipe $n: only the base among models"
+if ds_merge "$T/out$n" --quiet --config "$T/baseonly.yml"; then
+	ref list "$T/out$n" | cut -f 1,2,3,6 | sort >"$T/got.list"
+	ref list "$FX/base" | cut -f 1,2,3,6 | sort >"$T/want.list"
+	check "the output's tensors are the base's bytes" \
+		cmp -s "$T/got.list" "$T/want.list"
+	check "dare-stream.yml lists no model" \
+		grep -qx 'models: \[\]' "$T/out$n/dare-stream.yml"
+	one=$T/out$n
+	n=$((n + 1))
+	if ds_merge "$T/out$n" --quiet --config "$one/dare-stream.yml"; then
+		check "its dare-stream.yml reruns to identical bytes" sh -c '
+			for f in "$1"/*; do cmp -s "$f" "$2/$(basename "$f")" || exit 1; done' \
+			sh "$one" "$T/out$n"
+	fi
+fi
+
 # 44 layers out of a 40-layer model: [0, 22) then [18, 40) (the shape of
 # mergekit's 44-layer example); one source per slice, linear of one model
 # is that model's values; 5 GB shards: one file, no index.

@@ -142,7 +142,9 @@ static const char *rescale_word(enum ds_rescale rs)
 
 static void put_models(FILE *f, const struct ds_recipe *r)
 {
-	fputs("models:\n", f);
+	/* No fine-tune (the base alone is the output): an empty list, which
+	 * reads back as one; a bare "models:" would be null. */
+	fputs(r->n ? "models:\n" : "models: []\n", f);
 	for (unsigned j = 0; j < r->n; j++) {
 		fputs("  - model: ", f);
 		put_model(f, r->models[j]);
