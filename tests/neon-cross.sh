@@ -42,4 +42,7 @@ cp "$XXH" "$tmp/xxhash.h"
 	"$top/src/lib/kernels/neon.c" "$top/src/lib/kernels/dispatch.c" \
 	-lm -lpthread -o "$tmp/neon_selftest"
 
+"$CC" -std=gnu11 -O2 -static -Wall -Wextra -Werror -I"$top/src/lib" \
+	"$top/tests/test_bits.c" -o "$tmp/test_bits"
+"$QEMU" "$tmp/test_bits"
 "$QEMU" "$tmp/neon_selftest" neon

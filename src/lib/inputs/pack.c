@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 #include "common/ctx.h"
+#include "kernels/bits.h"
 #include "kernels/philox.h"
 #include "inputs/pack.h"
 
@@ -309,28 +310,77 @@ int ds_pack_window(int fd, const struct ds_pack *pk, size_t t, uint64_t i0,
 	return 0;
 }
 
-/* The mask of the pack for elements i0 .. i0+m-1 of tensor t, into keep. */
+/* The mask of the pack for elements i0 .. i0+m-1 of tensor t (m at most
+ * DS_PACK_FRAME), as bits: bit i of bits[i / 64] set where element i0+i is
+ * kept; u: room for m random words.  Returns how many are kept. */
 static size_t pack_mask(const struct ds_kernel_ops *k, const struct ds_pack *pk,
 			size_t t, uint32_t name_hash, uint64_t i0, size_t m,
-			uint32_t *u)
+			uint32_t *u, uint64_t *bits)
 {
-	size_t kept = 0;
+	size_t nw = (m + 63) / 64;
+	uint32_t thr = (uint32_t)pk->thr;
 
-	if (pk->pt[t].whole || pk->thr == 0) {
-		for (size_t i = 0; i < m; i++)
-			u[i] = 1;
-		return m;
-	}
-	if (pk->thr > UINT32_MAX) {
-		memset(u, 0, m * sizeof(*u));
-		return 0;
+	if (pk->pt[t].whole || pk->thr == 0 || pk->thr > UINT32_MAX) {
+		uint64_t all = pk->thr > UINT32_MAX && !pk->pt[t].whole ? 0 :
+			       ~0ull;
+
+		for (size_t w = 0; w < nw; w++)
+			bits[w] = all;
+		if (m % 64)
+			bits[nw - 1] &= (1ull << (m % 64)) - 1;
+		return all ? m : 0;
 	}
 	k->philox(pk->seed, pk->stream, name_hash, i0, m, u);
-	for (size_t i = 0; i < m; i++) {
-		u[i] = u[i] >= pk->thr;
-		kept += u[i];
+	return ds_keep_bits(u, m, thr, bits);
+}
+
+/* Elements [a, b) of a frame into o (element a of the window): the base's
+ * values (b0: its element a, of dtype bdt), then the kept ones (bits) from
+ * vals, which holds the frame's kept values from its start.  A random mask
+ * keeps few and scattered elements: the base is copied in bulk and the
+ * kept positions are found a word of the mask at a time. */
+#define PLACE(T)                                                             \
+	static void place_##T(char *o, const uint64_t *bits, size_t a,       \
+			      size_t b, const char *vals, size_t v)          \
+	{                                                                    \
+		for (size_t w = a / 64; w * 64 < b; w++) {                   \
+			uint64_t x = bits[w];                                \
+									     \
+			if (w * 64 < a)                                      \
+				x &= ~0ull << (a % 64);                      \
+			if (b - w * 64 < 64)                                 \
+				x &= (1ull << (b - w * 64)) - 1;             \
+			for (; x; x &= x - 1, v++)                           \
+				memcpy(o + (w * 64 + (size_t)                \
+					    __builtin_ctzll(x) - a) *        \
+					   sizeof(T),                        \
+				       vals + v * sizeof(T), sizeof(T));     \
+		}                                                            \
 	}
-	return kept;
+PLACE(uint8_t)
+PLACE(uint16_t)
+PLACE(uint32_t)
+PLACE(uint64_t)
+
+static void place_any(char *o, size_t es, const uint64_t *bits, size_t a,
+		      size_t b, const char *vals, size_t v)
+{
+	for (size_t i = a; i < b; i++)
+		if (bits[i / 64] >> (i % 64) & 1)
+			memcpy(o + (i - a) * es, vals + v++ * es, es);
+}
+
+/* The kept elements before element a of a frame. */
+static size_t kept_before(const uint64_t *bits, size_t a)
+{
+	size_t v = 0;
+
+	for (size_t w = 0; w < a / 64; w++)
+		v += (size_t)__builtin_popcountll(bits[w]);
+	if (a % 64)
+		v += (size_t)__builtin_popcountll(bits[a / 64] &
+						  ((1ull << (a % 64)) - 1));
+	return v;
 }
 
 int ds_pack_expand(ZSTD_DCtx *dc, const struct ds_kernel_ops *k,
@@ -343,41 +393,49 @@ int ds_pack_expand(ZSTD_DCtx *dc, const struct ds_kernel_ops *k,
 	size_t es = ds_dtype_size(dt), bes = ds_dtype_size(bdt);
 	const char *s = src;
 	uint64_t f = i0 / DS_PACK_FRAME;
+	uint64_t bits[DS_PACK_FRAME / 64];
 	float tmp[256];
 
 	for (unsigned q = 0; q < nfr; q++, f++) {
 		uint64_t fs = f * DS_PACK_FRAME, numel = pk->pt[t].numel;
-		/* The whole frame is walked: its values are counted from its
+		/* The whole frame is decoded: its values are counted from its
 		 * start, whatever part of it the window wants. */
 		size_t m = (size_t)(numel - fs < DS_PACK_FRAME ? numel - fs :
-				    DS_PACK_FRAME), kept, got, v = 0;
+				    DS_PACK_FRAME), kept, got, v, a, b;
+		const char *b0;
+		char *o;
 
 		*bad_frame = f;
-		kept = pack_mask(k, pk, t, name_hash, fs, m, u);
+		kept = pack_mask(k, pk, t, name_hash, fs, m, u, bits);
 		got = ZSTD_decompressDCtx(dc, vals, DS_PACK_FRAME * es, s,
 					  fr[q].clen);
 		if (ZSTD_isError(got) || got != kept * es ||
 		    XXH3_64bits(vals, got) != fr[q].xxh3)
 			return DS_E_FORMAT;
 		s += fr[q].clen;
-		for (size_t i = 0; i < m; i++) {
-			uint64_t e = fs + i;
-			char *o = (char *)out + (e - i0) * es;
+		a = (size_t)(i0 > fs ? i0 - fs : 0);
+		b = (size_t)(i0 + n - fs < m ? i0 + n - fs : m);
+		v = kept_before(bits, a);
+		o = (char *)out + (fs + a - i0) * es;
+		b0 = (const char *)base + (fs + a - i0) * bes;
+		if (bdt == dt)
+			memcpy(o, b0, (b - a) * es);
+		for (size_t i = 0; bdt != dt && i < b - a; i += 256) {
+			size_t c = b - a - i < 256 ? b - a - i : 256;
 
-			bool in = e >= i0 && e < i0 + n;
-
-			if (u[i]) {
-				if (in)
-					memcpy(o, (const char *)vals + v * es, es);
-				v++;
-			} else if (in && bdt == dt) {
-				memcpy(o, (const char *)base + (e - i0) * bes, es);
-			} else if (in) {
-				k->load(bdt, (const char *)base + (e - i0) * bes,
-					tmp, 1);
-				k->store(dt, tmp, o, 1);
-			}
+			k->load(bdt, b0 + i * bes, tmp, c);
+			k->store(dt, tmp, o + i * es, c);
 		}
+		if (es == 2)
+			place_uint16_t(o, bits, a, b, vals, v);
+		else if (es == 4)
+			place_uint32_t(o, bits, a, b, vals, v);
+		else if (es == 1)
+			place_uint8_t(o, bits, a, b, vals, v);
+		else if (es == 8)
+			place_uint64_t(o, bits, a, b, vals, v);
+		else
+			place_any(o, es, bits, a, b, vals, v);
 	}
 	return 0;
 }

@@ -1,0 +1,231 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# packs.sh - delta packs against their I/O floors, against full models, peak RSS
+#
+# Not a test.  Generates a synthetic Llama-shaped BF16 base and 4 fine-tunes
+# of SIZE each outside the repository, extracts a pack of each at -p P
+# (fine-tune j with --stream j-1, the mask it has as model j of a merge),
+# then measures, in one run of this script, each RUNS times with the page
+# cache dropped before every run (cold; warm when caches cannot be dropped):
+#   - extract (base + ft1 read, the pack written), apply (base + pack read,
+#     a model written) and merge --method dare_ties of the base and the 4
+#     packs, each against the pipelined I/O floor of its own bytes
+#     (iofloor -p, one reader per input);
+#   - the same dare_ties merge of the base and the 4 full fine-tunes, and
+#     the ratio full / packs (the packs are meant to be at least 2x faster);
+#   - that both merges wrote the same shards and index;
+#   - peak RSS (/usr/bin/time -v) of extract, apply and the pack merge at
+#     each of RSS_SIZES, so that flatness can be read off.
+# Results go to stdout as Markdown tables, progress to stderr.  The models
+# are removed at the end (KEEP=1 keeps them).
+#
+# Usage: contrib/bench/packs.sh [BUILD_DIR]   (default: build)
+# Environment: SIZE (2G), P (0.9), RUNS (3), RSS_SIZES ("1G 3G"),
+# BENCH_DIR (/var/tmp/dare-stream-packs).
+set -eu
+top=$(cd "$(dirname "$0")/../.." && pwd)
+build=$(cd "${1:-$top/build}" && pwd)
+SIZE=${SIZE:-2G}
+P=${P:-0.9}
+RUNS=${RUNS:-3}
+RSS_SIZES=${RSS_SIZES:-1G 3G}
+BENCH_DIR=${BENCH_DIR:-/var/tmp/dare-stream-packs}
+DS=$build/dare-stream
+IOFLOOR=$build/contrib/bench/iofloor
+NFT=4
+
+make -s -C "$build" dare-stream tests/mkfixture contrib/bench/iofloor \
+	>/dev/null
+mkdir -p "$BENCH_DIR"
+[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$BENCH_DIR"' EXIT
+R=$BENCH_DIR/results            # samples: one "key value" a line
+: >"$R"
+
+say() { echo "packs: $*" >&2; }
+put() { echo "$1 $2" >>"$R"; }
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+get() { awk -v k="$1" '$1 == k { print $2 }' "$R" | median; }
+ratio() {
+	awk -v a="$1" -v b="$2" 'BEGIN {
+		if (a == "" || b == "" || b + 0 == 0) print "-"
+		else printf "%.2f\n", a / b }'
+}
+bytes() {
+	awk -v n="$1" 'BEGIN {
+		if (n >= 1e9) printf "%.2f GB\n", n / 1e9
+		else printf "%.0f MB\n", n / 1e6 }'
+}
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f\n", b - a }'; }
+size() { stat -c %s "$@" | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+if [ -w /proc/sys/vm/drop_caches ]; then
+	kind=cold
+	prepare() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+else
+	kind=warm
+	say "caches cannot be dropped: every run is warm"
+	prepare() { cat "$@" >/dev/null; }
+fi
+
+# gen DIR SIZE: base + NFT BF16 fine-tunes, 4 shards each, and their packs
+gen() {
+	[ -d "$1/ft$NFT" ] || "$build/tests/mkfixture" --size "$2" --shards 4 \
+		--models "$NFT" --dtype bf16 --seed 1 "$1" >/dev/null
+	for j in $(seq "$NFT"); do
+		[ -f "$1/ft$j.dsd" ] || "$DS" extract -q --base "$1/base" \
+			--model "$1/ft$j" -p "$P" --stream $((j - 1)) \
+			-o "$1/ft$j.dsd"
+	done
+}
+
+# job NAME DIR [TIMEV]: the command of one measured job, under
+# /usr/bin/time -v into TIMEV when given
+job() {
+	name=$1
+	d=$2
+	rm -rf "$BENCH_DIR/out" "$BENCH_DIR/out.dsd"
+	set -- ${3:+/usr/bin/time -v -o "$3"}
+	case $name in
+	extract)
+		"$@" "$DS" extract -q --base "$d/base" --model "$d/ft1" -p "$P" \
+			-o "$BENCH_DIR/out.dsd" ;;
+	apply)
+		"$@" "$DS" apply -q --base "$d/base" "$d/ft1.dsd" \
+			-o "$BENCH_DIR/out" ;;
+	packs)
+		"$@" "$DS" merge -q --method dare_ties -p "$P" --base "$d/base" \
+			$(for j in $(seq "$NFT"); do echo "--model $d/ft$j.dsd"; done) \
+			-o "$BENCH_DIR/out" ;;
+	full)
+		"$@" "$DS" merge -q --method dare_ties -p "$P" --base "$d/base" \
+			$(for j in $(seq "$NFT"); do echo "--model $d/ft$j"; done) \
+			-o "$BENCH_DIR/out" ;;
+	esac
+}
+
+# inputs NAME DIR: the files job NAME reads, one input model per word
+inputs() {
+	case $1 in
+	extract) echo "$2/base $2/ft1" ;;
+	apply) echo "$2/base $2/ft1.dsd" ;;
+	packs) echo "$2/base"; for j in $(seq "$NFT"); do echo "$2/ft$j.dsd"; done ;;
+	full) echo "$2/base"; for j in $(seq "$NFT"); do echo "$2/ft$j"; done ;;
+	esac
+}
+
+files() {
+	for i in $(inputs "$1" "$2"); do
+		if [ -d "$i" ]; then ls "$i"/*.safetensors; else echo "$i"; fi
+	done
+}
+
+# written NAME DIR: the bytes job NAME writes
+written() {
+	case $1 in
+	extract) size "$2/ft1.dsd" ;;
+	*) size "$2"/base/*.safetensors ;;
+	esac
+}
+
+M=$BENCH_DIR/m
+say "generating base + $NFT fine-tunes of $SIZE and their packs at p $P in $M"
+gen "$M" "$SIZE"
+model_bytes=$(size "$M"/ft1/*.safetensors)
+pack_bytes=$(size "$M"/ft1.dsd)
+
+# The packs merge is the full merge (DESIGN 7): checked once, untimed.
+job full "$M"
+mv "$BENCH_DIR/out" "$BENCH_DIR/out.full"
+job packs "$M"
+same=yes
+for f in "$BENCH_DIR"/out.full/*.safetensors \
+	"$BENCH_DIR"/out.full/*.index.json; do
+	[ -e "$f" ] || continue
+	cmp -s "$f" "$BENCH_DIR/out/$(basename "$f")" || same=no
+done
+rm -rf "$BENCH_DIR/out" "$BENCH_DIR/out.full"
+say "merge of packs = merge of full models: $same"
+
+JOBS="extract apply packs full"
+for i in $(seq "$RUNS"); do
+	for name in $JOBS; do
+		# shellcheck disable=SC2046 # one word per file
+		set -- $(files "$name" "$M")
+		rm -f "$BENCH_DIR/floor.out"
+		prepare "$@"
+		nin=$(inputs "$name" "$M" | wc -w)
+		t=$("$IOFLOOR" -p -j "$nin" "$BENCH_DIR/floor.out" \
+			"$(written "$name" "$M")" "$@")
+		rm -f "$BENCH_DIR/floor.out"
+		put "floor.$name" "$t"
+		prepare "$@"
+		t0=$(now)
+		job "$name" "$M"
+		t=$(elapsed "$t0")
+		put "time.$name" "$t"
+		say "$kind $i/$RUNS: $name $t s, its floor $(get "floor.$name") s"
+	done
+done
+rm -rf "$BENCH_DIR/out" "$BENCH_DIR/out.dsd"
+for name in $JOBS; do
+	# shellcheck disable=SC2046 # one word per file
+	put "read.$name" "$(size $(files "$name" "$M"))"
+done
+rm -rf "$M"
+
+for s in $RSS_SIZES; do
+	say "peak RSS, models of $s"
+	gen "$BENCH_DIR/r$s" "$s"
+	for name in extract apply packs; do
+		job "$name" "$BENCH_DIR/r$s" "$BENCH_DIR/time.txt"
+		rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' \
+			"$BENCH_DIR/time.txt")
+		put "rss.$name.$s" "$((rss / 1024))"
+		say "$name, models of $s: peak RSS $((rss / 1024)) MiB"
+	done
+	rm -rf "$BENCH_DIR/r$s" "$BENCH_DIR/out" "$BENCH_DIR/out.dsd"
+done
+
+label() {
+	case $1 in
+	extract) echo "extract -p $P (base + ft1 -> pack)" ;;
+	apply) echo "apply (base + pack -> model)" ;;
+	packs) echo "merge dare_ties, base + $NFT packs" ;;
+	full) echo "merge dare_ties, base + $NFT full models" ;;
+	esac
+}
+
+echo "## dare-stream $("$DS" --version | cut -d' ' -f2) delta packs"
+echo
+echo "$(nproc) cores, $(uname -m); base + $NFT BF16 fine-tunes of $SIZE" \
+	"($(bytes "$model_bytes") each), packs at p $P ($(bytes "$pack_bytes")" \
+	"each, $(ratio "$((pack_bytes * 100))" "$model_bytes")% of a model);" \
+	"$kind page cache, median of $RUNS; $(date -u +%Y-%m-%d)."
+echo
+echo "| job | read | written | time | pipelined floor | x floor |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+for name in $JOBS; do
+	t=$(get "time.$name")
+	f=$(get "floor.$name")
+	echo "| $(label "$name") | $(bytes "$(get "read.$name")")" \
+		"| $(bytes "$(if [ "$name" = extract ]; then echo "$pack_bytes"; else echo "$model_bytes"; fi)")" \
+		"| $t s | $f s | $(ratio "$t" "$f")x |"
+done
+echo
+r=$(ratio "$(get time.full)" "$(get time.packs)")
+v=$(awk -v r="$r" 'BEGIN { print (r != "-" && r >= 2) ? "PASS" : "FAIL" }')
+echo "| $kind page cache | ratio | target | result |"
+echo "| --- | ---: | ---: | --- |"
+echo "| merge of full models / merge of packs | $r | >= 2 | $v |"
+echo "| same bytes | $same | yes | $([ "$same" = yes ] && echo PASS || echo FAIL) |"
+echo
+printf '| peak RSS, MiB |'
+for s in $RSS_SIZES; do printf ' models of %s |' "$s"; done
+printf '\n| --- |'
+for s in $RSS_SIZES; do printf ' ---: |'; done
+printf '\n'
+for name in extract apply packs; do
+	printf '| %s |' "$(label "$name")"
+	for s in $RSS_SIZES; do printf ' %s |' "$(get "rss.$name.$s")"; done
+	printf '\n'
+done
