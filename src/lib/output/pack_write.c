@@ -14,6 +14,7 @@
 #include <zstd.h>
 #include "common/ctx.h"
 #include "inputs/pack.h"
+#include "kernels/bits.h"
 #include "kernels/philox.h"
 
 /*
@@ -33,6 +34,7 @@ struct writer {
 	ZSTD_CCtx *cc;
 	char *raw, *kept, *z, *braw;
 	uint32_t *u;
+	uint64_t *bits;
 	size_t zcap;
 	json_t *tensors;
 	ds_progress_fn *progress;
@@ -79,6 +81,25 @@ static int read_at(ds_ctx *ctx, int fd, const char *path, void *buf,
 }
 
 /* The kept values of elements i0 .. i0+m-1 into w->kept; their bytes. */
+/* The kept elements, in element order, copied a mask word at a time (a
+ * mask of p = 0.9 keeps one element in ten): constant-size copies for the
+ * common element sizes. */
+#define GATHER(T)                                                            \
+	static size_t gather_##T(char *kept, const char *raw,                \
+				 const uint64_t *bits, size_t m)             \
+	{                                                                    \
+		size_t n = 0;                                                \
+									     \
+		for (size_t w = 0; w * 64 < m; w++)                          \
+			for (uint64_t x = bits[w]; x; x &= x - 1, n++)       \
+				memcpy(kept + n * sizeof(T), raw +           \
+				       (w * 64 + (size_t)__builtin_ctzll(x)) * \
+				       sizeof(T), sizeof(T));                \
+		return n * sizeof(T);                                        \
+	}
+GATHER(uint16_t)
+GATHER(uint32_t)
+
 static size_t gather(struct writer *w, uint32_t hash, bool whole,
 		     const char *raw, uint64_t i0, size_t m, size_t es)
 {
@@ -91,13 +112,45 @@ static size_t gather(struct writer *w, uint32_t hash, bool whole,
 	if (w->thr > UINT32_MAX)
 		return 0;
 	w->k->philox(w->o->seed, w->o->stream, hash, i0, m, w->u);
+	ds_keep_bits(w->u, m, (uint32_t)w->thr, w->bits);
+	if (es == 2)
+		return gather_uint16_t(w->kept, raw, w->bits, m);
+	if (es == 4)
+		return gather_uint32_t(w->kept, raw, w->bits, m);
 	for (size_t i = 0; i < m; i++)
-		if (w->u[i] >= w->thr)
+		if (w->bits[i / 64] >> (i % 64) & 1)
 			memcpy(w->kept + es * n++, raw + es * i, es);
 	return n * es;
 }
 
-/* One frame: compress, write, enter it in the seek table. */
+/* Reading ahead of a sequential walk of [off, end) of fd: the kernel is
+ * asked for the next AHEAD bytes whenever fewer than half are pending, so
+ * the disk works while a frame is compressed. */
+#define AHEAD (16u << 20)
+
+struct ahead {
+	int fd;
+	uint64_t at, end;
+};
+
+static void ahead_from(struct ahead *a, int fd, uint64_t off, uint64_t end)
+{
+	a->fd = fd;
+	a->at = off;
+	a->end = end;
+}
+
+static void ahead_to(struct ahead *a, uint64_t off)
+{
+	uint64_t len = a->end - a->at < AHEAD ? a->end - a->at : AHEAD;
+
+	if (a->fd < 0 || len == 0 || off + AHEAD / 2 < a->at)
+		return;
+	(void)posix_fadvise(a->fd, (off_t)a->at, (off_t)len,
+			    POSIX_FADV_WILLNEED);
+	a->at += len;
+}
+
 static int put_frame(struct writer *w, size_t bytes)
 {
 	size_t z = ZSTD_compressCCtx(w->cc, w->z, w->zcap, w->kept, bytes,
@@ -129,6 +182,9 @@ static int pack_tensor(struct writer *w, int mfd, const struct ds_model *m,
 			      t->dtype == DS_DT_F32);
 	XXH3_state_t *bh = XXH3_createState();
 	uint64_t first = w->frame, boff = 0;
+	struct ahead am, ab;
+	size_t bes;
+	bool along;
 	char hex[20];
 	int rc = bh ? 0 : -ENOMEM;
 
@@ -138,13 +194,33 @@ static int pack_tensor(struct writer *w, int mfd, const struct ds_model *m,
 		rc = ds_fail(w->ctx, DS_E_USAGE, "%s: tensor '%s' is %s, of less "
 			     "than a byte per element: packs store whole "
 			     "elements", m->arg, t->name, ds_dtype_name(t->dtype));
+	/* The base tensor's digest (a pack applied to another base is
+	 * refused), read along with the model's frames when its elements
+	 * are whole bytes, after them otherwise. */
+	bes = bt ? ds_dtype_size(bt->dtype) : 0;
+	along = bt && bes && bt->end - bt->begin == bt->numel * bes;
+	ahead_from(&am, mfd, m->shards[t->shard].data_off + t->begin,
+		   m->shards[t->shard].data_off + t->end);
+	ahead_from(&ab, bt ? bfd : -1, bt ? b->shards[bt->shard].data_off +
+		   bt->begin : 0, bt ? b->shards[bt->shard].data_off + bt->end : 0);
 	for (uint64_t i0 = 0; !rc && i0 < t->numel; i0 += DS_PACK_FRAME) {
 		size_t mlen = (size_t)(t->numel - i0 < DS_PACK_FRAME ?
 				       t->numel - i0 : DS_PACK_FRAME);
 		uint64_t off = m->shards[t->shard].data_off + t->begin + i0 * es;
 
+		ahead_to(&am, off);
 		rc = read_at(w->ctx, mfd, m->shards[t->shard].path, w->raw,
 			     mlen * es, off);
+		if (!rc && along) {
+			uint64_t bo = b->shards[bt->shard].data_off + bt->begin +
+				      i0 * bes;
+
+			ahead_to(&ab, bo);
+			rc = read_at(w->ctx, bfd, b->shards[bt->shard].path,
+				     w->braw, mlen * bes, bo);
+			if (!rc)
+				XXH3_64bits_update(bh, w->braw, mlen * bes);
+		}
 		if (!rc)
 			rc = put_frame(w, gather(w, hash, whole, w->raw, i0, mlen,
 						 es));
@@ -155,11 +231,11 @@ static int pack_tensor(struct writer *w, int mfd, const struct ds_model *m,
 			w->progress(w->user, &pr);
 		}
 	}
-	/* The base tensor's digest: a pack applied to another base is refused. */
-	for (; !rc && bt && boff < bt->end - bt->begin; boff += DS_PACK_FRAME * 4) {
+	for (; !rc && bt && !along && boff < bt->end - bt->begin;
+	     boff += DS_PACK_FRAME * 8) {
 		uint64_t left = bt->end - bt->begin - boff;
-		size_t len = left < DS_PACK_FRAME * 4 ? (size_t)left :
-			     DS_PACK_FRAME * 4;
+		size_t len = left < DS_PACK_FRAME * 8 ? (size_t)left :
+			     DS_PACK_FRAME * 8;
 
 		rc = read_at(w->ctx, bfd, b->shards[bt->shard].path, w->braw,
 			     len, b->shards[bt->shard].data_off + bt->begin + boff);
@@ -235,6 +311,7 @@ static int open_fds(ds_ctx *ctx, const struct ds_model *m, int *fd)
 		if (fd[s] < 0)
 			return ds_fail(ctx, -errno, "%s: %s", m->shards[s].path,
 				       strerror(errno));
+		(void)posix_fadvise(fd[s], 0, 0, POSIX_FADV_SEQUENTIAL);
 	}
 	return 0;
 }
@@ -321,13 +398,14 @@ int ds_extract(ds_ctx *ctx, const char *base, const char *model,
 			     "not packs", b->pack ? base : model);
 	w.zcap = ZSTD_compressBound(DS_PACK_FRAME * 8);
 	w.raw = malloc(DS_PACK_FRAME * 8);
-	w.braw = malloc(DS_PACK_FRAME * 4);
+	w.braw = malloc(DS_PACK_FRAME * 8);
 	w.kept = malloc(DS_PACK_FRAME * 8);
 	w.z = malloc(w.zcap);
 	w.u = malloc(DS_PACK_FRAME * sizeof(uint32_t));
+	w.bits = malloc(DS_PACK_FRAME / 8);
 	w.cc = ZSTD_createCCtx();
 	w.tensors = json_array();
-	if (!rc && (!w.raw || !w.braw || !w.kept || !w.z || !w.u || !w.cc ||
+	if (!rc && (!w.raw || !w.braw || !w.kept || !w.z || !w.u || !w.bits || !w.cc ||
 		    !w.tensors))
 		rc = ds_fail(ctx, -ENOMEM, "out of memory");
 	if (!rc && (w.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
@@ -348,6 +426,7 @@ int ds_extract(ds_ctx *ctx, const char *base, const char *model,
 	free(w.kept);
 	free(w.z);
 	free(w.u);
+	free(w.bits);
 	free(tmp);
 	ds_model_free(b);
 	ds_model_free(m);
