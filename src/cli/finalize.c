@@ -10,8 +10,8 @@
 static void finalize_usage(void)
 {
 	printf("Usage: dare-stream finalize [-q] OUT\n"
-	       "Join the parts of a merge run as N processes with --partition "
-	       "K/N (K = 0 .. N-1)\ninto OUT: check that every part has ended "
+	       "Join the parts of a merge run as N processes (merge's option "
+	       "partition K/N,\nK = 0 .. N-1) into OUT: check that every part has ended "
 	       "and left its manifest\n(OUT/.dare-stream.part-K-of-N.json), "
 	       "that all are of the same merge, and read\nevery file back "
 	       "against its recorded size and xxh128; then write\n"
