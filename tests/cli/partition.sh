@@ -91,6 +91,18 @@ for n in 1 2 3 7; do
 		diff -r "$T/whole" "$T/p$n"
 done
 xxh_check "$T/p3"
+run_expect 0 '' "$DS_BIN" verify "$T/p7"
+
+say "== --force over a directory with stale files: they go, as for one process"
+mkdir "$T/stale"
+echo old >"$T/stale/notes.txt"
+echo old >"$T/stale/CHECKSUMS.xxh128"
+parts "$T/stale" 3 --shard-size 100K --force
+check "no part left CHECKSUMS.xxh128 meanwhile" \
+	not [ -e "$T/stale/CHECKSUMS.xxh128" ]
+finalize_ok "$T/stale"
+check "forced parts + finalize: identical to one process" \
+	diff -r "$T/whole" "$T/stale"
 
 say "== more parts (5) than shards (2): the empty parts still count"
 parts "$T/wide" 5
@@ -170,6 +182,18 @@ not_finalized "$T/kill"
 one_part "$T/kill" 1/2 --shard-size 100K --resume
 finalize_ok "$T/kill"
 check "killed, resumed, finalized: identical" diff -r "$T/whole" "$T/kill"
+
+say "== a part killed -9 while renaming its shards, then --resume"
+# shellcheck disable=SC2086
+DARE_STREAM_TEST_KILL=finish=2 run "$DS_BIN" merge -o "$T/ren" $ARGS \
+	--shard-size 100K --partition 0/2
+check "part 0 killed by SIGKILL (exit $ds_rc)" [ "$ds_rc" -eq 137 ]
+one_part "$T/ren" 1/2 --shard-size 100K
+run_expect 5 'part 0 of 2 is unfinished' "$DS_BIN" finalize "$T/ren"
+not_finalized "$T/ren"
+one_part "$T/ren" 0/2 --shard-size 100K --resume
+finalize_ok "$T/ren"
+check "killed while renaming, resumed: identical" diff -r "$T/whole" "$T/ren"
 
 if have_python; then
 	say "== refused: a part still running (its lock held by a process)"
