@@ -222,6 +222,39 @@ time.sleep(60)' "$T/busy/.dare-stream.1-of-2.lock" >"$T/holder" &
 	wait "$holder" 2>/dev/null
 	finalize_ok "$T/busy"
 	check "after the holder ended: identical" diff -r "$T/whole" "$T/busy"
+
+	# hold LOCK FILE MODE: a process holding FILE's lock (ex or sh)
+	hold() {
+		rm -f "$T/holder"
+		"$PYTHON3" -c '
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+if sys.argv[2] == "ex":
+    os.write(fd, b"%d\n" % os.getpid())
+fcntl.lockf(fd, fcntl.LOCK_EX if sys.argv[2] == "ex" else fcntl.LOCK_SH)
+print(os.getpid(), flush=True)
+time.sleep(60)' "$1" "$2" >"$T/holder" &
+		holder=$!
+		i=0
+		while [ ! -s "$T/holder" ] && [ $i -lt 100 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+	}
+	say "== a whole merge while parts run, and parts while a whole merge runs"
+	mkdir "$T/both"
+	hold "$T/both/.dare-stream.lock" sh
+	# shellcheck disable=SC2086
+	run_expect 4 'the parts of a partitioned merge are writing it' \
+		"$DS_BIN" merge -o "$T/both" $ARGS
+	kill "$holder"
+	wait "$holder" 2>/dev/null
+	hold "$T/both/.dare-stream.lock" ex
+	# shellcheck disable=SC2086
+	run_expect 4 "pid $holder holds" \
+		"$DS_BIN" merge -o "$T/both" $ARGS --partition 0/2
+	kill "$holder"
+	wait "$holder" 2>/dev/null
 fi
 
 say "== refused: a shard changed after its part wrote it"
