@@ -20,12 +20,20 @@ ARGS="--method dare_ties -p 0.5 --seed 11 --threads 1 --quiet
       --base $FX/base --model $FX/ft1 --model $FX/ft2"
 # shellcheck disable=SC2086
 ds_merge "$T/whole" $ARGS --shard-size 100K
-nshards=$(ls "$T/whole" | grep -c '\.safetensors$')
+# count_shards DIR: its .safetensors files.
+count_shards() {
+	c_n=0
+	for c_f in "$1"/*.safetensors; do
+		[ -e "$c_f" ] && c_n=$((c_n + 1))
+	done
+	echo "$c_n"
+}
+nshards=$(count_shards "$T/whole")
 check "the reference has many shards ($nshards)" [ "$nshards" -gt 10 ]
 # shellcheck disable=SC2086
 ds_merge "$T/whole-base" $ARGS
 check "the base's layout: 2 shards" \
-	[ "$(ls "$T/whole-base" | grep -c '\.safetensors$')" -eq 2 ]
+	[ "$(count_shards "$T/whole-base")" -eq 2 ]
 
 # parts OUT N [OPTION...]: the N parts as N processes at once.
 parts() {
