@@ -615,6 +615,10 @@ static int run(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 		print_tensors(mg);
 	if (m->dry_run || !m->quiet)
 		print_plan(&info, m->out);
+	if ((m->dry_run || !m->quiet) && m->mo.parts)
+		printf("plan: part %u of %u: the %u shard%s above; dare-stream "
+		       "finalize joins the parts\n", m->mo.part,
+		       m->mo.parts, info.shards, info.shards == 1 ? "" : "s");
 	if (!m->dry_run) {
 		pr.on = !m->quiet && (m->progress > 0 ||
 				      (m->progress < 0 && isatty(2)));

@@ -79,21 +79,23 @@ enum ds_part_file ds_part_file(const char *name, unsigned *k, unsigned *n)
 {
 	static const char pre[] = ".dare-stream.";
 	enum ds_part_file t = DS_PF_NONE;
-	const char *s = name + sizeof(pre) - 1;
+	const char *s;
 	char back[PATH_MAX];
+	bool man;
 	int end = -1;
 
 	if (strncmp(name, pre, sizeof(pre) - 1))
 		return DS_PF_NONE;
-	if (!strncmp(s, "part-", 5))
+	s = name + sizeof(pre) - 1;
+	if ((man = !strncmp(s, "part-", 5)))
 		s += 5;
 	if (sscanf(s, "%u-of-%u%n", k, n, &end) != 2 || end < 0)
 		return DS_PF_NONE;
-	if (s > name + sizeof(pre) - 1 && !strcmp(s + end, ".json"))
+	if (man && !strcmp(s + end, ".json"))
 		t = DS_PF_MANIFEST;
-	else if (s == name + sizeof(pre) - 1 && !strcmp(s + end, ".journal"))
+	else if (!man && !strcmp(s + end, ".journal"))
 		t = DS_PF_JOURNAL;
-	else if (s == name + sizeof(pre) - 1 && !strcmp(s + end, ".lock"))
+	else if (!man && !strcmp(s + end, ".lock"))
 		t = DS_PF_LOCK;
 	/* exactly as a part writes it: no "+1", no leading zeros */
 	part_name(t, *k, *n, back, sizeof(back));
@@ -340,7 +342,7 @@ static int ours(const struct ds_plan *p, const char *dir, const char *name)
 }
 
 /* With --force, another run's part files go (a lock still held stays:
- * its part is running, and is refused when it ends). */
+ * its part is running, and finalize names it when it ends). */
 static void drop_foreign(DIR *d, const char *dir, const char *name)
 {
 	unsigned k, n;
