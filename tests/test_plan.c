@@ -557,6 +557,79 @@ START_TEST(partition_plan)
 }
 END_TEST
 
+/* Whether scratch files a and b hold the same bytes. */
+static bool same_file(const char *a, const char *b)
+{
+	FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+	int ca, cb;
+	bool same = fa && fb;
+
+	while (same && ((ca = getc(fa)) != EOF) | ((cb = getc(fb)) != EOF))
+		same = ca == cb;
+	if (fa)
+		fclose(fa);
+	if (fb)
+		fclose(fb);
+	return same;
+}
+
+static int merge_into(const char *out, unsigned part, unsigned parts)
+{
+	struct ds_merge_opts o = { .threads = 1, .shard_size = 1,
+				   .part = part, .parts = parts };
+	ds_ctx *ctx = ds_ctx_create();
+	ds_recipe *r = ds_recipe_create();
+	ds_merge *mg = NULL;
+	int rc;
+
+	ds_recipe_set_base(r, P("base"));
+	ds_recipe_add_model(r, P("m1"));
+	ds_recipe_set_drop_rate(r, -1, 0.5);
+	rc = ds_merge_create(ctx, r, out, &o, &mg);
+	if (!rc)
+		rc = ds_merge_run(mg, NULL, NULL);
+	ds_merge_free(mg);
+	ds_recipe_free(r);
+	ds_ctx_free(ctx);
+	return rc;
+}
+
+/* The library path of --partition and finalize: two parts (the second
+ * first), ds_finalize(), and every file as one process writes it. */
+START_TEST(partition_finalize)
+{
+	static const char *const files[] = {
+		"model-00001-of-00004.safetensors",
+		"model-00004-of-00004.safetensors",
+		"model.safetensors.index.json", "CHECKSUMS.xxh128",
+		"dare-stream.yml",
+	};
+	struct ds_finalize_info info;
+	ds_ctx *ctx = ds_ctx_create();
+
+	write_model("base", llama, 4);
+	write_model("m1", llama, 4);
+	ck_assert_int_eq(merge_into(P("whole"), 0, 0), 0);
+	ck_assert_int_eq(merge_into(P("parts"), 1, 2), 0);
+	ck_assert_int_eq(ds_finalize(ctx, P("parts"), &info), DS_E_FORMAT);
+	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx), "part 0 of 2 missing"));
+	ck_assert_int_ne(access(P("parts/CHECKSUMS.xxh128"), F_OK), 0);
+	ck_assert_int_eq(merge_into(P("parts"), 0, 2), 0);
+	ck_assert_int_eq(ds_finalize(ctx, P("parts"), &info), 0);
+	ck_assert_uint_eq(info.parts, 2);
+	ck_assert_uint_eq(info.files, 5);       /* 4 shards, the recipe */
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		ck_assert_msg(same_file(P("whole/%s", files[i]),
+					P("parts/%s", files[i])),
+			      "%s differs", files[i]);
+	ck_assert_int_ne(access(P("parts/.dare-stream.part-0-of-2.json"),
+				F_OK), 0);
+	ck_assert_int_eq(ds_finalize(ctx, P("whole"), &info), 0);
+	ck_assert_uint_eq(info.parts, 0);       /* nothing to finalize */
+	ds_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *plan_suite(void)
 {
 	Suite *s = suite_create("plan");
@@ -577,6 +650,7 @@ static Suite *plan_suite(void)
 	tcase_add_test(tc, recipe_gradients_filters_slices);
 	tcase_add_test(tc, partition_share);
 	tcase_add_test(tc, partition_plan);
+	tcase_add_test(tc, partition_finalize);
 	suite_add_tcase(s, tc);
 	return s;
 }
