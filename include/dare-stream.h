@@ -225,6 +225,9 @@ struct ds_merge_opts {
 	uint64_t shard_size;      /* output shards of at most this many tensor
 				   * bytes, Hugging Face names; 0: the base's
 				   * layout (5 GB with slices) */
+	unsigned part, parts;     /* write only part `part` (0 .. parts - 1)
+				   * of the output shards, for
+				   * ds_finalize() to join; parts 0: all */
 };
 
 #define DS_DEFAULT_MEMORY (64ull << 20)
@@ -364,6 +367,34 @@ void ds_merge_cancel(ds_merge *mg);
  * file cannot be read.
  */
 int ds_verify(ds_ctx *ctx, const char *dir, ds_log_fn *report, void *user);
+
+/* What ds_finalize() did. */
+struct ds_finalize_info {
+	unsigned parts;           /* parts joined; 0: nothing to finalize */
+	unsigned files;           /* files of the parts checked */
+	uint64_t bytes;           /* bytes read back to check them */
+};
+
+/*
+ * Join the parts of a partitioned merge (ds_merge_opts.part, .parts) in
+ * dir: check that every part 0 .. N-1 has ended and left its manifest
+ * (dir/.dare-stream.part-K-of-N.json), that all are of the same run (same
+ * recipe, inputs and N) and none is duplicated, and read every file they
+ * list back to compare its size and XXH3-128 with the manifest; then write
+ * model.safetensors.index.json (when the merge is sharded) and
+ * CHECKSUMS.xxh128, byte for byte what one process merging the whole into
+ * dir writes, each under a temporary name and renamed into place, and
+ * remove the manifests and the parts' lock files.  Constant memory (a
+ * 1 MiB buffer; the tables grow with the number of tensors only).  info
+ * may be NULL.  Returns 0 (info->parts 0 when dir is a finished merge with
+ * nothing to finalize); DS_E_FORMAT when a part is missing, unfinished
+ * (still running, or stopped: a journal without a manifest), foreign,
+ * duplicated, or a file differs from its manifest, with ds_ctx_error()
+ * naming the part and the file; DS_E_OUTPUT when dir holds no merge or
+ * another process holds its lock; a negative errno on an I/O error.
+ * Nothing is written unless every check passes.
+ */
+int ds_finalize(ds_ctx *ctx, const char *dir, struct ds_finalize_info *info);
 
 
 /* ---- delta statistics (delta-stats) ------------------------------------ */

@@ -69,11 +69,11 @@ say "== bash: $BASHC"
 check "bash parses it" bash -n "$BASHC"
 comp ''
 check "subcommands and top-level options" same merge inspect verify \
-	extract apply delta-stats -h --help -V --version
+	finalize extract apply delta-stats -h --help -V --version
 comp me
 check "'me' completes to merge" same merge
 
-for cmd in merge inspect verify; do
+for cmd in merge inspect verify finalize; do
 	help_opts "$cmd" >"$T/help.$cmd"
 	[ -s "$T/help.$cmd" ] || hard_error "$DS_BIN $cmd --help printed no option"
 	comp "$cmd" -
@@ -138,7 +138,7 @@ zsh_names() {
 			{ say "  $ds_o missing"; return 1; }
 	done
 }
-for cmd in merge inspect verify; do
+for cmd in merge inspect verify finalize; do
 	check "zsh: every option of '$cmd --help'" \
 		zsh_names $(cat "$T/help.$cmd")
 done

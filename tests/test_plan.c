@@ -467,6 +467,169 @@ START_TEST(recipe_gradients_filters_slices)
 }
 END_TEST
 
+/* Largest first onto the lightest part, ties by the lower index: worked
+ * out by hand for sizes 5 9 9 2 7 1. */
+START_TEST(partition_share)
+{
+	struct ds_oshard os[6] = {
+		{ .size = 5 }, { .size = 9 }, { .size = 9 }, { .size = 2 },
+		{ .size = 7 }, { .size = 1 },
+	};
+	struct ds_plan p = { .os = os, .nos = 6 };
+	/* 9(s1)->0, 9(s2)->1, 7(s4)->2, 5(s0)->2 (7 is lightest), 2(s3)->0
+	 * (9 = 9: the lower part), 1(s5)->1; loads 11 10 12 */
+	static const unsigned three[6] = { 2, 0, 1, 0, 2, 1 };
+	/* more parts than shards: one each, largest first; 6 and 7 empty */
+	static const unsigned eight[6] = { 3, 0, 1, 4, 2, 5 };
+	unsigned part[6];
+
+	ck_assert_int_eq(ds_plan_share(&p, 3, part), 0);
+	for (int s = 0; s < 6; s++)
+		ck_assert_uint_eq(part[s], three[s]);
+	ck_assert_int_eq(ds_plan_share(&p, 8, part), 0);
+	for (int s = 0; s < 6; s++)
+		ck_assert_uint_eq(part[s], eight[s]);
+	ck_assert_int_eq(ds_plan_share(&p, 1, part), 0);
+	for (int s = 0; s < 6; s++)
+		ck_assert_uint_eq(part[s], 0);
+}
+END_TEST
+
+/* One shard per tensor (3200, 1536, 32 and 512 bytes of BF16 data): in
+ * two parts, the first holds the embedding alone, the second the rest. */
+START_TEST(partition_plan)
+{
+	struct ds_merge_opts o = { .threads = 1, .shard_size = 1,
+				   .part = 1, .parts = 2 };
+	struct ds_plan p, q;
+	ds_ctx *ctx = ds_ctx_create();
+	ds_recipe *r = ds_recipe_create();
+	uint64_t run, bytes = 0;
+
+	write_model("base", llama, 4);
+	write_model("m1", llama, 4);
+	ds_recipe_set_drop_rate(r, -1, 0.5);
+	ck_assert_int_eq(plan(&p, ctx, r, 1, &o), 0);
+	ck_assert_uint_eq(p.all_nos, 4);
+	ck_assert_str_eq(p.all_names[0], "model-00001-of-00004.safetensors");
+	ck_assert_uint_eq(p.nos, 3);
+	ck_assert_uint_eq(p.not, 3);
+	ck_assert_str_eq(p.os[0].name, "model-00002-of-00004.safetensors");
+	ck_assert_str_eq(p.os[2].name, "model-00004-of-00004.safetensors");
+	ck_assert_str_eq(p.ot[0].name, "model.layers.0.mlp.up_proj.weight");
+	ck_assert_str_eq(p.ot[2].name, "model.position_ids");
+	for (unsigned s = 0; s < 3; s++) {
+		ck_assert_uint_eq(p.ot[s].oshard, s);
+		ck_assert_uint_eq(p.os[s].first, s);
+		bytes += p.os[s].size;
+	}
+	ck_assert_uint_eq(p.bytes_written, bytes);
+	ck_assert_uint_eq(p.merged, 2);
+	ck_assert(p.index);
+	run = p.run;
+	ds_plan_free(&p);
+
+	o.part = 0;
+	ds_recipe_free(r);
+	r = ds_recipe_create();
+	ds_recipe_set_drop_rate(r, -1, 0.5);
+	ck_assert_int_eq(plan(&q, ctx, r, 1, &o), 0);
+	ck_assert_uint_eq(q.nos, 1);
+	ck_assert_str_eq(q.ot[0].name, "model.embed_tokens.weight");
+	ck_assert_uint_eq(q.run, run);
+	ds_plan_free(&q);
+
+	o.parts = 3;            /* another N: another run */
+	ds_recipe_free(r);
+	r = ds_recipe_create();
+	ds_recipe_set_drop_rate(r, -1, 0.5);
+	ck_assert_int_eq(plan(&q, ctx, r, 1, &o), 0);
+	ck_assert_uint_ne(q.run, run);
+	ds_plan_free(&q);
+
+	o.part = 3;
+	ds_recipe_free(r);
+	r = ds_recipe_create();
+	ck_assert_int_eq(plan(&q, ctx, r, 1, &o), DS_E_USAGE);
+	ds_plan_free(&q);
+	ds_recipe_free(r);
+	ds_ctx_free(ctx);
+}
+END_TEST
+
+/* Whether scratch files a and b hold the same bytes. */
+static bool same_file(const char *a, const char *b)
+{
+	FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+	int ca, cb;
+	bool same = fa && fb;
+
+	while (same && ((ca = getc(fa)) != EOF) | ((cb = getc(fb)) != EOF))
+		same = ca == cb;
+	if (fa)
+		fclose(fa);
+	if (fb)
+		fclose(fb);
+	return same;
+}
+
+static int merge_into(const char *out, unsigned part, unsigned parts)
+{
+	struct ds_merge_opts o = { .threads = 1, .shard_size = 1,
+				   .part = part, .parts = parts };
+	ds_ctx *ctx = ds_ctx_create();
+	ds_recipe *r = ds_recipe_create();
+	ds_merge *mg = NULL;
+	int rc;
+
+	ds_recipe_set_base(r, P("base"));
+	ds_recipe_add_model(r, P("m1"));
+	ds_recipe_set_drop_rate(r, -1, 0.5);
+	rc = ds_merge_create(ctx, r, out, &o, &mg);
+	if (!rc)
+		rc = ds_merge_run(mg, NULL, NULL);
+	ds_merge_free(mg);
+	ds_recipe_free(r);
+	ds_ctx_free(ctx);
+	return rc;
+}
+
+/* The library path of --partition and finalize: two parts (the second
+ * first), ds_finalize(), and every file as one process writes it. */
+START_TEST(partition_finalize)
+{
+	static const char *const files[] = {
+		"model-00001-of-00004.safetensors",
+		"model-00004-of-00004.safetensors",
+		"model.safetensors.index.json", "CHECKSUMS.xxh128",
+		"dare-stream.yml",
+	};
+	struct ds_finalize_info info;
+	ds_ctx *ctx = ds_ctx_create();
+
+	write_model("base", llama, 4);
+	write_model("m1", llama, 4);
+	ck_assert_int_eq(merge_into(P("whole"), 0, 0), 0);
+	ck_assert_int_eq(merge_into(P("parts"), 1, 2), 0);
+	ck_assert_int_eq(ds_finalize(ctx, P("parts"), &info), DS_E_FORMAT);
+	ck_assert_ptr_nonnull(strstr(ds_ctx_error(ctx), "part 0 of 2 missing"));
+	ck_assert_int_ne(access(P("parts/CHECKSUMS.xxh128"), F_OK), 0);
+	ck_assert_int_eq(merge_into(P("parts"), 0, 2), 0);
+	ck_assert_int_eq(ds_finalize(ctx, P("parts"), &info), 0);
+	ck_assert_uint_eq(info.parts, 2);
+	ck_assert_uint_eq(info.files, 5);       /* 4 shards, the recipe */
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		ck_assert_msg(same_file(P("whole/%s", files[i]),
+					P("parts/%s", files[i])),
+			      "%s differs", files[i]);
+	ck_assert_int_ne(access(P("parts/.dare-stream.part-0-of-2.json"),
+				F_OK), 0);
+	ck_assert_int_eq(ds_finalize(ctx, P("whole"), &info), 0);
+	ck_assert_uint_eq(info.parts, 0);       /* nothing to finalize */
+	ds_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *plan_suite(void)
 {
 	Suite *s = suite_create("plan");
@@ -485,6 +648,9 @@ static Suite *plan_suite(void)
 	tcase_add_test(tc, recipe_yaml_round_trip);
 	tcase_add_test(tc, recipe_mergekit_style);
 	tcase_add_test(tc, recipe_gradients_filters_slices);
+	tcase_add_test(tc, partition_share);
+	tcase_add_test(tc, partition_plan);
+	tcase_add_test(tc, partition_finalize);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -64,14 +64,14 @@ _dare_stream()
 
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		case ${COMP_WORDS[i]} in
-		merge | inspect | verify | extract | apply | delta-stats)
+		merge | inspect | verify | finalize | extract | apply | delta-stats)
 			cmd=${COMP_WORDS[i]}; break ;;
 		esac
 	done
 
 	case $cmd in
 	'')
-		COMPREPLY=($(compgen -W 'merge inspect verify extract apply
+		COMPREPLY=($(compgen -W 'merge inspect verify finalize extract apply
 			delta-stats -h --help -V --version' -- "$cur"))
 		return 0
 		;;
@@ -91,7 +91,7 @@ _dare_stream()
 			--density | --densities | --lambda | --seed | --exclude | \
 			--memory | --threads | --gamma | --gammas | --epsilon | \
 			--epsilons | --t | --select-topk | --max-iter | --tol | \
-			--scale | --shard-size)
+			--scale | --shard-size | --partition)
 			return 0 # a value: nothing to offer
 			;;
 		esac
@@ -102,7 +102,8 @@ _dare_stream()
 			--nuslerp-row-wise --scale
 			--lambda --normalize --no-normalize --rescale --seed --dtype
 			--exclude --shard-size --memory --threads --io --force
-			--resume --dry-run --progress -q --quiet -h --help'
+			--resume --partition --dry-run --progress -q --quiet -h
+			--help'
 		COMPREPLY=($(compgen -W "$opts" -- "$cur"))
 		;;
 	inspect)
@@ -115,6 +116,13 @@ _dare_stream()
 	verify)
 		if [[ $cur == -* ]]; then
 			COMPREPLY=($(compgen -W '-v --verbose -h --help' -- "$cur"))
+		else
+			_dare_stream_paths dir "$cur"
+		fi
+		;;
+	finalize)
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W '-q --quiet -h --help' -- "$cur"))
 		else
 			_dare_stream_paths dir "$cur"
 		fi

@@ -21,6 +21,7 @@ enum {
 int cmd_merge(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_finalize(int argc, char **argv);
 int cmd_extract(int argc, char **argv);
 int cmd_apply(int argc, char **argv);
 

@@ -20,6 +20,8 @@ static void usage(FILE *f)
 	      "and shards of a model\n"
 	      "  verify   [-v] OUT...        check a merged directory: "
 	      "structure, index, CHECKSUMS.xxh128\n"
+	      "  finalize OUT               join the parts of a merge run "
+	      "with --partition K/N\n"
 	      "  extract  --base B --model M -p P -o FILE.dsd   DARE delta "
 	      "pack of a fine-tune\n"
 	      "  apply    --base B FILE.dsd -o OUT   rebuild a checkpoint from "
@@ -44,6 +46,8 @@ static int dispatch(int argc, char **argv)
 		return cmd_inspect(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "verify"))
 		return cmd_verify(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "finalize"))
+		return cmd_finalize(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "extract"))
 		return cmd_extract(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "apply"))

@@ -78,6 +78,12 @@ static void merge_usage(void)
 	       "      --io BACKEND        uring (default when available) or pread\n"
 	       "      --force             replace the merge in a non-empty OUT\n"
 	       "      --resume            continue an interrupted merge into OUT\n"
+	       "      --partition K/N     write only part K of N of the output shards,\n"
+	       "                          0 <= K < N: parts count from 0, as Slurm's\n"
+	       "                          $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT in a\n"
+	       "                          job array of tasks 0 to N-1; the N parts may run\n"
+	       "                          at once into one OUT, then dare-stream finalize\n"
+	       "                          OUT joins them\n"
 	       "      --dry-run           check everything and print the plan and each\n"
 	       "                          tensor's parameters; write nothing\n"
 	       "      --progress          progress line even when stderr is not a terminal\n"
@@ -91,7 +97,7 @@ enum {
 	O_RESCALE, O_SEED, O_DTYPE, O_EXCLUDE, O_MEMORY, O_THREADS, O_IO,
 	O_FORCE, O_DRY, O_PROGRESS, O_RESUME, O_SHARD, O_GAMMA, O_GAMMAS,
 	O_EPSILON, O_EPSILONS, O_T, O_FILTER_WISE, O_SELECT_TOPK, O_MAX_ITER,
-	O_TOL, O_NO_FLATTEN, O_ROW_WISE, O_SCALE,
+	O_TOL, O_NO_FLATTEN, O_ROW_WISE, O_SCALE, O_PARTITION,
 };
 
 static const struct option longopts[] = {
@@ -131,6 +137,7 @@ static const struct option longopts[] = {
 	{ "io", required_argument, NULL, O_IO },
 	{ "force", no_argument, NULL, O_FORCE },
 	{ "resume", no_argument, NULL, O_RESUME },
+	{ "partition", required_argument, NULL, O_PARTITION },
 	{ "dry-run", no_argument, NULL, O_DRY },
 	{ "progress", no_argument, NULL, O_PROGRESS },
 	{ "quiet", no_argument, NULL, 'q' },
@@ -212,6 +219,36 @@ static int opt_resources(struct mopts *m, int c, const char *arg)
 					   arg);
 		return 0;
 	}
+}
+
+/* --partition K/N: two whole numbers, 0 <= K < N. */
+static int opt_partition(struct mopts *m, const char *arg)
+{
+	const char *slash = strchr(arg, '/');
+	char k[32];
+	uint64_t vk, vn;
+
+	if (!slash || (size_t)(slash - arg) >= sizeof(k) || slash == arg ||
+	    strspn(arg, "0123456789") != (size_t)(slash - arg) ||
+	    !slash[1] || strspn(slash + 1, "0123456789") != strlen(slash + 1))
+		return usage_error("--partition %s: expected K/N, two whole "
+				   "numbers with 0 <= K < N (e.g. "
+				   "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)",
+				   arg);
+	snprintf(k, sizeof(k), "%.*s", (int)(slash - arg), arg);
+	if (parse_u64(k, &vk) || parse_u64(slash + 1, &vn) || vn > 1000000)
+		return usage_error("--partition %s: K and N must be at most "
+				   "1000000", arg);
+	if (vn == 0)
+		return usage_error("--partition %s: N, the number of parts, "
+				   "must be at least 1", arg);
+	if (vk >= vn)
+		return usage_error("--partition %s: K must be less than N (parts "
+				   "count from 0: 0 to %llu)", arg,
+				   (unsigned long long)vn - 1);
+	m->mo.part = (unsigned)vk;
+	m->mo.parts = (unsigned)vn;
+	return 0;
 }
 
 /* Every method name, comma-separated. */
@@ -368,6 +405,7 @@ static int one_option(struct mopts *m, int c, const char *arg)
 		return opt_resources(m, c, arg);
 	case O_FORCE: m->mo.force = 1; return 0;
 	case O_RESUME: m->mo.resume = 1; return 0;
+	case O_PARTITION: return opt_partition(m, arg);
 	case O_DRY: m->dry_run = true; return 0;
 	case O_PROGRESS: m->progress = 1; return 0;
 	case 'q': m->quiet = true; return 0;
@@ -577,6 +615,10 @@ static int run(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 		print_tensors(mg);
 	if (m->dry_run || !m->quiet)
 		print_plan(&info, m->out);
+	if ((m->dry_run || !m->quiet) && m->mo.parts)
+		printf("plan: part %u of %u: the %u shard%s above; dare-stream "
+		       "finalize joins the parts\n", m->mo.part,
+		       m->mo.parts, info.shards, info.shards == 1 ? "" : "s");
 	if (!m->dry_run) {
 		pr.on = !m->quiet && (m->progress > 0 ||
 				      (m->progress < 0 && isatty(2)));
@@ -586,6 +628,10 @@ static int run(ds_ctx *ctx, struct mopts *m, ds_recipe *r)
 		signals_unwatch();
 		if (!rc && !m->quiet)
 			print_summary(mg, m->out, now_seconds() - pr.start);
+		if (!rc && !m->quiet && m->mo.parts)
+			fprintf(stderr, "dare-stream: part %u of %u done; once "
+				"every part is, run: dare-stream finalize %s\n",
+				m->mo.part, m->mo.parts, m->out);
 	}
 	ds_merge_free(mg);
 	return rc ? run_failed(ctx, m, rc) : EXIT_OK;

@@ -32,11 +32,17 @@ static long holder_pid(int fd)
 	return 0;
 }
 
-static int busy(ds_ctx *ctx, const char *dir, const char *path, int fd)
+static int busy(ds_ctx *ctx, const char *dir, const char *path, int fd,
+		bool shared)
 {
-	long pid = holder_pid(fd);
+	long pid = shared ? 0 : holder_pid(fd);
 	char who[64] = "a process whose pid it does not name";
 
+	if (shared)
+		return ds_fail(ctx, DS_E_OUTPUT, "%s: the parts of a "
+			       "partitioned merge are writing it (they hold %s "
+			       "shared); let them end and run dare-stream "
+			       "finalize, or stop them", dir, path);
 	if (pid > 0)
 		snprintf(who, sizeof(who), "pid %ld", pid);
 	return ds_fail(ctx, DS_E_OUTPUT, "%s: another merge is writing it "
@@ -101,6 +107,9 @@ int ds_lock_take(ds_ctx *ctx, const char *dir, const char *name,
 	lk->fd = -1;
 	if (!(lk->path = lock_path(dir, name)))
 		return ds_fail(ctx, -ENOMEM, "out of memory");
+	struct timespec ms5 = { 0, 5 * 1000 * 1000 };
+
+	lk->exclusive = exclusive;
 	for (int tries = 0; tries < 16; tries++) {
 		int fd = open(lk->path, O_RDWR | O_CREAT | O_CLOEXEC |
 			      O_NOFOLLOW, 0644);
@@ -109,8 +118,15 @@ int ds_lock_take(ds_ctx *ctx, const char *dir, const char *name,
 			return ds_fail(ctx, -errno, "%s: cannot create the "
 				       "lock file: %s", lk->path,
 				       strerror(errno));
-		if ((e = try_lock(fd, exclusive)) == EAGAIN) {
-			e = busy(ctx, dir, lk->path, fd);
+		e = try_lock(fd, exclusive);
+		/* The last of the shared holders turns its lock exclusive
+		 * for a moment to unlink the file: wait that out. */
+		for (int w = 0; e == EAGAIN && !exclusive && w < 40; w++) {
+			nanosleep(&ms5, NULL);
+			e = try_lock(fd, exclusive);
+		}
+		if (e == EAGAIN) {
+			e = busy(ctx, dir, lk->path, fd, false);
 			close(fd);
 			return e;
 		}
@@ -136,9 +152,11 @@ int ds_lock_take(ds_ctx *ctx, const char *dir, const char *name,
 		       "replaced; is another merge starting?", lk->path);
 }
 
-int ds_lock_probe(ds_ctx *ctx, const char *dir, const char *name)
+int ds_lock_probe_shared(ds_ctx *ctx, const char *dir, const char *name,
+			 bool shared)
 {
-	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	struct flock fl = { .l_type = shared ? F_RDLCK : F_WRLCK,
+			    .l_whence = SEEK_SET };
 	char *path = lock_path(dir, name);
 	int fd, rc = 0;
 
@@ -147,17 +165,47 @@ int ds_lock_probe(ds_ctx *ctx, const char *dir, const char *name)
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd >= 0 && fcntl(fd, F_OFD_GETLK, &fl) == 0 &&
 	    fl.l_type != F_UNLCK)
-		rc = busy(ctx, dir, path, fd);
+		rc = busy(ctx, dir, path, fd, fl.l_type == F_RDLCK);
 	if (fd >= 0)
 		close(fd);
 	free(path);
 	return rc;
 }
 
+int ds_lock_probe(ds_ctx *ctx, const char *dir, const char *name)
+{
+	return ds_lock_probe_shared(ctx, dir, name, false);
+}
+
+long ds_lock_holder(const char *dir, const char *name)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	char *path = lock_path(dir, name);
+	long pid = 0;
+	int fd;
+
+	if (!path)
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0 && fcntl(fd, F_OFD_GETLK, &fl) == 0 &&
+	    fl.l_type != F_UNLCK) {
+		pid = fl.l_type == F_RDLCK ? -1 : holder_pid(fd);
+		if (pid <= 0)
+			pid = -1;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(path);
+	return pid;
+}
+
 void ds_lock_release(struct ds_lock *lk)
 {
+	/* An exclusive lock is ours alone; a shared one is unlinked only by
+	 * the last holder, that can turn it exclusive. */
 	if (lk->fd >= 0) {
-		unlink(lk->path);       /* still locked: nobody else owns it */
+		if (lk->exclusive || try_lock(lk->fd, true) == 0)
+			unlink(lk->path);
 		close(lk->fd);
 	}
 	lk->fd = -1;

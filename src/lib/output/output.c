@@ -21,10 +21,10 @@
 #include "output/lock.h"
 #include "output/output.h"
 
-#define TMP_SUFFIX ".partial"
-#define CHECKSUMS "CHECKSUMS.xxh128"
+#define TMP_SUFFIX DS_TMP_SUFFIX
+#define CHECKSUMS DS_CHECKSUMS
 #define RECIPE "dare-stream.yml"
-#define INDEX "model.safetensors.index.json"
+#define INDEX DS_INDEX
 #define JOURNAL ".dare-stream.journal"
 
 /* One file of the output: written as .NAME.partial, renamed to NAME. */
@@ -32,6 +32,7 @@ struct ofile {
 	char *name;
 	char *tmp;                  /* full path of the temporary */
 	char *final;                /* full path of the final name */
+	uint64_t size;              /* bytes written through put() */
 	int fd;
 	XXH3_state_t *h;
 	XXH128_hash_t digest;
@@ -47,9 +48,98 @@ struct ds_out {
 	int jfd;                    /* journal, appended to */
 	uint64_t fingerprint;       /* of the recipe, layout and inputs */
 	struct ds_lock lock;        /* held from open to free */
+	struct ds_lock plock;       /* a part's own lock (--partition) */
+	char jpath[PATH_MAX];       /* the journal */
 	size_t done;                /* tensors 0 .. done-1 journaled */
 	size_t renamed;             /* files 0 .. renamed-1 have final names */
 };
+
+/* ---- the files of a partitioned merge --------------------------------------- */
+
+/* The name of a part's file of kind t into buf. */
+static void part_name(enum ds_part_file t, unsigned k, unsigned n, char *buf,
+		      size_t len)
+{
+	switch (t) {
+	case DS_PF_MANIFEST:
+		snprintf(buf, len, DS_PART_MANIFEST, k, n);
+		break;
+	case DS_PF_JOURNAL:
+		snprintf(buf, len, DS_PART_JOURNAL, k, n);
+		break;
+	case DS_PF_LOCK:
+		snprintf(buf, len, DS_PART_LOCK, k, n);
+		break;
+	default:
+		snprintf(buf, len, "-");
+	}
+}
+
+enum ds_part_file ds_part_file(const char *name, unsigned *k, unsigned *n)
+{
+	static const char pre[] = ".dare-stream.";
+	enum ds_part_file t = DS_PF_NONE;
+	const char *s;
+	char back[PATH_MAX];
+	bool man;
+	int end = -1;
+
+	if (strncmp(name, pre, sizeof(pre) - 1))
+		return DS_PF_NONE;
+	s = name + sizeof(pre) - 1;
+	if ((man = !strncmp(s, "part-", 5)))
+		s += 5;
+	if (sscanf(s, "%u-of-%u%n", k, n, &end) != 2 || end < 0)
+		return DS_PF_NONE;
+	if (man && !strcmp(s + end, ".json"))
+		t = DS_PF_MANIFEST;
+	else if (!man && !strcmp(s + end, ".journal"))
+		t = DS_PF_JOURNAL;
+	else if (!man && !strcmp(s + end, ".lock"))
+		t = DS_PF_LOCK;
+	/* exactly as a part writes it: no "+1", no leading zeros */
+	part_name(t, *k, *n, back, sizeof(back));
+	return t != DS_PF_NONE && !strcmp(back, name) ? t : DS_PF_NONE;
+}
+
+uint64_t ds_part_journal_run(const char *path)
+{
+	unsigned long long fp, run = 0;
+	FILE *j = fopen(path, "r");
+
+	if (!j)
+		return 0;
+	if (fscanf(j, "dare-stream-journal 1 %llx run %llx\n", &fp,
+		   &run) != 2)
+		run = 0;
+	fclose(j);
+	return run;
+}
+
+char *ds_index_text(json_t *map, uint64_t total)
+{
+	json_t *root = json_object(), *meta = json_object();
+	char *text, *all = NULL;
+
+	json_object_set_new(meta, "total_size", json_integer((json_int_t)total));
+	json_object_set_new(root, "metadata", meta);
+	json_object_set_new(root, "weight_map", map);
+	text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(root);
+	if (text && asprintf(&all, "%s\n", text) < 0)
+		all = NULL;
+	free(text);
+	return all;
+}
+
+void ds_hex128(XXH128_hash_t h, char out[33])
+{
+	XXH128_canonical_t c;
+
+	XXH128_canonicalFromHash(&c, h);
+	for (size_t b = 0; b < sizeof(c.digest); b++)
+		sprintf(out + 2 * b, "%02x", c.digest[b]);
+}
 
 /* ---- output directory checks ------------------------------------------- */
 
@@ -183,17 +273,168 @@ static int check_contents(ds_ctx *ctx, const char *dir, int force,
 		       " and has no interrupted merge to resume" : "");
 }
 
+/* ---- a partition's output directory ----------------------------------------
+ * Parts run at once into one OUT, so a part accepts the files of the other
+ * parts of its own run: their locks, journals, manifests, temporaries and
+ * finished shards, the recipe and copied files.  Anything else (a finished
+ * merge, another run's parts, unknown files) still needs --force.
+ */
+
+static int is_companion(const char *name);
+
+/* A file name the merge of p writes (or a temporary of one). */
+static bool run_writes(const struct ds_plan *p, const char *name)
+{
+	size_t n = strlen(name), ns = strlen(TMP_SUFFIX);
+	char base[PATH_MAX];
+
+	if (name[0] == '.' && n > ns + 1 &&
+	    !strcmp(name + n - ns, TMP_SUFFIX) && n - ns - 1 < sizeof(base)) {
+		snprintf(base, sizeof(base), "%.*s", (int)(n - ns - 1),
+			 name + 1);
+		name = base;
+	}
+	for (unsigned s = 0; s < p->all_nos; s++)
+		if (!strcmp(p->all_names[s], name))
+			return true;
+	return !strcmp(name, RECIPE) || !strcmp(name, INDEX) ||
+	       is_companion(name);
+}
+
+/* 1: a file of this run's parts; 0: not a part's file; -1: another run's. */
+static int ours(const struct ds_plan *p, const char *dir, const char *name)
+{
+	char path[PATH_MAX];
+	unsigned k, n;
+	enum ds_part_file t = ds_part_file(name, &k, &n);
+	json_t *m;
+	int r;
+
+	if (t == DS_PF_NONE) {
+		size_t len = strlen(name), ns = strlen(TMP_SUFFIX);
+
+		/* a manifest being written */
+		if (len <= ns || strcmp(name + len - ns, TMP_SUFFIX))
+			return 0;
+		snprintf(path, sizeof(path), "%.*s", (int)(len - ns), name);
+		t = ds_part_file(path, &k, &n);
+		if (t != DS_PF_MANIFEST)
+			return 0;
+		return n == p->parts ? 1 : -1;
+	}
+	if (n != p->parts || k >= n)
+		return -1;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (t == DS_PF_LOCK)
+		return 1;
+	if (t == DS_PF_JOURNAL) {
+		uint64_t run = ds_part_journal_run(path);
+
+		return run == 0 || run == p->run ? 1 : -1;  /* 0: torn */
+	}
+	if (!(m = json_load_file(path, 0, NULL)))
+		return -1;
+	r = json_is_string(json_object_get(m, "run")) &&
+	    strtoull(json_string_value(json_object_get(m, "run")), NULL,
+		     16) == p->run ? 1 : -1;
+	json_decref(m);
+	return r;
+}
+
+/* With --force, another run's part files go (a lock still held stays:
+ * its part is running, and finalize names it when it ends). */
+static void drop_foreign(DIR *d, const char *dir, const char *name)
+{
+	unsigned k, n;
+
+	if (ds_part_file(name, &k, &n) != DS_PF_LOCK ||
+	    !ds_lock_holder(dir, name))
+		unlinkat(dirfd(d), name, 0);
+}
+
+static int check_part_contents(ds_ctx *ctx, const struct ds_plan *p,
+			       const char *dir, int force)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char foreign[NAME_MAX + 1] = "";
+	bool seen = false, finished = false, unknown = false;
+
+	if (!d)
+		return errno == ENOENT ? 0 : ds_fail(ctx, -errno, "%s: %s",
+						     dir, strerror(errno));
+	while ((e = readdir(d))) {
+		const char *nm = e->d_name;
+		int r;
+
+		if (!strcmp(nm, ".") || !strcmp(nm, "..") ||
+		    !strcmp(nm, DS_LOCK_NAME))
+			continue;
+		if ((r = ours(p, dir, nm)) > 0)
+			seen = true;
+		else if (r < 0 && force)
+			drop_foreign(d, dir, nm);
+		else if (r < 0 && !foreign[0])
+			snprintf(foreign, sizeof(foreign), "%s", nm);
+		else if (!strcmp(nm, CHECKSUMS))
+			finished = true;
+		else if (!run_writes(p, nm))
+			unknown = true;
+	}
+	closedir(d);
+	if (force) {            /* nothing may look finished meanwhile */
+		char path[PATH_MAX];
+
+		snprintf(path, sizeof(path), "%s/" CHECKSUMS, dir);
+		unlink(path);
+		snprintf(path, sizeof(path), "%s/" INDEX, dir);
+		unlink(path);
+		snprintf(path, sizeof(path), "%s/" JOURNAL, dir);
+		unlink(path);
+		return 0;
+	}
+	if (foreign[0])
+		return ds_fail(ctx, DS_E_OUTPUT, "%s: holds %s, a part of "
+			       "another partitioned merge (another recipe, "
+			       "other inputs or another number of parts); "
+			       "finalize or remove it, or use --force to "
+			       "replace it", dir, foreign);
+	if (finished)
+		return ds_fail(ctx, DS_E_OUTPUT, "%s: holds a finished merge "
+			       "(" CHECKSUMS "); use --force to replace it",
+			       dir);
+	if (unknown || (!seen && dir_empty(dir) != 1))
+		return ds_fail(ctx, DS_E_OUTPUT, "%s: exists and is not empty "
+			       "and holds no part of this partitioned merge; "
+			       "use --force to replace its merge", dir);
+	return 0;
+}
+
 int ds_out_check(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
 		 int force, int resume)
 {
 	char *out = canon(dir);
+	char name[64];
+	struct stat st;
 	int rc;
 
 	if (!out)
 		return ds_fail(ctx, DS_E_OUTPUT, "%s: invalid output path", dir);
-	rc = ds_lock_probe(ctx, dir, DS_LOCK_NAME);
-	if (!rc)
-		rc = check_contents(ctx, dir, force, resume);
+	if (p->parts) {
+		snprintf(name, sizeof(name), DS_PART_LOCK, p->part, p->parts);
+		rc = ds_lock_probe_shared(ctx, dir, DS_LOCK_NAME, true);
+		if (!rc)
+			rc = ds_lock_probe(ctx, dir, name);
+		if (!rc && stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+			rc = ds_fail(ctx, DS_E_OUTPUT, "%s: exists and is not "
+				     "a directory", dir);
+		if (!rc)
+			rc = check_part_contents(ctx, p, dir, force);
+	} else {
+		rc = ds_lock_probe(ctx, dir, DS_LOCK_NAME);
+		if (!rc)
+			rc = check_contents(ctx, dir, force, resume);
+	}
 	if (!rc)
 		rc = check_inputs(ctx, p, out);
 	free(out);
@@ -286,6 +527,8 @@ static int put(struct ds_out *o, struct ofile *f, const void *buf,
 		return ds_fail(o->ctx, r.res, "%s: %s", f->final,
 			       strerror(-r.res));
 	XXH3_128bits_update(f->h, buf, len);
+	if (off + len > f->size)
+		f->size = off + len;
 	return 0;
 }
 
@@ -326,6 +569,11 @@ static uint64_t fingerprint(const struct ds_plan *p)
 			XXH3_64bits_update(h, path, strlen(path));
 			XXH3_64bits_update(h, v, sizeof(v));
 		}
+	if (p->parts) {
+		uint64_t v[3] = { p->part, p->parts, p->run };
+
+		XXH3_64bits_update(h, v, sizeof(v));
+	}
 	fp = XXH3_64bits_digest(h);
 	XXH3_freeState(h);
 	return fp;
@@ -427,6 +675,11 @@ static int open_journal(struct ds_out *o, const char *path, int trunc)
  */
 static int journal_head(const struct ds_out *o, char *head, size_t size)
 {
+	if (o->p->parts)        /* the run, for the other parts to see */
+		return snprintf(head, size, "dare-stream-journal 1 %016llx "
+				"run %016llx\n",
+				(unsigned long long)o->fingerprint,
+				(unsigned long long)o->p->run);
 	return snprintf(head, size, "dare-stream-journal 1 %016llx\n",
 			(unsigned long long)o->fingerprint);
 }
@@ -439,11 +692,10 @@ static int journal_head(const struct ds_out *o, char *head, size_t size)
  */
 static int check_journal(struct ds_out *o)
 {
-	char path[PATH_MAX], head[64], line[64] = "";
+	char head[80], line[80] = "";
 	FILE *j;
 
-	snprintf(path, sizeof(path), "%s/" JOURNAL, o->dir);
-	if (!(j = fopen(path, "r")))
+	if (!(j = fopen(o->jpath, "r")))
 		return 0;
 	if (!fgets(line, sizeof(line), j))
 		line[0] = 0;
@@ -458,12 +710,12 @@ static int check_journal(struct ds_out *o)
 
 static int replay(struct ds_out *o, int resume, size_t *first)
 {
-	char path[PATH_MAX], head[64], line[64];
+	const char *path = o->jpath;
+	char head[80], line[80];
 	FILE *j;
 	long end = 0;
 	int len, rc;
 
-	snprintf(path, sizeof(path), "%s/" JOURNAL, o->dir);
 	len = journal_head(o, head, sizeof(head));
 	if (resume && (j = fopen(path, "r"))) {
 		if (fgets(line, sizeof(line), j) && !strcmp(line, head))
@@ -490,9 +742,44 @@ int ds_out_journal(struct ds_out *o, size_t t, uint64_t digest)
 
 	errno = 0;
 	if (write(o->jfd, line, (size_t)len) != len)
-		return ds_fail(o->ctx, errno ? -errno : -ENOSPC, "%s/" JOURNAL
-			       ": %s", o->dir, strerror(errno ? errno : ENOSPC));
+		return ds_fail(o->ctx, errno ? -errno : -ENOSPC, "%s: %s",
+			       o->jpath, strerror(errno ? errno : ENOSPC));
 	o->done = t + 1;
+	return 0;
+}
+
+/* A part: its manifest of an earlier run of it goes (what it lists is
+ * about to be rewritten). */
+static void part_start(struct ds_out *o)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/" DS_PART_MANIFEST, o->dir,
+		 o->p->part, o->p->parts);
+	unlink(path);
+}
+
+/* A whole merge locks OUT; a part shares that lock with the other parts
+ * and holds its own (lock.h). */
+static int take_locks(struct ds_out *o)
+{
+	const struct ds_plan *p = o->p;
+	char name[64];
+	int rc;
+
+	if (!p->parts) {
+		snprintf(o->jpath, sizeof(o->jpath), "%s/" JOURNAL, o->dir);
+		return ds_lock_take(o->ctx, o->dir, DS_LOCK_NAME, true,
+				    &o->lock);
+	}
+	snprintf(o->jpath, sizeof(o->jpath), "%s/" DS_PART_JOURNAL, o->dir,
+		 p->part, p->parts);
+	snprintf(name, sizeof(name), DS_PART_LOCK, p->part, p->parts);
+	if ((rc = ds_lock_take(o->ctx, o->dir, DS_LOCK_NAME, false,
+			       &o->lock)) ||
+	    (rc = ds_lock_take(o->ctx, o->dir, name, true, &o->plock)))
+		return rc;
+	part_start(o);
 	return 0;
 }
 
@@ -511,13 +798,14 @@ int ds_out_open(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
 	o->p = p;
 	o->jfd = -1;
 	o->lock.fd = -1;
+	o->plock.fd = -1;
 	*out = o;
 	if (mkdir(dir, 0777) == 0)
 		o->made_dir = 1;
 	else if (errno != EEXIST)
 		return ds_fail(ctx, -errno, "%s: cannot create the output "
 			       "directory: %s", dir, strerror(errno));
-	if ((rc = ds_lock_take(ctx, dir, DS_LOCK_NAME, true, &o->lock)))
+	if ((rc = take_locks(o)))
 		return rc;
 	o->fingerprint = fingerprint(p);
 	if (resume && (rc = check_journal(o)))
@@ -560,10 +848,12 @@ static int add_text(struct ds_out *o, const char *name, const char *text)
 	return rc ? rc : put(o, &o->f[o->nf - 1], text, strlen(text), 0);
 }
 
+/* The index; ds_finalize() writes a partitioned merge's with the same
+ * ds_index_text(). */
 static int write_index(struct ds_out *o)
 {
 	const struct ds_plan *p = o->p;
-	json_t *root = json_object(), *map = json_object(), *meta = json_object();
+	json_t *map = json_object();
 	uint64_t total = 0;
 	char *text;
 	int rc;
@@ -577,16 +867,9 @@ static int write_index(struct ds_out *o)
 		json_object_set_new(map, t->name,
 				    json_string(p->os[t->oshard].name));
 	}
-	json_object_set_new(meta, "total_size", json_integer((json_int_t)total));
-	json_object_set_new(root, "metadata", meta);
-	json_object_set_new(root, "weight_map", map);
-	text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
-	json_decref(root);
-	if (!text)
+	if (!(text = ds_index_text(map, total)))
 		return ds_fail(o->ctx, -ENOMEM, "out of memory");
 	rc = add_text(o, INDEX, text);
-	if (!rc)
-		rc = put(o, &o->f[o->nf - 1], "\n", 1, strlen(text));
 	free(text);
 	return rc;
 }
@@ -885,12 +1168,11 @@ static int write_checksums(struct ds_out *o)
 	}
 	qsort(v, n, sizeof(*v), by_name);
 	for (size_t i = 0; i < n; i++) {
-		XXH128_canonical_t c;
+		char hex[33];
 
-		XXH128_canonicalFromHash(&c, v[i]->digest);
-		for (size_t b = 0; b < sizeof(c.digest); b++)
-			len += (size_t)sprintf(text + len, "%02x", c.digest[b]);
-		len += (size_t)sprintf(text + len, "  %s\n", v[i]->name);
+		ds_hex128(v[i]->digest, hex);
+		len += (size_t)sprintf(text + len, "%s  %s\n", hex,
+				       v[i]->name);
 	}
 	free(v);
 	rc = add_text(o, CHECKSUMS, text);
@@ -911,8 +1193,15 @@ static void remove_stale(struct ds_out *o)
 		return;
 	unlinkat(dirfd(d), CHECKSUMS, 0);
 	while ((e = readdir(d))) {
+		unsigned k, n;
 		int ours = 0;
 
+		/* parts of a partitioned merge: none runs while this holds
+		 * the lock, and they are not this merge */
+		if (ds_part_file(e->d_name, &k, &n) != DS_PF_NONE) {
+			unlinkat(dirfd(d), e->d_name, 0);
+			continue;
+		}
 		if (e->d_name[0] == '.' ||
 		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) ||
 		    (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)))
@@ -928,12 +1217,9 @@ static void remove_stale(struct ds_out *o)
 /* The merge is complete: the journal goes. */
 static void finish_journal(struct ds_out *o)
 {
-	char path[PATH_MAX];
-
 	close(o->jfd);
 	o->jfd = -1;
-	snprintf(path, sizeof(path), "%s/" JOURNAL, o->dir);
-	unlink(path);
+	unlink(o->jpath);
 }
 
 /* fsync directory dir, so the names given in it last a power cut; a file
@@ -983,10 +1269,122 @@ static int sync_close(struct ds_out *o, struct ofile *f)
 	return rc;
 }
 
+/*
+ * The part's manifest, for ds_finalize(): the run, the part, each file it
+ * wrote with its size and XXH3-128, and its tensors' shards and bytes for
+ * the index.  Written under a temporary name, synced, renamed: last.
+ */
+static json_t *manifest(struct ds_out *o, int force)
+{
+	const struct ds_plan *p = o->p;
+	json_t *m = json_object(), *files = json_array(), *map = json_object();
+	uint64_t total = 0;
+	char hex[33];
+
+	snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)p->run);
+	json_object_set_new(m, "dare_stream_part", json_integer(1));
+	json_object_set_new(m, "run", json_string(hex));
+	json_object_set_new(m, "part", json_integer(p->part));
+	json_object_set_new(m, "parts", json_integer(p->parts));
+	json_object_set_new(m, "shards", json_integer(p->all_nos));
+	json_object_set_new(m, "index", json_boolean(p->index));
+	json_object_set_new(m, "force", json_boolean(force));
+	for (size_t i = 0; i < o->nf; i++) {
+		json_t *f = json_object();
+
+		ds_hex128(XXH3_128bits_digest(o->f[i].h), hex);
+		json_object_set_new(f, "name", json_string(o->f[i].name));
+		json_object_set_new(f, "size", json_integer((json_int_t)
+				    (i < p->nos ? p->os[i].size :
+				     o->f[i].size)));
+		json_object_set_new(f, "xxh128", json_string(hex));
+		json_object_set_new(f, "shard", json_boolean(i < p->nos));
+		json_array_append_new(files, f);
+	}
+	for (size_t i = 0; i < p->not; i++) {
+		total += ds_otensor_bytes(&p->ot[i]);
+		if (!p->ot[i].tail)
+			json_object_set_new(map, p->ot[i].name, json_string(
+					    p->os[p->ot[i].oshard].name));
+	}
+	json_object_set_new(m, "total_size", json_integer((json_int_t)total));
+	json_object_set_new(m, "files", files);
+	json_object_set_new(m, "weight_map", map);
+	return m;
+}
+
+static int write_manifest(struct ds_out *o, int force)
+{
+	char name[64], tmp[PATH_MAX], fin[PATH_MAX];
+	json_t *m = manifest(o, force);
+	char *text = json_dumps(m, JSON_INDENT(1) | JSON_SORT_KEYS);
+	size_t len = text ? strlen(text) : 0;
+	int fd, rc = 0;
+
+	json_decref(m);
+	if (!text)
+		return ds_fail(o->ctx, -ENOMEM, "out of memory");
+	snprintf(name, sizeof(name), DS_PART_MANIFEST, o->p->part,
+		 o->p->parts);
+	snprintf(fin, sizeof(fin), "%s/%s", o->dir, name);
+	snprintf(tmp, sizeof(tmp), "%s/%s" TMP_SUFFIX, o->dir, name);
+	text[len] = '\n';      /* json_dumps' NUL: a last line */
+	errno = 0;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		  0666);
+	if (fd < 0 || write(fd, text, len + 1) != (ssize_t)(len + 1) ||
+	    fsync(fd))
+		rc = ds_fail(o->ctx, errno ? -errno : -ENOSPC, "%s: %s", tmp,
+			     strerror(errno ? errno : ENOSPC));
+	if (fd >= 0 && close(fd) && !rc)
+		rc = ds_fail(o->ctx, -errno, "%s: %s", tmp, strerror(errno));
+	if (!rc && rename(tmp, fin))
+		rc = ds_fail(o->ctx, -errno, "%s: %s", fin, strerror(errno));
+	if (rc)
+		unlink(tmp);
+	free(text);
+	return rc;
+}
+
+/* A part: its shards (part 0: and the recipe and copied files) renamed
+ * into place and synced, then its manifest. */
+static int finish_part(struct ds_out *o, int force)
+{
+	int rc = 0;
+
+	if (o->p->part == 0)
+		rc = write_recipe(o);
+	if (!rc && o->p->part == 0)
+		rc = copy_companions(o);
+	for (size_t i = 0; !rc && i < o->nf; i++)
+		rc = sync_close(o, &o->f[i]);
+	for (size_t i = 0; !rc && i < o->nf; i++) {
+		if (rename(o->f[i].tmp, o->f[i].final))
+			return ds_fail(o->ctx, -errno, "%s: %s", o->f[i].final,
+				       strerror(errno));
+		o->renamed = i + 1;
+		ds_fault("finish");
+	}
+	if (!rc)
+		rc = sync_dir(o, o->dir);
+	if (!rc)
+		rc = write_manifest(o, force);
+	if (rc)
+		return rc;
+	finish_journal(o);
+	for (size_t i = 0; i < o->nf; i++) {
+		free(o->f[i].tmp);
+		o->f[i].tmp = NULL;
+	}
+	return sync_dirs(o);
+}
+
 int ds_out_finish(struct ds_out *o, int force)
 {
 	int rc = 0;
 
+	if (o->p->parts)
+		return finish_part(o, force);
 	if (o->p->index)
 		rc = write_index(o);
 	if (!rc)
@@ -1029,13 +1427,11 @@ void ds_out_abort(struct ds_out *o)
 			unlink(o->f[i].tmp);
 	}
 	if (o->jfd >= 0) {
-		char path[PATH_MAX];
-
 		close(o->jfd);
 		o->jfd = -1;
-		snprintf(path, sizeof(path), "%s/" JOURNAL, o->dir);
-		unlink(path);
+		unlink(o->jpath);
 	}
+	ds_lock_release(&o->plock);
 	ds_lock_release(&o->lock);
 	if (o->made_dir)
 		rmdir(o->dir);
@@ -1077,6 +1473,7 @@ size_t ds_out_suspend(struct ds_out *o)
 	if (o->jfd >= 0)
 		close(o->jfd);
 	o->jfd = -1;
+	ds_lock_release(&o->plock);
 	ds_lock_release(&o->lock);
 	return o->done;
 }
@@ -1095,6 +1492,7 @@ void ds_out_free(struct ds_out *o)
 	}
 	if (o->jfd >= 0)
 		close(o->jfd);
+	ds_lock_release(&o->plock);
 	ds_lock_release(&o->lock);
 	free(o->f);
 	free(o->dir);

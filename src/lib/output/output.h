@@ -4,9 +4,30 @@
 #define DS_OUTPUT_H
 
 #include <stddef.h>
+#include <jansson.h>
+#include <xxhash.h>
 #include "plan/plan.h"
 
 struct ds_out;
+
+/* Files of a partitioned merge in OUT (K, N: --partition K/N). */
+#define DS_PART_MANIFEST ".dare-stream.part-%u-of-%u.json"
+#define DS_PART_JOURNAL ".dare-stream.%u-of-%u.journal"
+#define DS_PART_LOCK ".dare-stream.%u-of-%u.lock"
+#define DS_CHECKSUMS "CHECKSUMS.xxh128"
+#define DS_INDEX "model.safetensors.index.json"
+#define DS_TMP_SUFFIX ".partial"
+
+/* The kind of a part's file name, with its K and N. */
+enum ds_part_file { DS_PF_NONE, DS_PF_MANIFEST, DS_PF_JOURNAL, DS_PF_LOCK };
+enum ds_part_file ds_part_file(const char *name, unsigned *k, unsigned *n);
+/* The run named in a part journal's first line; 0 when none. */
+uint64_t ds_part_journal_run(const char *path);
+/* model.safetensors.index.json's text (map is taken), NULL when out of
+ * memory. */
+char *ds_index_text(json_t *map, uint64_t total);
+/* An XXH3-128 as xxhsum prints it: 32 hex digits. */
+void ds_hex128(XXH128_hash_t h, char out[33]);
 
 /*
  * Refuse an output directory that another run holds (its lock, see
@@ -35,7 +56,10 @@ const char *ds_out_path(const struct ds_out *o, unsigned s);
 /* Feed the next bytes of shard s, in file order, to its checksum. */
 void ds_out_hash(struct ds_out *o, unsigned s, const void *buf, size_t len);
 /* Write the index, recipe, copied files and CHECKSUMS.xxh128, fsync, and
- * rename everything into place (CHECKSUMS.xxh128 last). */
+ * rename everything into place (CHECKSUMS.xxh128 last).  A part of a
+ * partitioned merge writes no index and no checksums: part 0 writes the
+ * recipe and copied files, and each part, last, its manifest
+ * (DS_PART_MANIFEST) for ds_finalize(). */
 int ds_out_finish(struct ds_out *o, int force);
 /* Remove every temporary file (and the directory if this run made it). */
 void ds_out_abort(struct ds_out *o);

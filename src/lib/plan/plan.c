@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 #include "common/ctx.h"
 #include "inputs/pack.h"
 #include "plan/plan.h"
@@ -1031,6 +1032,137 @@ static int plan_chat(struct ds_plan *p)
 	return 0;
 }
 
+/* ---- --partition K/N ----------------------------------------------------- */
+
+int ds_plan_share(const struct ds_plan *p, unsigned n, unsigned *part)
+{
+	uint64_t *load = calloc(n ? n : 1, sizeof(*load));
+	bool *given = calloc(p->nos ? p->nos : 1, sizeof(*given));
+
+	if (!load || !given) {
+		free(load);
+		free(given);
+		return -ENOMEM;
+	}
+	/* nos is at most a few thousand: a quadratic pick is fine. */
+	for (unsigned i = 0; i < p->nos; i++) {
+		unsigned big = 0, light = 0;
+
+		while (given[big])
+			big++;
+		for (unsigned s = big + 1; s < p->nos; s++)
+			if (!given[s] && p->os[s].size > p->os[big].size)
+				big = s;
+		for (unsigned k = 1; k < n; k++)
+			if (load[k] < load[light])
+				light = k;
+		given[big] = true;
+		part[big] = light;
+		load[light] += p->os[big].size;
+	}
+	free(load);
+	free(given);
+	return 0;
+}
+
+/* The name of a partitioned merge: its recipe (as dare-stream.yml has it),
+ * the whole output's layout and headers, and the number of parts. */
+static uint64_t run_id(const struct ds_plan *p, unsigned n)
+{
+	XXH3_state_t *h = XXH3_createState();
+	uint64_t v[2] = { p->shard_size, n }, id;
+	char *yml = NULL;
+
+	if (!h)
+		return 0;
+	XXH3_64bits_reset(h);
+	if (ds_recipe_to_yaml(p->r, &yml) == 0)
+		XXH3_64bits_update(h, yml, strlen(yml));
+	free(yml);
+	XXH3_64bits_update(h, v, sizeof(v));
+	for (unsigned s = 0; s < p->nos; s++) {
+		XXH3_64bits_update(h, p->os[s].name, strlen(p->os[s].name) + 1);
+		XXH3_64bits_update(h, p->os[s].header, p->os[s].hlen);
+	}
+	id = XXH3_64bits_digest(h);
+	XXH3_freeState(h);
+	return id;
+}
+
+/* Keep part k's shards and their tensors only (in the same order). */
+static int keep_share(struct ds_plan *p, const unsigned *part, unsigned k)
+{
+	struct ds_oshard *os = calloc(p->nos ? p->nos : 1, sizeof(*os));
+	struct ds_otensor *ot = calloc(p->not ? p->not : 1, sizeof(*ot));
+	unsigned nos = 0;
+	size_t not = 0;
+
+	if (!os || !ot) {
+		free(os);
+		free(ot);
+		return -ENOMEM;
+	}
+	for (unsigned s = 0; s < p->nos; s++) {
+		if (part[s] != k) {
+			free(p->os[s].header);
+			for (size_t i = 0; i < p->os[s].count; i++)
+				free(p->ot[p->os[s].first + i].own);
+			continue;
+		}
+		os[nos] = p->os[s];
+		os[nos].first = not;
+		for (size_t i = 0; i < p->os[s].count; i++) {
+			ot[not] = p->ot[p->os[s].first + i];
+			ot[not++].oshard = nos;
+		}
+		nos++;
+	}
+	free(p->os);
+	free(p->ot);
+	p->os = os;
+	p->nos = nos;
+	p->ot = ot;
+	p->not = not;
+	return 0;
+}
+
+/* Plan part k of n: the figures of the share, the names of the whole. */
+static int plan_part(struct ds_plan *p, unsigned k, unsigned n)
+{
+	unsigned *part = calloc(p->nos ? p->nos : 1, sizeof(*part));
+	int rc;
+
+	if (k >= n)
+		return ds_fail(p->ctx, DS_E_USAGE, "partition %u/%u: the part "
+			       "must be 0 to %u", k, n, n - 1);
+	p->all_names = calloc(p->nos ? p->nos : 1, sizeof(*p->all_names));
+	if (!part || !p->all_names) {
+		free(part);
+		return ds_fail(p->ctx, -ENOMEM, "out of memory");
+	}
+	p->part = k;
+	p->parts = n;
+	p->all_nos = p->nos;
+	p->run = run_id(p, n);
+	for (unsigned s = 0; s < p->nos; s++)
+		p->all_names[s] = p->os[s].name;
+	rc = ds_plan_share(p, n, part);
+	if (!rc)
+		rc = keep_share(p, part, k);
+	free(part);
+	if (rc)
+		return ds_fail(p->ctx, rc, "out of memory");
+	p->bytes_written = 0;
+	p->bytes_read = 0;
+	p->merged = 0;
+	for (unsigned s = 0; s < p->nos; s++)
+		p->bytes_written += p->os[s].size;
+	for (size_t i = 0; i < p->not; i++)
+		p->merged += p->ot[i].act == DS_ACT_MERGE;
+	count_reads(p);
+	return 0;
+}
+
 int ds_plan_build(ds_ctx *ctx, const struct ds_recipe *r,
 		  const struct ds_merge_opts *o, struct ds_plan *p)
 {
@@ -1068,6 +1200,8 @@ int ds_plan_build_flags(ds_ctx *ctx, const struct ds_recipe *r,
 	    (rc = size_windows(p, o)) || (rc = tensor_params(p, false)))
 		return rc;
 	count_reads(p);
+	if (o->parts)
+		return plan_part(p, o->part, o->parts);
 	return 0;
 }
 
@@ -1083,6 +1217,7 @@ void ds_plan_free(struct ds_plan *p)
 	free(p->ot);
 	free(p->chat);
 	free(p->snames);
+	free(p->all_names);
 	free(p->lsrc);
 	free(p->lin);
 	memset(p, 0, sizeof(*p));

@@ -90,6 +90,11 @@ struct ds_plan {
 	char *chat;                 /* chat template to write, resolved */
 	uint64_t shard_size;        /* HF shards of at most this; 0: none */
 	struct ds_method_needs needs;
+	/* --partition K/N: ot and os hold part K's share only (ds_plan_part) */
+	unsigned part, parts;       /* parts 0: the whole merge */
+	uint64_t run;               /* names the partitioned merge (all parts) */
+	unsigned all_nos;           /* shards of the whole merge */
+	const char **all_names;     /* and their names */
 };
 
 /* Default --shard-size when a recipe has slices: 5 GB. */
@@ -105,6 +110,13 @@ int ds_plan_build_flags(ds_ctx *ctx, const struct ds_recipe *r,
 			const struct ds_merge_opts *o, struct ds_plan *p,
 			unsigned flags);
 void ds_plan_free(struct ds_plan *p);
+/*
+ * Part k of n of a planned merge: the shards, largest first (ties: the
+ * lower index), each given to the part with the fewest bytes so far (ties:
+ * the lower part), so the share depends on the layout alone.  Fills part[]
+ * (one entry per shard of p) with each shard's part; 0 or -ENOMEM.
+ */
+int ds_plan_share(const struct ds_plan *p, unsigned n, unsigned *part);
 /* The resolved parameters of output tensor t (0 or DS_E_USAGE). */
 int ds_plan_tparams(const struct ds_plan *p, size_t t, struct ds_tparams *tp);
 /* Input bytes one pass over tensor o reads (a pack's: its frames'). */
