@@ -24,9 +24,10 @@ if [ "${DS_SKIP_DEPS:-}" != 1 ]; then
 		debhelper lintian rpm rpm2cpio zsh bash-completion >/dev/null ||
 		echo "(could not install the packaging tools: those stages will be skipped)"
 	# A one-node Slurm and GNU parallel for contrib/slurm and contrib/parallel
-	# (tests/slurm.sh starts its own daemons; nothing is configured here).
+	# (tests/slurm.sh starts its own daemons; nothing is configured here);
+	# jq and parallel for the examples of dare-stream(1).
 	$SUDO apt-get install -y -qq --no-install-recommends \
-		slurm-wlm munge parallel >/dev/null ||
+		slurm-wlm munge parallel jq >/dev/null ||
 		echo "(could not install Slurm: the slurm stage will be skipped)"
 fi
 

@@ -52,8 +52,13 @@ stop_daemons() {
 		[ -n "$p" ] && wait "$p" 2>/dev/null
 	done
 	if [ -f "$S/munge/munged.pid" ]; then
-		kill "$(cat "$S/munge/munged.pid")" 2>/dev/null
-		sleep 0.2
+		p=$(cat "$S/munge/munged.pid")
+		kill "$p" 2>/dev/null
+		i=0
+		while kill -0 "$p" 2>/dev/null && [ $i -lt 50 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
 	fi
 	slurmd_pid='' ctld_pid=''
 	rm -f "$S/munge/munged.pid"
