@@ -55,7 +55,7 @@ stop_daemons() {
 		p=$(cat "$S/munge/munged.pid")
 		kill "$p" 2>/dev/null
 		i=0
-		while kill -0 "$p" 2>/dev/null && [ $i -lt 50 ]; do
+		while kill -0 "$p" 2>/dev/null && [ "$i" -lt 50 ]; do
 			sleep 0.1
 			i=$((i + 1))
 		done
