@@ -91,6 +91,12 @@ state() {
 
 while :; do
 	s=$(state "$final")
+	# A cluster that ignores --kill-on-invalid-dep leaves the job pending.
+	if [ "$s" = PENDING ] && scontrol show job -o "$final" 2>/dev/null |
+		grep -q ' Reason=DependencyNeverSatisfied '; then
+		scancel "$final"
+		s=CANCELLED
+	fi
 	case $s in
 	'') echo "$me: finalize job $final is no longer known to slurmctld;" \
 		"see its log" >&2; exit 1 ;;
