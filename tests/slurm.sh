@@ -185,17 +185,14 @@ else
 	fail "the single merge wrote $nshards shards, expected >= 8"
 fi
 
-# visible DIR: DIR's visible files (what CHECKSUMS.xxh128 lists), sorted.
-visible() {
-	(cd "$1" && find . -name '.*' ! -name . -prune -o -type f -print) |
-		sort
-}
+# files DIR: every file under DIR, hidden ones too, sorted.
+files() { (cd "$1" && find . -type f -print) | sort; }
 
-# same_as_single DESC DIR: DIR holds the visible files of the single merge,
-# no other, each byte for byte.
+# same_as_single DESC DIR: DIR holds the files of the single merge, no
+# other (no part's manifest or temporary left behind), each byte for byte.
 same_as_single() {
-	visible "$T/single" >"$T/files.single"
-	visible "$2" >"$T/files.other"
+	files "$T/single" >"$T/files.single"
+	files "$2" >"$T/files.other"
 	if ! cmp -s "$T/files.single" "$T/files.other"; then
 		fail "$1: not the files of the single merge"
 		diff "$T/files.single" "$T/files.other" | sed -n '1,10s/^/  /p'
