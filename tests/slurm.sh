@@ -247,7 +247,8 @@ else
 		sed -n '1,8s/^/  | /p' "$l"
 	done
 fi
-array=$(sed -n 's/^merge: job array \([0-9]*\) .*/\1/p' "$T/submit.out")
+array=$(sed -n 's/^merge: job array \([0-9]*\) (tasks 0-3 of 4)$/\1/p' \
+	"$T/submit.out")
 final=$(sed -n 's/^finalize: job \([0-9]*\)$/\1/p' "$T/submit.out")
 if [ -n "$array" ] && [ -n "$final" ]; then
 	ok "submit.sh printed the job ids: array $array, finalize $final"
@@ -279,6 +280,23 @@ else
 	t_par=-
 fi
 
+say "== parts submitted separately (-r): 1 and 3 of 4, then 0 and 2"
+# shellcheck disable=SC2086 # MERGE is a word list
+(cd "$T/jobs" && "$src/contrib/slurm/submit.sh" -n 4 -r 1,3 --wait \
+	-o "$T/rerun-out" -- -q $MERGE) >"$T/submit.out" 2>&1
+rc=$?
+sed 's/^/  | /' "$T/submit.out"
+check "finalize fails while parts 0 and 2 are missing" test "$rc" != 0
+check "no CHECKSUMS.xxh128 while parts are missing" \
+	test ! -e "$T/rerun-out/CHECKSUMS.xxh128"
+# shellcheck disable=SC2086 # MERGE is a word list
+(cd "$T/jobs" && "$src/contrib/slurm/submit.sh" -n 4 -r 0,2 --wait \
+	-o "$T/rerun-out" -- -q $MERGE) >"$T/submit.out" 2>&1
+rc=$?
+sed 's/^/  | /' "$T/submit.out"
+check "the missing parts submitted: finalize completes" test "$rc" = 0
+same_as_single "parts 1,3 then 0,2" "$T/rerun-out"
+
 say "== a merge whose tasks fail is not finalized"
 # shellcheck disable=SC2086 # MERGE is a word list
 (cd "$T/jobs" && "$src/contrib/slurm/submit.sh" -n 2 --wait \
@@ -292,10 +310,32 @@ check "the finalize job did not complete" \
 check "no CHECKSUMS.xxh128 in the failed merge's OUT" \
 	test ! -e "$T/bad-out/CHECKSUMS.xxh128"
 
+say "== the batch script's command line, without Slurm"
+printf '#!/bin/sh\nprintf "%%s " "$@"\n' >"$T/args"
+chmod +x "$T/args"
+run env DARE_STREAM="$T/args" SLURM_ARRAY_TASK_ID=2 SLURM_ARRAY_TASK_COUNT=4 \
+	SLURM_ARRAY_TASK_MIN=0 SLURM_ARRAY_TASK_MAX=3 \
+	sh "$src/contrib/slurm/dare-stream-merge.sbatch" -o out --base b
+check "task 2 of 0-3 runs part 2/4" \
+	test "$(cat "$T/stdout")" = "merge -o out --base b --resume --partition 2/4 "
+run env DARE_STREAM="$T/args" SLURM_ARRAY_TASK_ID=3 SLURM_ARRAY_TASK_COUNT=2 \
+	SLURM_ARRAY_TASK_MIN=1 SLURM_ARRAY_TASK_MAX=3 DARE_STREAM_PARTS=4 \
+	sh "$src/contrib/slurm/dare-stream-merge.sbatch" -o out --base b
+check "task 3 of 1,3 with DARE_STREAM_PARTS=4 runs part 3/4" \
+	test "$(cat "$T/stdout")" = "merge -o out --base b --resume --partition 3/4 "
+run_expect 2 "array must be 0-N-1" env DARE_STREAM="$T/args" \
+	SLURM_ARRAY_TASK_ID=3 SLURM_ARRAY_TASK_COUNT=2 SLURM_ARRAY_TASK_MIN=1 \
+	SLURM_ARRAY_TASK_MAX=3 \
+	sh "$src/contrib/slurm/dare-stream-merge.sbatch" -o out --base b
+run_expect 2 "not a job array task" env -u SLURM_ARRAY_TASK_ID \
+	sh "$src/contrib/slurm/dare-stream-merge.sbatch" -o out --base b
+
 say "== usage errors of submit.sh"
 run_expect 2 "-n N" "$src/contrib/slurm/submit.sh" -o "$T/x" -- --base b
 run_expect 2 "must not hold --partition" "$src/contrib/slurm/submit.sh" \
 	-n 2 -o "$T/x" -- --base b --partition 0/2
+run_expect 2 "part 4 is not a part of 4" "$src/contrib/slurm/submit.sh" \
+	-n 4 -r 1,4 -o "$T/x" -- --base b
 
 say "time: single merge ${t_single} s; slurm submit-to-finish ${t_slurm} s (4 tasks + finalize); parallel ${t_par} s"
 ds_finish

@@ -2,10 +2,11 @@
 # SPDX-License-Identifier: MIT
 # submit.sh - a dare-stream merge as a Slurm job array and a finalize job
 #
-#   submit.sh -n N [-w] [-s SBATCH-OPTION]... -o OUT MERGE-ARGUMENTS...
+#   submit.sh -n N [-r K,...] [-w] [-s SBATCH-OPTION]... -o OUT MERGE-ARGUMENTS...
 #
 # Submits dare-stream-merge.sbatch as an array of N tasks (0 to N-1), task K
-# running "dare-stream merge -o OUT MERGE-ARGUMENTS... --partition K/N", and
+# running "dare-stream merge -o OUT MERGE-ARGUMENTS... --resume
+# --partition K/N" (with -r, only the parts listed: those to run again), and
 # dare-stream-finalize.sbatch with --dependency=afterok on the array, which
 # runs "dare-stream finalize OUT" once every task has succeeded (and is
 # cancelled if one fails).  Prints the two job ids.  With -w, waits for the
@@ -16,11 +17,14 @@ here=$(cd "$(dirname "$0")" && pwd) || exit 1
 
 usage() {
 	cat <<USAGE
-Usage: $me -n N [-w] [-s SBATCH-OPTION]... -o OUT [--] MERGE-ARGUMENTS...
+Usage: $me -n N [-r K,...] [-w] [-s SBATCH-OPTION]... -o OUT [--] MERGE-ARGUMENTS...
 Run "dare-stream merge -o OUT MERGE-ARGUMENTS..." as N Slurm array tasks,
-each with --partition K/N, then "dare-stream finalize OUT" after all of them.
+each with --resume --partition K/N, then "dare-stream finalize OUT" after
+all of them.
 
   -n, --tasks N        number of partitions (array tasks 0 to N-1)
+  -r, --rerun K,...    submit only these parts of the N: those that failed or
+                       ran out of time continue from their journal
   -o, --output OUT     the merge's output directory, on a shared file system
   -s, --sbatch OPTION  an option for both sbatch calls, e.g. -s --time=4:00:00
                        -s --partition=io (Slurm's partition); repeatable
@@ -37,7 +41,7 @@ die() {
 	exit 2
 }
 
-tasks='' out='' wait=0
+tasks='' out='' wait=0 rerun=''
 sbopts=()
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -47,6 +51,8 @@ while [ $# -gt 0 ]; do
 	--output=*) out=${1#*=}; shift ;;
 	-s | --sbatch) [ $# -ge 2 ] || die "$1 needs a value"; sbopts+=("$2"); shift 2 ;;
 	--sbatch=*) sbopts+=("${1#*=}"); shift ;;
+	-r | --rerun) [ $# -ge 2 ] || die "$1 needs a value"; rerun=$2; shift 2 ;;
+	--rerun=*) rerun=${1#*=}; shift ;;
 	-w | --wait) wait=1; shift ;;
 	-h | --help) usage; exit 0 ;;
 	--) shift; break ;;
@@ -56,6 +62,16 @@ done
 case $tasks in
 '' | *[!0-9]* | 0*) die "-n N: a number of tasks >= 1 is required (see --help)" ;;
 esac
+array_spec=0-$((tasks - 1))
+if [ -n "$rerun" ]; then
+	case $rerun in
+	*[!0-9,]* | ,* | *, | *,,*) die "-r K,...: part numbers separated by commas" ;;
+	esac
+	for k in ${rerun//,/ }; do
+		[ "$((10#$k))" -lt "$tasks" ] || die "-r: part $k is not a part of $tasks (0 to $((tasks - 1)))"
+	done
+	array_spec=$rerun
+fi
 [ -n "$out" ] || die "-o OUT is required, before the merge arguments (see --help)"
 [ $# -gt 0 ] || die "no merge arguments (see --help)"
 for a; do
@@ -66,8 +82,11 @@ for a; do
 done
 command -v sbatch >/dev/null || die "sbatch not found: is Slurm installed here?"
 
-# --parsable prints "ID" or "ID;CLUSTER".
-array=$(sbatch --parsable --array=0-$((tasks - 1)) "${sbopts[@]}" \
+# --parsable prints "ID" or "ID;CLUSTER".  The jobs get this environment
+# (sbatch's default --export=ALL): N, and $DARE_STREAM if set.
+DARE_STREAM_PARTS=$tasks
+export DARE_STREAM_PARTS
+array=$(sbatch --parsable --array="$array_spec" "${sbopts[@]}" \
 	"$here/dare-stream-merge.sbatch" -o "$out" "$@") ||
 	{ echo "$me: sbatch of the merge array failed" >&2; exit 1; }
 array=${array%%;*}
@@ -79,7 +98,7 @@ final=$(sbatch --parsable --dependency=afterok:"$array" \
 	exit 1
 }
 final=${final%%;*}
-echo "merge: job array $array (tasks 0-$((tasks - 1)))"
+echo "merge: job array $array (tasks $array_spec of $tasks)"
 echo "finalize: job $final"
 [ "$wait" = 1 ] || exit 0
 
