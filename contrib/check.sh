@@ -23,6 +23,12 @@ if [ "${DS_SKIP_DEPS:-}" != 1 ]; then
 	$SUDO apt-get install -y -qq --no-install-recommends \
 		debhelper lintian rpm rpm2cpio zsh bash-completion >/dev/null ||
 		echo "(could not install the packaging tools: those stages will be skipped)"
+	# A one-node Slurm and GNU parallel for contrib/slurm and contrib/parallel
+	# (tests/slurm.sh starts its own daemons; nothing is configured here);
+	# jq and parallel for the examples of dare-stream(1).
+	$SUDO apt-get install -y -qq --no-install-recommends \
+		slurm-wlm munge parallel jq >/dev/null ||
+		echo "(could not install Slurm: the slurm stage will be skipped)"
 fi
 
 passed=0 failed=0 skipped=0
@@ -91,6 +97,29 @@ case $? in
 77) skipped=$((skipped + 1)) ;;
 *) failed=$((failed + 1)) ;;
 esac
+
+# A private one-node Slurm, once (not in make check: see Makefile.am): its
+# checks join the tally like a CLI test's.
+echo "== slurm: contrib/slurm and contrib/parallel on a one-node Slurm"
+(cd build-plain && make slurm-check) >build-plain/slurm.log 2>&1
+rc=$?
+grep -E '^(FAIL|SKIP slurm|time:|# slurm:)' build-plain/slurm.log
+counts=$(sed -n 's/^# slurm: \([0-9]*\) checks, \([0-9]*\) failed$/\1 \2/p' \
+	build-plain/slurm.log)
+# make turns the script's 77 into 2: a skip is told by its SKIP line.
+if grep -q '^SKIP slurm:' build-plain/slurm.log; then
+	skipped=$((skipped + 1))
+elif [ -n "$counts" ]; then
+	# shellcheck disable=SC2086 # two numbers
+	set -- $counts
+	bad=$2
+	[ "$rc" != 0 ] && [ "$bad" = 0 ] && bad=1
+	passed=$((passed + $1 - $2))
+	failed=$((failed + bad))
+else
+	failed=$((failed + 1))
+	tail -n 30 build-plain/slurm.log
+fi
 
 echo "== make distcheck"
 rm -rf build-dist
