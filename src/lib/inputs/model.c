@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include "common/ctx.h"
 #include "inputs/model.h"
+#include "inputs/lora.h"
 #include "inputs/pack.h"
 
 #define INDEX_NAME  "model.safetensors.index.json"
@@ -611,6 +612,7 @@ void ds_model_clear(struct ds_model *m)
 	free(m->dir);
 	free(m->index);
 	ds_pack_free(m->pack);
+	ds_lora_free(m->lora);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -743,25 +745,57 @@ static int check_weight_map(ds_ctx *ctx, const struct ds_model *m,
 	return 0;
 }
 
+/*
+ * mergekit's BASE+ADAPTER: the last '+' of an argument that does not name
+ * an existing path, with something on both sides; NULL otherwise.
+ */
+static const char *lora_split(const char *arg)
+{
+	const char *plus = strrchr(arg, '+');
+	struct stat st;
+
+	if (!plus || plus == arg || !plus[1] || stat(arg, &st) == 0)
+		return NULL;
+	return plus;
+}
+
 int ds_model_open(ds_ctx *ctx, const char *arg, ds_model **out)
 {
 	struct ds_model *m = calloc(1, sizeof(*m));
 	json_t *wmap = NULL;
+	const char *plus = NULL;
+	char *base = NULL;
 	int rc;
 
 	*out = NULL;
 	if (!m)
 		return ds_fail(ctx, -ENOMEM, "%s: out of memory", arg);
-	if (ds_pack_is(arg))
-		rc = ds_pack_open(ctx, arg, m);
+	if ((plus = lora_split(arg)) &&
+	    !(base = strndup(arg, (size_t)(plus - arg)))) {
+		free(m);
+		return ds_fail(ctx, -ENOMEM, "%s: out of memory", arg);
+	}
+	if (ds_pack_is(base ? base : arg))
+		rc = ds_pack_open(ctx, base ? base : arg, m);
 	else
-		rc = resolve(ctx, arg, m, &wmap);
+		rc = resolve(ctx, base ? base : arg, m, &wmap);
 	for (unsigned i = 0; rc == 0 && !m->pack && i < m->nshards; i++)
 		rc = read_shard(ctx, m, i);
 	if (rc == 0)
 		rc = index_names(ctx, m);
 	if (rc == 0 && wmap)
 		rc = check_weight_map(ctx, m, wmap);
+	if (rc == 0 && base && m->pack)
+		rc = ds_fail(ctx, DS_E_USAGE, "%s: a LoRA adapter applies to a "
+			     "model, not to a delta pack", arg);
+	if (rc == 0 && base)
+		rc = ds_lora_attach(ctx, m, plus + 1);
+	if (rc == 0 && base) {
+		free(m->arg);
+		if (!(m->arg = strdup(arg)))
+			rc = -ENOMEM;
+	}
+	free(base);
 	json_decref(wmap);
 	if (rc == -ENOMEM)
 		ds_fail(ctx, rc, "%s: out of memory", arg);
