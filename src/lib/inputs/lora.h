@@ -72,8 +72,9 @@ void ds_lora_buf_init(struct ds_lora_buf *b, struct ds_model *const *m,
 
 /*
  * The window i0..i0+n of the adapted tensor of pair p as binary32 into x:
- * W's n values (dtype wdt) are at wraw, which is x itself or lies at
- * x + n * (4 - size of wdt) bytes (x has room for n floats); the factors
+ * W's n values (in w's dtype) are at wraw, which is x itself, lies at
+ * x + n * (4 - size of the dtype) bytes (in the room of x's n floats), or
+ * does not overlap x; the factors
  * are read with pread from fd, the adapter file, whose data starts at
  * data_off.  Returns 0, -errno, or -ENODATA for a short file.
  */
