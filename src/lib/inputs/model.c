@@ -520,14 +520,14 @@ static char *hf_repo_dir(const char *hub, const char *id)
 			  slash + 1);
 }
 
-/* A Hugging Face id: the snapshot refs/main names, resolved as a dir. */
-static int resolve_hf(ds_ctx *ctx, struct ds_model *m, const char *id,
-		      json_t **wmap)
+/* The snapshot directory refs/main of Hugging Face id names, in *dir. */
+static int hf_snapshot(ds_ctx *ctx, const char *id, char **dir)
 {
 	const char *from;
 	char *hub = hf_hub_dir(&from), *repo = NULL, *rev = NULL, *snap;
 	int rc;
 
+	*dir = NULL;
 	if (!hub || !(repo = hf_repo_dir(hub, id)))
 		rc = -ENOMEM;
 	else if (!is_dir(repo))
@@ -538,26 +538,46 @@ static int resolve_hf(ds_ctx *ctx, struct ds_model *m, const char *id,
 			     "download %s'", id, repo, hub, from, id);
 	else if ((rc = hf_revision(ctx, repo, id, &rev)) == 0) {
 		if (!(snap = path_join(repo, "snapshots")) ||
-		    !(m->dir = path_join(snap, rev)))
+		    !(*dir = path_join(snap, rev)))
 			rc = -ENOMEM;
-		else if (!is_dir(m->dir))
+		else if (!is_dir(*dir))
 			rc = ds_fail(ctx, DS_E_NOTFOUND, "%s: revision %s "
 				     "(refs/main) is not in the Hugging Face "
 				     "cache: no directory %s; fetch it with "
 				     "'huggingface-cli download %s'", id, rev,
-				     m->dir, id);
+				     *dir, id);
 		free(snap);
-		if (rc == 0) {
-			snap = m->dir;
-			m->dir = NULL;
-			rc = resolve_dir(ctx, m, snap, wmap);
-			free(snap);
-		}
+	}
+	if (rc) {
+		free(*dir);
+		*dir = NULL;
 	}
 	free(rev);
 	free(repo);
 	free(hub);
 	return rc;
+}
+
+/* A Hugging Face id: the snapshot refs/main names, resolved as a dir. */
+static int resolve_hf(ds_ctx *ctx, struct ds_model *m, const char *id,
+		      json_t **wmap)
+{
+	char *snap;
+	int rc = hf_snapshot(ctx, id, &snap);
+
+	if (rc == 0)
+		rc = resolve_dir(ctx, m, snap, wmap);
+	free(snap);
+	return rc;
+}
+
+/* The directory of a LoRA adapter argument: as given, or a Hugging Face
+ * id in the cache. */
+static int adapter_dir(ds_ctx *ctx, const char *arg, char **dir)
+{
+	if (!is_dir(arg) && is_hf_id(arg))
+		return hf_snapshot(ctx, arg, dir);
+	return (*dir = strdup(arg)) ? 0 : -ENOMEM;
 }
 
 /* Dispatch on what arg is; the model's weight_map goes to *wmap if any. */
@@ -764,7 +784,7 @@ int ds_model_open(ds_ctx *ctx, const char *arg, ds_model **out)
 	struct ds_model *m = calloc(1, sizeof(*m));
 	json_t *wmap = NULL;
 	const char *plus = NULL;
-	char *base = NULL;
+	char *base = NULL, *adir = NULL;
 	int rc;
 
 	*out = NULL;
@@ -788,8 +808,9 @@ int ds_model_open(ds_ctx *ctx, const char *arg, ds_model **out)
 	if (rc == 0 && base && m->pack)
 		rc = ds_fail(ctx, DS_E_USAGE, "%s: a LoRA adapter applies to a "
 			     "model, not to a delta pack", arg);
-	if (rc == 0 && base)
-		rc = ds_lora_attach(ctx, m, plus + 1);
+	if (rc == 0 && base && (rc = adapter_dir(ctx, plus + 1, &adir)) == 0)
+		rc = ds_lora_attach(ctx, m, adir);
+	free(adir);
 	if (rc == 0 && base) {
 		free(m->arg);
 		if (!(m->arg = strdup(arg)))

@@ -695,9 +695,9 @@ static int ylora(struct yctx *y, yaml_node_t *n, const char *s,
 	char *base = strndup(s, (size_t)(plus - s)), *m = NULL, *a = NULL;
 	int rc = base ? ymodelstr(y, n, base, &m) : -ENOMEM;
 
+	/* not a path: a Hugging Face id, for the model layer to find */
 	if (!rc && (rc = ypath(y, plus + 1, &a)) > 0)
-		rc = ybad(y, n, "'%s': no LoRA adapter directory '%s'", s,
-			  plus + 1);
+		rc = (a = strdup(plus + 1)) ? 0 : -ENOMEM;
 	if (!rc) {
 		size_t len = strlen(m) + strlen(a) + 2;
 
