@@ -74,6 +74,30 @@ for f in "$T"/o-recipe/*.safetensors; do
 	check "rerun: $(basename "$f") identical" cmp -s "$f" "$T/o-rerun/$(basename "$f")"
 done
 
+for m in dare_ties ties linear; do
+	say "== $m from a recipe"
+	cat >"$T/r-$m.yml" <<EOR
+merge_method: $m
+base_model: $B
+parameters: {density: 0.6}
+models:
+  - model: $B+$T/a2
+    parameters: {weight: 0.5}
+  - model: $B+$T/a4
+    parameters: {weight: 1.5}
+EOR
+	run "$DS_BIN" merge --config "$T/r-$m.yml" -o "$T/o-r-$m" --quiet
+	check "$m recipe merge exits 0" test "$ds_rc" -eq 0
+	# a recipe's DARE rescales by l1, as mergekit's rescale: true
+	case $m in
+	linear) X= ;;
+	ties) X="--density 0.6" ;;
+	*) X="--density 0.6 --rescale l1" ;;
+	esac
+	ref_check "$T/o-r-$m" --base "$B" --model "$B+$T/a2" \
+		--model "$B+$T/a4" --method $m --weights 0.5,1.5 $X
+done
+
 say "== rows split across windows: same bytes at every --memory and path"
 mkfix "$T/big" --models 1 --seed 5 --hidden 176 --intermediate 400 \
 	--vocab 64 --layers 1 --shards 1

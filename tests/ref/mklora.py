@@ -6,6 +6,7 @@
             [--targets q_proj,v_proj,...] [--rslora] [--fan-in-fan-out]
             [--embed] [--save lm_head,...] [--config KEY=JSON ...]
             [--drop NAME ...] [--extra NAME:D0xD1 ...] [--bad-rank NAME]
+            [--fast]
 
 adapter_config.json and adapter_model.safetensors as PEFT saves them:
 base_model.model.<module>.lora_A.weight [r, in] and .lora_B.weight
@@ -14,6 +15,7 @@ factors with --fan-in-fan-out); lora_embedding_A [r, rows] and
 lora_embedding_B [cols, r] for the embedding (--embed); modules_to_save
 copies as base_model.model.<module>.weight (--save).  --drop, --extra,
 --bad-rank and --config make broken adapters for the refusal tests.
+--fast tiles one block of random values (for benchmarks of large bases).
 Standard library only.
 """
 
@@ -71,6 +73,7 @@ def main(argv):
     ap.add_argument("--drop", action="append", default=[])
     ap.add_argument("--extra", action="append", default=[])
     ap.add_argument("--bad-rank", default=None)
+    ap.add_argument("--fast", action="store_true")
     a = ap.parse_args(argv)
     dt = a.dtype.upper()
     rnd = random.Random(a.seed)
@@ -79,7 +82,13 @@ def main(argv):
     r = a.r
     ts = {}
 
+    block = [rnd.gauss(0.0, 1.0) for _ in range(65537)] if a.fast else None
+
     def rand(n, scale):
+        if block is not None:
+            off = rnd.randrange(65537)
+            reps = (block[off:] + block[:off]) * (n // 65537 + 1)
+            return [v * scale for v in reps[:n]]
         return [rnd.gauss(0.0, scale) for _ in range(n)]
 
     for name, t in sorted(base.tensors.items()):
