@@ -17,6 +17,7 @@
 #define WEIGHTS_NAME "adapter_model.safetensors"
 #define PREFIX       "base_model.model."
 #define CHUNK        1024u       /* W values converted at a time */
+#define TILE_FLOATS  4096u       /* of v per column tile: 16 KiB */
 
 void ds_lora_free(struct ds_lora *l)
 {
@@ -512,7 +513,7 @@ int ds_lora_expand(const struct ds_lora_pair *p, const struct ds_tensor *w,
 	const uint64_t rows = w->shape[0], cols = w->shape[1];
 	const size_t es = ds_dtype_size(w->dtype);
 	const unsigned r = p->r;
-	uint64_t first, last, nr, pos = 0;
+	uint64_t first, last, nr, pos, tile;
 	int rc;
 
 	if (n == 0)
@@ -544,23 +545,35 @@ int ds_lora_expand(const struct ds_lora_pair *p, const struct ds_tensor *w,
 				b->u[i * r + j] = b->tmp[j * nr + i];
 	}
 	/*
-	 * Forward, a chunk at a time: the chunk's W values are converted
-	 * before its x values are stored, and x never overtakes the W
-	 * values still to be read (wraw lies at or after x).
+	 * x = W in binary32, forward a chunk at a time: each chunk is
+	 * converted before its floats are stored, and x never overtakes the
+	 * W values still to be read (wraw lies at or after x).
 	 */
-	for (uint64_t i = first; i <= last; i++) {
-		uint64_t c = i == first ? i0 % cols : 0;
-		uint64_t end = i == last ? (i0 + n - 1) % cols + 1 : cols;
+	for (pos = 0; pos < n; pos += CHUNK) {
+		size_t len = n - pos < CHUNK ? (size_t)(n - pos) : CHUNK;
 
-		while (c < end) {
-			size_t len = end - c < CHUNK ? (size_t)(end - c) : CHUNK;
+		k->load(w->dtype, (const char *)wraw + pos * es, b->w, len);
+		memcpy(x + pos, b->w, len * sizeof(float));
+	}
+	/*
+	 * Then x += s * (u_i . v) a tile of columns at a time, every row of
+	 * the window in turn, so the tile's r rows of v stay in the L1 cache.
+	 * Each element's sum is the same whatever the order of the tiles.
+	 */
+	tile = r >= TILE_FLOATS / 16 ? 16 : TILE_FLOATS / r / 16 * 16;
+	for (uint64_t c0 = 0; c0 < cols; c0 += tile) {
+		uint64_t c1 = cols - c0 < tile ? cols : c0 + tile;
 
-			k->load(w->dtype, (const char *)wraw + pos * es, b->w,
-				len);
-			row(b->w, b->v + c, (size_t)cols, b->u + (i - first) * r,
-			    r, p->s, x + pos, len);
-			pos += len;
-			c += len;
+		for (uint64_t i = first; i <= last; i++) {
+			uint64_t lo = i == first ? i0 % cols : 0;
+			uint64_t hi = i == last ? (i0 + n - 1) % cols + 1 : cols;
+			uint64_t a = lo > c0 ? lo : c0, e = hi < c1 ? hi : c1;
+			float *xs = x + (i * cols + a - i0);
+
+			if (a < e)
+				row(xs, b->v + a, (size_t)cols,
+				    b->u + (i - first) * r, r, p->s, xs,
+				    (size_t)(e - a));
 		}
 	}
 	return 0;

@@ -113,7 +113,8 @@ const struct ds_kernel_ops *ds_kernel_select(void);
  *   x[c] = w[c] + s * acc
  *
  * u holds the row's r coefficients, v the r rows (vs floats apart) of the
- * other factor.  x must not overlap w, u or v.  Same bits on every path.
+ * other factor.  x may be w itself (updated in place) but must not
+ * overlap it otherwise, nor u or v.  Same bits on every path.
  */
 typedef void ds_lora_row_fn(const float *w, const float *v, size_t vs,
 			    const float *u, unsigned r, float s, float *x,
