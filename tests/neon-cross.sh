@@ -40,6 +40,7 @@ cp "$XXH" "$tmp/xxhash.h"
 	"$top/tests/neon_selftest.c" "$top/src/lib/common/ctx.c" \
 	"$top/src/lib/methods/methods.c" "$top/src/lib/kernels/scalar.c" \
 	"$top/src/lib/kernels/neon.c" "$top/src/lib/kernels/dispatch.c" \
+	"$top/src/lib/kernels/lora.c" "$top/src/lib/kernels/lora_neon.c" \
 	-lm -lpthread -o "$tmp/neon_selftest"
 
 "$CC" -std=gnu11 -O2 -static -Wall -Wextra -Werror -I"$top/src/lib" \

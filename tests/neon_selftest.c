@@ -333,6 +333,28 @@ static void cross_methods(void)
 }
 
 /* The path of argv[1] (default neon): every check, then the count. */
+/* The LoRA row update of the path against the scalar one (kernels.h). */
+static void cross_lora(void)
+{
+	static const unsigned rs[] = { 1, 3, 16, 17 };
+	static float w[MAXN + 1], v[17 * (MAXN + 3) + 1], u[18];
+	static float x0[MAXN], x1[MAXN];
+	size_t t, b, n;
+
+	for (t = 0; t < NLENS; t++)
+		for (b = 0; b < sizeof(rs) / sizeof(rs[0]); b++) {
+			n = lens[t];
+			fill(DS_DT_F32, w, n + 1);
+			fill(DS_DT_F32, v, rs[b] * (n + 3) + 1);
+			fill(DS_DT_F32, u, rs[b]);
+			ds_lora_row_scalar(w + 1, v + 1, n + 3, u, rs[b], 0.75f,
+					   x0, n);
+			ds_lora_kernel(K)(w + 1, v + 1, n + 3, u, rs[b], 0.75f,
+					  x1, n);
+			same_f(x0, x1, n, "lora");
+		}
+}
+
 int main(int argc, char **argv)
 {
 	const char *name = argc > 1 ? argv[1] : "neon";
@@ -350,6 +372,7 @@ int main(int argc, char **argv)
 	cross_basic();
 	cross_steps();
 	cross_methods();
+	cross_lora();
 	printf("%s: %d checks, %d failures\n", K->name, checks, failures);
 	return failures ? 1 : 0;
 }

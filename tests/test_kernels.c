@@ -614,6 +614,82 @@ START_TEST(cross_methods)
 END_TEST
 
 /* The chosen path is one of the paths, and the override is obeyed. */
+/* ---- LoRA row update (DESIGN 7.1) -------------------------------------- */
+
+/* The rule of kernels.h written out here, not taken from lora.c. */
+static void lora_ref(const float *w, const float *v, size_t vs,
+		     const float *u, unsigned r, float s, float *x, size_t n)
+{
+	for (size_t c = 0; c < n; c++) {
+		float acc = 0.0f, prod;
+
+		for (unsigned k = 0; k < r; k++) {
+			prod = u[k] * v[k * vs + c];
+			acc = acc + prod;
+		}
+		prod = s * acc;
+		x[c] = w[c] + prod;
+	}
+}
+
+/* Hand-computed answers: k order from +0, and no fused multiply-add. */
+START_TEST(lora_known)
+{
+	const float u2[2] = { 1.0f, 2.0f }, v2[2] = { 3.0f, 4.0f }, w1 = 1.0f;
+	const float e = 1.0f + 0x1p-12f, w2 = -(1.0f + 0x1p-11f), one = 1.0f;
+	float x;
+
+	for (int p = 0; p < npaths; p++) {
+		ds_lora_row_fn *row = ds_lora_kernel(paths[p]);
+
+		/* acc = 0 + 1*3 + 2*4 = 11; x = 1 + 0.5*11 */
+		row(&w1, v2, 1, u2, 2, 0.5f, &x, 1);
+		ck_assert_float_eq(x, 6.5f);
+		/* s*acc = (1+2^-12)^2 rounds to 1+2^-11: x = +0 (an FMA
+		 * would give 2^-24) */
+		row(&w2, &one, 1, &e, 1, e, &x, 1);
+		ck_assert_uint_eq(fb(x), 0);
+	}
+}
+END_TEST
+
+/* Every path against lora_ref on odd widths, ranks, strides, starts. */
+START_TEST(cross_lora)
+{
+	static const size_t ns[] = { 0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100,
+		257 };
+	static const unsigned rs[] = { 1, 2, 3, 5, 16, 17 };
+	static float w[300], v[17 * 300], u[18], x0[300], x1[300];
+
+	for (size_t a = 0; a < sizeof(ns) / sizeof(ns[0]); a++)
+		for (size_t b = 0; b < sizeof(rs) / sizeof(rs[0]); b++) {
+			size_t n = ns[a], vs = n + 3;
+			unsigned r = rs[b];
+			float sc = bf((uint32_t)rnd() & 0x3fffffffu);
+
+			fill_f(w, n + 1);
+			fill_f(v, r * vs + 1);
+			fill_f(u, r);
+			lora_ref(w + 1, v + 1, vs, u, r, sc, x0, n);
+			for (int p = 0; p < npaths; p++) {
+				memset(x1, 0x5a, sizeof(x1));
+				ds_lora_kernel(paths[p])(w + 1, v + 1, vs, u, r,
+							 sc, x1, n);
+				for (size_t c = 0; c < n; c++)
+					if (!(x0[c] != x0[c] && x1[c] != x1[c]))
+						ck_assert_msg(fb(x0[c]) ==
+							      fb(x1[c]),
+							      "%s n %zu r %u c %zu"
+							      ": %08x, expected "
+							      "%08x", paths[p]->name,
+							      n, r, c, fb(x1[c]),
+							      fb(x0[c]));
+				ck_assert_uint_eq(fb(x1[n]), 0x5a5a5a5au);
+			}
+		}
+}
+END_TEST
+
 START_TEST(dispatch)
 {
 	const struct ds_kernel_ops *k = ds_kernel_select();
@@ -661,6 +737,8 @@ static Suite *kernels_suite(void)
 	tcase_add_test(tc, cross_dare_axpy);
 	tcase_add_test(tc, cross_ties_finish);
 	tcase_add_test(tc, cross_methods);
+	tcase_add_test(tc, lora_known);
+	tcase_add_test(tc, cross_lora);
 	tcase_add_test(tc, dispatch);
 	suite_add_tcase(s, tc);
 	return s;

@@ -494,7 +494,7 @@ models:
   - model: org/model+org/adapter
     parameters: {weight: 1}
 EOF
-refused lora 3 'lora.yml:3: .org/model\+org/adapter.: a LoRA applied while merging'
+refused lora 3 'org/model: no such file or directory, and not in the Hugging Face cache'
 recipe unequal <<EOF
 merge_method: linear
 slices:

@@ -446,6 +446,106 @@ class Model:
                       key=lambda t: (self.shards.index(t.path), t.start))
 
 
+# ---- LoRA adapters as models (DESIGN 7.1) ---------------------------------
+
+class Computed:
+    """A tensor whose binary32 values are computed, not read."""
+    __slots__ = ("name", "dtype", "shape", "values")
+
+    def __init__(self, name, shape, values):
+        self.name, self.dtype, self.shape = name, "F32", shape
+        self.values = values
+
+    @property
+    def numel(self):
+        return math.prod(self.shape)
+
+    def read(self):
+        return to_le_bytes(encode_bits("F32", self.values))
+
+
+def lora_values(w, a, b, r, s, trans):
+    """W + (float)s * acc in binary32, acc = +0 + u[0]*v[0][c] + ... in k
+    order, every product and sum rounded (no FMA).  Plain: u = B[i, :],
+    v = A; transposed (fan_in_fan_out, embeddings): u = A[:, i], v = B^T."""
+    rows, cols = w.shape
+    wv = decode(w.dtype, w.read())
+    av = decode(a.dtype, a.read())
+    bv = decode(b.dtype, b.read())
+    out = []
+    for i in range(rows):
+        if trans:
+            u = [av[k * rows + i] for k in range(r)]
+            v = [[bv[c * r + k] for c in range(cols)] for k in range(r)]
+        else:
+            u = bv[i * r:(i + 1) * r]
+            v = [av[k * cols:(k + 1) * cols] for k in range(r)]
+        for c in range(cols):
+            acc = 0.0
+            for k in range(r):
+                acc = f32_round(acc + f32_round(u[k] * v[k][c]))
+            out.append(f32_round(wv[i * cols + c] + f32_round(s * acc)))
+    return out
+
+
+class LoraModel(Model):
+    """BASE+ADAPTER: the base with a PEFT LoRA adapter applied."""
+
+    PREFIX = "base_model.model."
+
+    def __init__(self, arg, problems=None):
+        base, adapter = arg.rsplit("+", 1)
+        super().__init__(base, problems)
+        self.arg = arg
+        with open(os.path.join(adapter, "adapter_config.json"), "rb") as f:
+            cfg = json.loads(f.read().decode("utf-8"))
+        if cfg.get("peft_type") != "LORA":
+            raise RefError(f"{adapter}: not a LoRA adapter")
+        for key in ("use_dora", "rank_pattern", "alpha_pattern"):
+            if cfg.get(key):
+                raise RefError(f"{adapter}: {key} is not supported")
+        r, alpha = cfg["r"], cfg["lora_alpha"]
+        # s in double, rounded once to binary32
+        s = f32_round(alpha / math.sqrt(r) if cfg.get("use_rslora")
+                      else alpha / r)
+        fifo = bool(cfg.get("fan_in_fan_out"))
+        _, ats = shard_tensors(os.path.join(adapter,
+                                            "adapter_model.safetensors"))
+        pairs = {}
+        for name, t in ats.items():
+            if not name.startswith(self.PREFIX):
+                raise RefError(f"{adapter}: unexpected tensor {name}")
+            mod = name[len(self.PREFIX):]
+            for suf, role, emb in ((".lora_A.weight", "A", False),
+                                   (".lora_B.weight", "B", False),
+                                   (".lora_embedding_A", "A", True),
+                                   (".lora_embedding_B", "B", True)):
+                if mod.endswith(suf):
+                    key = mod[:-len(suf)] + ".weight"
+                    pairs.setdefault(key, {})[role] = t
+                    pairs[key]["trans"] = emb or fifo
+                    break
+            else:
+                if "lora_" in mod:
+                    raise RefError(f"{adapter}: unsupported tensor {name}")
+                if mod not in self.tensors:
+                    raise RefError(f"{adapter}: {name}: no base tensor")
+                self.tensors[mod] = t        # modules_to_save
+        for key, pr in pairs.items():
+            w = self.tensors.get(key)
+            if w is None or "A" not in pr or "B" not in pr:
+                raise RefError(f"{adapter}: incomplete pair for {key}")
+            self.tensors[key] = Computed(key, w.shape, lora_values(
+                w, pr["A"], pr["B"], r, s, pr["trans"]))
+
+
+def open_model(arg):
+    """A model argument, BASE+ADAPTER included."""
+    if "+" in arg and not os.path.exists(arg):
+        return LoraModel(arg)
+    return Model(arg)
+
+
 # ---- merge methods (DESIGN 5) --------------------------------------------
 
 # Sparsifier of each task-vector method, whether it elects signs (ties'
@@ -1130,7 +1230,7 @@ def check_one(a, rc, layout, base, models, out, t):
 def cmd_check(a):
     rc = Recipe(a)
     base = Model(a.base) if a.base is not None else None
-    models = [Model(m) for m in a.model]
+    models = [open_model(m) for m in a.model]
     layout = base if base is not None else models[0]
     out = Model(a.out)
     failed, counts, worst = 0, {}, 0

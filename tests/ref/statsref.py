@@ -59,8 +59,24 @@ def shards(arg):
                   if f.endswith(".safetensors"))
 
 
+def lora_tensors(arg):
+    """BASE+ADAPTER: the base's tensors with dsref's LoRA values (DESIGN
+    7.1) as (F32, shape, None, values) and the adapter's replacements."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import dsref
+    out, order = tensors(arg.rsplit("+", 1)[0])
+    for name, t in dsref.LoraModel(arg).tensors.items():
+        if isinstance(t, dsref.Computed):
+            out[name] = ("F32", t.shape, None, t.values)
+        elif out[name][2] != t.path:
+            out[name] = (t.dtype, t.shape, t.path, t.start)
+    return out, order
+
+
 def tensors(arg):
     """name -> (dtype, shape, path, absolute offset), and names in order."""
+    if "+" in arg and not os.path.exists(arg):
+        return lora_tensors(arg)
     out, order = {}, []
     for p in shards(arg):
         h, base = header(p)
@@ -81,6 +97,8 @@ def numel(shape):
 def values(t):
     """The tensor's elements as binary32 values (Python floats)."""
     dtype, shape, path, off = t
+    if path is None:
+        return array.array("f", off)
     n = numel(shape)
     with open(path, "rb") as f:
         f.seek(off)

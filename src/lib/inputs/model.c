@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include "common/ctx.h"
 #include "inputs/model.h"
+#include "inputs/lora.h"
 #include "inputs/pack.h"
 
 #define INDEX_NAME  "model.safetensors.index.json"
@@ -519,14 +520,14 @@ static char *hf_repo_dir(const char *hub, const char *id)
 			  slash + 1);
 }
 
-/* A Hugging Face id: the snapshot refs/main names, resolved as a dir. */
-static int resolve_hf(ds_ctx *ctx, struct ds_model *m, const char *id,
-		      json_t **wmap)
+/* The snapshot directory refs/main of Hugging Face id names, in *dir. */
+static int hf_snapshot(ds_ctx *ctx, const char *id, char **dir)
 {
 	const char *from;
 	char *hub = hf_hub_dir(&from), *repo = NULL, *rev = NULL, *snap;
 	int rc;
 
+	*dir = NULL;
 	if (!hub || !(repo = hf_repo_dir(hub, id)))
 		rc = -ENOMEM;
 	else if (!is_dir(repo))
@@ -537,26 +538,46 @@ static int resolve_hf(ds_ctx *ctx, struct ds_model *m, const char *id,
 			     "download %s'", id, repo, hub, from, id);
 	else if ((rc = hf_revision(ctx, repo, id, &rev)) == 0) {
 		if (!(snap = path_join(repo, "snapshots")) ||
-		    !(m->dir = path_join(snap, rev)))
+		    !(*dir = path_join(snap, rev)))
 			rc = -ENOMEM;
-		else if (!is_dir(m->dir))
+		else if (!is_dir(*dir))
 			rc = ds_fail(ctx, DS_E_NOTFOUND, "%s: revision %s "
 				     "(refs/main) is not in the Hugging Face "
 				     "cache: no directory %s; fetch it with "
 				     "'huggingface-cli download %s'", id, rev,
-				     m->dir, id);
+				     *dir, id);
 		free(snap);
-		if (rc == 0) {
-			snap = m->dir;
-			m->dir = NULL;
-			rc = resolve_dir(ctx, m, snap, wmap);
-			free(snap);
-		}
+	}
+	if (rc) {
+		free(*dir);
+		*dir = NULL;
 	}
 	free(rev);
 	free(repo);
 	free(hub);
 	return rc;
+}
+
+/* A Hugging Face id: the snapshot refs/main names, resolved as a dir. */
+static int resolve_hf(ds_ctx *ctx, struct ds_model *m, const char *id,
+		      json_t **wmap)
+{
+	char *snap;
+	int rc = hf_snapshot(ctx, id, &snap);
+
+	if (rc == 0)
+		rc = resolve_dir(ctx, m, snap, wmap);
+	free(snap);
+	return rc;
+}
+
+/* The directory of a LoRA adapter argument: as given, or a Hugging Face
+ * id in the cache. */
+static int adapter_dir(ds_ctx *ctx, const char *arg, char **dir)
+{
+	if (!is_dir(arg) && is_hf_id(arg))
+		return hf_snapshot(ctx, arg, dir);
+	return (*dir = strdup(arg)) ? 0 : -ENOMEM;
 }
 
 /* Dispatch on what arg is; the model's weight_map goes to *wmap if any. */
@@ -611,6 +632,7 @@ void ds_model_clear(struct ds_model *m)
 	free(m->dir);
 	free(m->index);
 	ds_pack_free(m->pack);
+	ds_lora_free(m->lora);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -743,25 +765,58 @@ static int check_weight_map(ds_ctx *ctx, const struct ds_model *m,
 	return 0;
 }
 
+/*
+ * mergekit's BASE+ADAPTER: the last '+' of an argument that does not name
+ * an existing path, with something on both sides; NULL otherwise.
+ */
+static const char *lora_split(const char *arg)
+{
+	const char *plus = strrchr(arg, '+');
+	struct stat st;
+
+	if (!plus || plus == arg || !plus[1] || stat(arg, &st) == 0)
+		return NULL;
+	return plus;
+}
+
 int ds_model_open(ds_ctx *ctx, const char *arg, ds_model **out)
 {
 	struct ds_model *m = calloc(1, sizeof(*m));
 	json_t *wmap = NULL;
+	const char *plus = NULL;
+	char *base = NULL, *adir = NULL;
 	int rc;
 
 	*out = NULL;
 	if (!m)
 		return ds_fail(ctx, -ENOMEM, "%s: out of memory", arg);
-	if (ds_pack_is(arg))
-		rc = ds_pack_open(ctx, arg, m);
+	if ((plus = lora_split(arg)) &&
+	    !(base = strndup(arg, (size_t)(plus - arg)))) {
+		free(m);
+		return ds_fail(ctx, -ENOMEM, "%s: out of memory", arg);
+	}
+	if (ds_pack_is(base ? base : arg))
+		rc = ds_pack_open(ctx, base ? base : arg, m);
 	else
-		rc = resolve(ctx, arg, m, &wmap);
+		rc = resolve(ctx, base ? base : arg, m, &wmap);
 	for (unsigned i = 0; rc == 0 && !m->pack && i < m->nshards; i++)
 		rc = read_shard(ctx, m, i);
 	if (rc == 0)
 		rc = index_names(ctx, m);
 	if (rc == 0 && wmap)
 		rc = check_weight_map(ctx, m, wmap);
+	if (rc == 0 && base && m->pack)
+		rc = ds_fail(ctx, DS_E_USAGE, "%s: a LoRA adapter applies to a "
+			     "model, not to a delta pack", arg);
+	if (rc == 0 && base && (rc = adapter_dir(ctx, plus + 1, &adir)) == 0)
+		rc = ds_lora_attach(ctx, m, adir);
+	free(adir);
+	if (rc == 0 && base) {
+		free(m->arg);
+		if (!(m->arg = strdup(arg)))
+			rc = -ENOMEM;
+	}
+	free(base);
 	json_decref(wmap);
 	if (rc == -ENOMEM)
 		ds_fail(ctx, rc, "%s: out of memory", arg);

@@ -36,6 +36,7 @@ struct ds_model {
 	size_t ntensors;
 	size_t *byname;         /* indices of tensors sorted by name */
 	struct ds_pack *pack;   /* a delta pack (pack.h), else NULL */
+	struct ds_lora *lora;   /* BASE+ADAPTER: the adapter (lora.h), else NULL */
 };
 
 /* Tensor named name, or NULL. */

@@ -143,3 +143,21 @@ const struct ds_kernel_ops *ds_kernel_select(void)
 	pthread_once(&select_once, select_path);
 	return selected;
 }
+
+ds_lora_row_fn *ds_lora_kernel(const struct ds_kernel_ops *k)
+{
+#ifdef DS_TRY_AVX2
+	if (k == &ds_kernel_avx2_ops)
+		return ds_lora_row_avx2;
+#endif
+#ifdef DS_TRY_AVX512
+	if (k == &ds_kernel_avx512_ops)
+		return ds_lora_row_avx512;
+#endif
+#if defined(DS_HAVE_NEON) && defined(__aarch64__)
+	if (k == &ds_kernel_neon_ops)
+		return ds_lora_row_neon;
+#endif
+	(void)k;
+	return ds_lora_row_scalar;
+}

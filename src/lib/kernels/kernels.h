@@ -105,6 +105,35 @@ const struct ds_kernel_ops *ds_kernel_get(const char *name);
  */
 const struct ds_kernel_ops *ds_kernel_select(void);
 
+/*
+ * LoRA rank-r update of one row segment (lora*.c, DESIGN 7.1), in binary32
+ * without contraction, for c in [0, n):
+ *
+ *   acc = +0 + u[0] * v[c] + u[1] * v[vs + c] + ... + u[r-1] * v[(r-1)vs + c]
+ *   x[c] = w[c] + s * acc
+ *
+ * u holds the row's r coefficients, v the r rows (vs floats apart) of the
+ * other factor.  x may be w itself (updated in place) but must not
+ * overlap it otherwise, nor u or v.  Same bits on every path.
+ */
+typedef void ds_lora_row_fn(const float *w, const float *v, size_t vs,
+			    const float *u, unsigned r, float s, float *x,
+			    size_t n);
+
+ds_lora_row_fn ds_lora_row_scalar;
+#if defined(DS_HAVE_AVX2) && (defined(__x86_64__) || defined(__i386__))
+ds_lora_row_fn ds_lora_row_avx2;
+#endif
+#if defined(DS_HAVE_AVX512) && defined(__x86_64__)
+ds_lora_row_fn ds_lora_row_avx512;
+#endif
+#if defined(DS_HAVE_NEON) && defined(__aarch64__)
+ds_lora_row_fn ds_lora_row_neon;
+#endif
+
+/* The LoRA row update of the same path as k (one of ds_kernel_get's). */
+ds_lora_row_fn *ds_lora_kernel(const struct ds_kernel_ops *k);
+
 /* One Philox4x32-10 block: x = philox(ctr, key). */
 void ds_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2],
 		      uint32_t x[4]);

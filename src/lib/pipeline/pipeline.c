@@ -15,6 +15,7 @@
 #include "common/fault.h"
 #include "io/io.h"
 #include "kernels/kernels.h"
+#include "inputs/lora.h"
 #include "inputs/pack.h"
 #include "pipeline/pipeline.h"
 
@@ -50,6 +51,8 @@ struct slot {
 	struct ds_pack_frame *fr[DS_MAX_INPUTS];
 	unsigned nfr[DS_MAX_INPUTS];
 	int perr;                       /* a frame that did not expand */
+	int lerr;                       /* a LoRA factor that did not read */
+	unsigned lerr_k;
 	unsigned perr_k;
 	uint64_t perr_frame;
 	void *in[DS_MAX_INPUTS];
@@ -87,6 +90,9 @@ struct pipe {
 	unsigned nts;
 	void *acc;                      /* the method's accumulators */
 	uint64_t packs;                 /* bit k: input slot k reads a pack */
+	uint64_t loras;                 /* bit k: input k is BASE+ADAPTER */
+	ds_lora_row_fn *lrow;
+	uint64_t lora_bytes;            /* of each worker's ds_lora_buf */
 	XXH3_state_t *base_hash;        /* of the base tensor, when packs */
 	uint64_t seq_issue, seq_write, seq_retire;
 	struct range behind[BEHIND];    /* written windows, to drop later */
@@ -116,7 +122,28 @@ struct worker_arg {
 	ZSTD_DCtx *dc;                  /* for packs */
 	void *vals;
 	uint32_t *u;
+	void *lmem;                     /* for LoRA models */
+	struct ds_lora_buf lb;
 };
+
+/* The LoRA pair of input k of output tensor o, or NULL. */
+static const struct ds_lora_pair *lora_at(const struct pipe *pp,
+					  const struct ds_otensor *o,
+					  unsigned k)
+{
+	const struct ds_model *m = pp->p->in[o->src[k]];
+
+	if (!(pp->loras >> o->src[k] & 1) || !o->in[k])
+		return NULL;
+	return ds_lora_pair_of(m, (size_t)(o->in[k] - m->tensors));
+}
+
+/* Where input k's raw window is read: its end aligned with the end of the
+ * n floats that the LoRA update writes over it (ds_lora_expand). */
+static void *lora_raw(const struct slot *s, unsigned k, enum ds_dtype dt)
+{
+	return (char *)s->in[k] + s->n * (4 - ds_dtype_size(dt));
+}
 
 
 /* The window of slot s as the methods see it. */
@@ -132,7 +159,8 @@ static void window_of(const struct pipe *pp, const struct slot *s,
 	};
 	for (unsigned j = 0; j < o->nsrc; j++) {
 		w->x[j] = s->in[1 + j];
-		w->xdt[j] = o->in[1 + j]->dtype;
+		w->xdt[j] = lora_at(pp, o, 1 + j) ? DS_DT_F32 :
+			    o->in[1 + j]->dtype;
 	}
 }
 
@@ -168,13 +196,42 @@ static int expand_packs(struct pipe *pp, struct slot *s,
 	return 0;
 }
 
+/* Apply each LoRA model's adapter to its window, into binary32. */
+static int expand_loras(struct pipe *pp, struct slot *s,
+			struct worker_arg *wa)
+{
+	const struct ds_otensor *o = &pp->p->ot[s->t];
+
+	for (unsigned k = 1; k <= o->nsrc; k++) {
+		const struct ds_lora_pair *lp = lora_at(pp, o, k);
+		const struct ds_model *m = pp->p->in[o->src[k]];
+		int rc;
+
+		if (!lp)
+			continue;
+		rc = ds_lora_expand(lp, o->in[k], pp->k, pp->lrow,
+				    pp->fds[o->src[k] * pp->maxshards +
+					    m->lora->shard],
+				    m->shards[m->lora->shard].data_off,
+				    lora_raw(s, k, o->in[k]->dtype), s->i0,
+				    s->n, s->in[k], &wa->lb);
+		if (rc) {
+			s->lerr_k = k;
+			return rc;
+		}
+	}
+	return 0;
+}
+
 static void merge_window(struct pipe *pp, struct slot *s,
-			 const struct worker_arg *wa)
+			 struct worker_arg *wa)
 {
 	float *scratch = wa->scratch;
 	struct ds_window w;
 
 	if (pp->packs && (s->perr = expand_packs(pp, s, wa)))
+		return;
+	if (pp->loras && (s->lerr = expand_loras(pp, s, wa)))
 		return;
 	window_of(pp, s, &w);
 	if (writing(s))
@@ -313,6 +370,8 @@ static void read_input(struct pipe *pp, struct slot *s, unsigned k,
 	r->len = s->n * es;
 	r->off = m->shards[t->shard].data_off + t->begin + s->i0 * es;
 	r->user = s;
+	if (lora_at(pp, o, k))
+		r->buf = lora_raw(s, k, t->dtype);
 	if (m->pack) {
 		/* the window's frames, expanded by the worker */
 		int rc = ds_pack_window(r->fd, m->pack, (size_t)(t - m->tensors),
@@ -364,6 +423,18 @@ static void pack_failed(struct pipe *pp, struct slot *s)
 			  pp->p->in[o->src[s->perr_k]]->shards[0].path,
 			  o->in[s->perr_k]->name,
 			  (unsigned long long)s->perr_frame);
+}
+
+static void lora_failed(struct pipe *pp, struct slot *s)
+{
+	const struct ds_otensor *o = &pp->p->ot[s->t];
+	const struct ds_model *m = pp->p->in[o->src[s->lerr_k]];
+
+	pp->err = ds_fail(pp->ctx, s->lerr, "%s: reading the LoRA factors of "
+			  "tensor '%s' failed: %s",
+			  m->shards[m->lora->shard].path, o->in[s->lerr_k]->name,
+			  s->lerr == -ENODATA ? "the file is shorter than its "
+			  "header says (truncated?)" : strerror(-s->lerr));
 }
 
 /*
@@ -543,6 +614,8 @@ static void on_event(struct pipe *pp, struct ds_io_req *r)
 		s->st = S_COMPUTED;
 		if (s->perr && !pp->err)
 			pack_failed(pp, s);
+		if (s->lerr && !pp->err)
+			lora_failed(pp, s);
 	} else if (--s->pending == 0) {
 		if (pp->err || pp->p->ot[s->t].act == DS_ACT_COPY)
 			s->st = S_COMPUTED;
@@ -694,11 +767,15 @@ static int alloc_buffers(struct pipe *pp)
 	char *m;
 
 	pp->nslots = p->depth;
+	pp->lora_bytes = ds_lora_bytes(p->in, p->ninputs, p->window);
 	pp->chunk = per;
 	pp->nts = pp->nslots + 1;
-	for (unsigned k = 1; k < p->ninputs && k < 64; k++)
+	for (unsigned k = 1; k < p->ninputs && k < 64; k++) {
 		if (p->in[k]->pack)
 			pp->packs |= 1ull << k;
+		if (p->in[k]->lora)
+			pp->loras |= 1ull << k;
+	}
 	cbytes = (ds_pack_window_bound(p->window, DS_DT_F32) + 63) & ~63ull;
 	frb = ((p->window / DS_PACK_FRAME + 3) * sizeof(struct ds_pack_frame) +
 	       63) & ~(size_t)63;
@@ -751,6 +828,17 @@ static int start_workers(struct pipe *pp, struct worker_arg *wa)
 			wa[i].u = malloc(DS_PACK_FRAME * sizeof(uint32_t));
 			if (!wa[i].dc || !wa[i].vals || !wa[i].u)
 				return ds_fail(pp->ctx, -ENOMEM, "out of memory");
+		}
+		if (pp->loras) {
+			wa[i].lmem = aligned_alloc(64, (pp->lora_bytes + 63) &
+						   ~(uint64_t)63);
+			if (!wa[i].lmem)
+				return ds_fail(pp->ctx, -ENOMEM, "cannot allocate "
+					       "%llu bytes for the LoRA factors",
+					       (unsigned long long)pp->lora_bytes);
+			ds_lora_buf_init(&wa[i].lb, pp->p->in,
+					 pp->p->ninputs, pp->p->window,
+					 wa[i].lmem);
 		}
 		rc = pthread_create(&pp->th[i], NULL, worker, &wa[i]);
 		if (rc)
@@ -818,6 +906,7 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 	pthread_mutex_init(&pp.lk, NULL);
 	pthread_cond_init(&pp.cv, NULL);
 	pp.k = ds_kernel_select();
+	pp.lrow = pp.k ? ds_lora_kernel(pp.k) : NULL;
 	if (!pp.k)
 		rc = ds_fail(ctx, DS_E_USAGE, "DARE_STREAM_KERNEL names a "
 			       "kernel path this machine cannot run");
@@ -854,6 +943,7 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 		ZSTD_freeDCtx(wa[i].dc);
 		free(wa[i].vals);
 		free(wa[i].u);
+		free(wa[i].lmem);
 	}
 	return rc;
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 #include "common/ctx.h"
+#include "inputs/lora.h"
 #include "inputs/pack.h"
 #include "plan/plan.h"
 
@@ -281,11 +282,20 @@ static int open_inputs(ds_ctx *ctx, const struct ds_recipe *r,
 		if ((rc = ds_model_open(ctx, r->models[j], &p->in[1 + j])))
 			return rc;
 	if (r->base)
-		return ds_model_open(ctx, r->base, &p->in[0]);
-	/* No base: the layout is the first model's (of the first slice). */
-	p->in[0] = p->in[r->nslices ? src_input(&r->slices[0].src[0]) : 1];
-	p->base_is_model = true;
-	return 0;
+		rc = ds_model_open(ctx, r->base, &p->in[0]);
+	else {
+		/* No base: the layout is the first model's (of the first
+		 * slice). */
+		p->in[0] = p->in[r->nslices ? src_input(&r->slices[0].src[0]) :
+				 1];
+		p->base_is_model = true;
+	}
+	if (!rc && p->in[0]->lora)
+		return ds_fail(ctx, DS_E_USAGE, "%s: a LoRA model (BASE+ADAPTER) "
+			       "cannot be the base%s; merge it as a model", 
+			       p->in[0]->arg, r->base ? "" : " (without --base, "
+			       "the first model is)");
+	return rc;
 }
 
 /* ---- which tensors the output has ---------------------------------------- */
@@ -790,9 +800,16 @@ static unsigned max_elem(const struct ds_plan *p)
 
 		if (o->act != DS_ACT_MERGE)
 			continue;
-		for (unsigned k = 0; k <= o->nsrc; k++)
+		for (unsigned k = 0; k <= o->nsrc; k++) {
+			const struct ds_model *m = p->in[o->src[k]];
+
 			if (o->in[k] && ds_dtype_size(o->in[k]->dtype) > es)
 				es = ds_dtype_size(o->in[k]->dtype);
+			/* a LoRA model's window is expanded to binary32 */
+			if (o->in[k] && ds_lora_pair_of(m, (size_t)(o->in[k] -
+							 m->tensors)))
+				es = 4;
+		}
 		if (ds_dtype_size(o->odt) > es)
 			es = ds_dtype_size(o->odt);
 	}
@@ -802,6 +819,44 @@ static unsigned max_elem(const struct ds_plan *p)
 uint64_t ds_plan_slot_bytes(const struct ds_plan *p, uint64_t window)
 {
 	return (uint64_t)(p->ninputs + 1) * window * max_elem(p);
+}
+
+/*
+ * Each worker holds one LoRA factor of the widest adapted tensor and the
+ * coefficients of a window's rows (inputs/lora.h); that must leave most
+ * of the budget to the windows.
+ */
+static int lora_budget(struct ds_plan *p, uint64_t budget)
+{
+	uint64_t most = 0;
+	unsigned at = 0;
+
+	for (size_t i = 0; i < p->not; i++) {
+		const struct ds_otensor *o = &p->ot[i];
+		const struct ds_model *m = p->in[o->src[0]];
+
+		if (o->in[0] && ds_lora_pair_of(m, (size_t)(o->in[0] -
+						 m->tensors)))
+			return ds_fail(p->ctx, DS_E_USAGE, "tensor '%s': the "
+				       "LoRA model %s cannot be its base or "
+				       "layout source; merge it as a model",
+				       o->name, m->arg);
+	}
+	most = ds_lora_bytes(p->in, p->ninputs, p->window);
+	for (unsigned k = 1; k < p->ninputs; k++)
+		if (p->in[k]->lora && ds_lora_bytes(&p->in[k], 1, p->window) ==
+				      most)
+			at = k;
+	if (most && p->threads * most > budget / 2)
+		return ds_fail(p->ctx, DS_E_USAGE, "--memory %llu bytes is too "
+			       "small for the LoRA adapter of %s: its factors "
+			       "need %llu bytes per thread (%u threads); give "
+			       "at least %llu bytes or fewer --threads",
+			       (unsigned long long)budget, p->in[at]->arg,
+			       (unsigned long long)most, p->threads,
+			       (unsigned long long)(2 * p->threads * most));
+	p->overhead += p->threads * most;
+	return 0;
 }
 
 /* Elements per window from the memory budget; no larger than needed. */
@@ -845,7 +900,7 @@ static int size_windows(struct ds_plan *p, const struct ds_merge_opts *o)
 	ds_method_needs(&p->mp, p->window, p->maxrow, &p->needs);
 	p->overhead = p->needs.acc_bytes + p->depth * p->needs.red_bytes +
 		      p->threads * p->needs.scratch_floats * sizeof(float);
-	return 0;
+	return lora_budget(p, budget);
 }
 
 /* ---- parameters of each tensor -------------------------------------------- */

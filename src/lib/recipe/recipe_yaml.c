@@ -67,8 +67,20 @@ static void put_str(FILE *f, const char *str)
  * argument that is not a path (a Hugging Face id) is kept as given. */
 static void put_model(FILE *f, const char *arg)
 {
-	char *abs = realpath(arg, NULL);
+	char *abs = realpath(arg, NULL), *base, *ab, *aa;
+	const char *plus = strrchr(arg, '+');
 
+	if (!abs && plus && plus != arg && (base = strndup(arg, (size_t)(
+	    plus - arg)))) {
+		/* BASE+ADAPTER: each side absolute */
+		ab = realpath(base, NULL);
+		aa = realpath(plus + 1, NULL);
+		if (aa && asprintf(&abs, "%s+%s", ab ? ab : base, aa) < 0)
+			abs = NULL;
+		free(base);
+		free(ab);
+		free(aa);
+	}
 	put_str(f, abs ? abs : arg);
 	free(abs);
 }
@@ -651,16 +663,12 @@ missing:
 	return DS_E_NOTFOUND;
 }
 
-/* A model as mergekit names it: a path (as given, else relative to the
- * recipe's directory), org/name, or org/name@revision. */
-static int ymodelref(struct yctx *y, yaml_node_t *n, char **out)
+/* A path as given, else relative to the recipe's directory; NULL when
+ * neither exists (*out is then untouched). */
+static int ypath(struct yctx *y, const char *s, char **out)
 {
-	const char *s = yscalar(n), *at;
 	char *rel;
 
-	if (!s || !*s)
-		return ybad(y, n, "a model is a path or a Hugging Face id "
-			    "(org/name or org/name@revision)");
 	if (access(s, F_OK) == 0)
 		return (*out = strdup(s)) ? 0 : -ENOMEM;
 	if (*s != '/' && (rel = join2(y->dir, s))) {
@@ -670,18 +678,74 @@ static int ymodelref(struct yctx *y, yaml_node_t *n, char **out)
 		}
 		free(rel);
 	}
-	if (strchr(s, '+'))
-		return ybad(y, n, "'%s': a LoRA applied while merging "
-			    "(model+lora) is not supported; merge the adapter "
-			    "into its model first", s);
+	return 1;
+}
+
+static int ymodelstr(struct yctx *y, yaml_node_t *n, const char *s,
+		     char **out);
+
+/*
+ * mergekit's MODEL+LORA: the model with a PEFT LoRA adapter applied
+ * (DESIGN 7.1), each side resolved on its own; the adapter is a
+ * directory.
+ */
+static int ylora(struct yctx *y, yaml_node_t *n, const char *s,
+		 const char *plus, char **out)
+{
+	char *base = strndup(s, (size_t)(plus - s)), *m = NULL, *a = NULL;
+	int rc = base ? ymodelstr(y, n, base, &m) : -ENOMEM;
+
+	/* not a path: a Hugging Face id, for the model layer to find */
+	if (!rc && (rc = ypath(y, plus + 1, &a)) > 0)
+		rc = (a = strdup(plus + 1)) ? 0 : -ENOMEM;
+	if (!rc) {
+		size_t len = strlen(m) + strlen(a) + 2;
+
+		if ((*out = malloc(len)))
+			snprintf(*out, len, "%s+%s", m, a);
+		else
+			rc = -ENOMEM;
+	}
+	free(base);
+	free(m);
+	free(a);
+	return rc;
+}
+
+static int ymodelstr(struct yctx *y, yaml_node_t *n, const char *s,
+		     char **out)
+{
+	const char *at, *plus;
+	int rc;
+
+	if (!*s)
+		return ybad(y, n, "a model is a path or a Hugging Face id "
+			    "(org/name or org/name@revision)");
+	if ((rc = ypath(y, s, out)) <= 0)
+		return rc;
+	if ((plus = strrchr(s, '+')) && plus != s && plus[1])
+		return ylora(y, n, s, plus, out);
 	if ((at = strchr(s, '@'))) {
 		char *id = strndup(s, (size_t)(at - s));
-		int rc = id ? yrevision(y, n, id, at + 1, out) : -ENOMEM;
 
+		rc = id ? yrevision(y, n, id, at + 1, out) : -ENOMEM;
 		free(id);
 		return rc;
 	}
 	return (*out = strdup(s)) ? 0 : -ENOMEM;
+}
+
+/* A model as mergekit names it: a path (as given, else relative to the
+ * recipe's directory), org/name, org/name@revision, or any of them
+ * +ADAPTER. */
+static int ymodelref(struct yctx *y, yaml_node_t *n, char **out)
+{
+	const char *s = yscalar(n);
+
+	if (!s || !*s)
+		return ybad(y, n, "a model is a path or a Hugging Face id "
+			    "(org/name or org/name@revision)");
+	return ymodelstr(y, n, s, out);
 }
 
 /* The same model: equal arguments, or paths to the same directory. */

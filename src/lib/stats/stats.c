@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "common/ctx.h"
+#include "inputs/lora.h"
 #include "inputs/model.h"
 #include "io/io.h"
 #include "kernels/convert.h"
@@ -207,6 +208,8 @@ struct run {
 	int err;
 	ds_delta_fn *fn;
 	void *user;
+	void *lmem;                 /* BASE+ADAPTER: the factors' buffers */
+	struct ds_lora_buf lb;
 };
 
 #define MIN_MEMORY (64u << 10)
@@ -513,13 +516,27 @@ static void compute(struct run *r, struct win *w)
 {
 	ds_delta_scan *sc = r->sc;
 	const struct pair *p = &r->pr[w->p];
+	const struct ds_lora_pair *lp;
+	int rc;
 
 	if (w->i0 == 0) {
 		report_skipped(r, w->p);
 		ds_hist_reset(sc->th);
 	}
 	sc->k->load(p->b->dtype, w->raw[0], sc->fb, w->n);
-	sc->k->load(p->m->dtype, w->raw[1], sc->fx, w->n);
+	lp = ds_lora_pair_of(r->m, (size_t)(p->m - r->m->tensors));
+	if (!lp)
+		sc->k->load(p->m->dtype, w->raw[1], sc->fx, w->n);
+	else if ((rc = ds_lora_expand(lp, p->m, sc->k, ds_lora_kernel(sc->k),
+				      r->mfd[r->m->lora->shard],
+				      r->m->shards[r->m->lora->shard].data_off,
+				      w->raw[1], w->i0, w->n, sc->fx, &r->lb))) {
+		r->err = ds_fail(sc->ctx, rc, "%s: reading the LoRA factors of "
+				 "tensor '%s' failed: %s",
+				 r->m->shards[r->m->lora->shard].path,
+				 p->m->name, strerror(-rc));
+		return;
+	}
 	ds_hist_add_delta(sc->th, sc->fb, sc->fx, w->n);
 	if (w->i0 + w->n >= p->b->numel) {
 		ds_hist_merge(sc->all, sc->th);
@@ -569,6 +586,21 @@ static void report_extra(struct run *r)
 	}
 }
 
+/* A LoRA model's window is computed (inputs/lora.h): its buffers, once. */
+static int lora_buffers(struct run *r)
+{
+	uint64_t n = ds_lora_bytes(&r->m, 1, r->sc->window);
+
+	if (!n)
+		return 0;
+	if (!(r->lmem = aligned_alloc(64, (n + 63) & ~(uint64_t)63)))
+		return ds_fail(r->sc->ctx, -ENOMEM, "cannot allocate %llu "
+			       "bytes for the LoRA factors of %s",
+			       (unsigned long long)n, r->m->arg);
+	ds_lora_buf_init(&r->lb, &r->m, 1, r->sc->window, r->lmem);
+	return 0;
+}
+
 int ds_delta_scan_run(ds_delta_scan *sc, const char *model, ds_delta_fn *fn,
 		      void *user, struct ds_delta_stats *overall)
 {
@@ -579,6 +611,7 @@ int ds_delta_scan_run(ds_delta_scan *sc, const char *model, ds_delta_fn *fn,
 	ds_hist_reset(sc->all);
 	if ((rc = ds_model_open(sc->ctx, model, &r.m)) == 0 &&
 	    (rc = open_fds(sc->ctx, r.m, &r.mfd)) == 0 &&
+	    (rc = lora_buffers(&r)) == 0 &&
 	    (rc = make_pairs(&r)) == 0 && (rc = stream(&r)) == 0) {
 		report_skipped(&r, r.np);
 		report_extra(&r);
@@ -591,6 +624,7 @@ int ds_delta_scan_run(ds_delta_scan *sc, const char *model, ds_delta_fn *fn,
 	if (r.m)
 		close_fds(r.mfd, r.m->nshards);
 	free(r.pr);
+	free(r.lmem);
 	ds_model_free(r.m);
 	return rc;
 }
