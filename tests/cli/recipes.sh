@@ -355,6 +355,25 @@ if ds_merge "$T/out$n" --quiet --config "$T/baseonly.yml"; then
 	fi
 fi
 
+# A seed with a leading zero is decimal (never octal), 0x is hexadecimal:
+# each merges to the bytes of its value given on the command line.
+for sd in 010:10 0x1f:31; do
+	recipe seed <<EOF
+merge_method: dare_linear
+base_model: $FX/base
+models:
+  - model: $FX/ft1
+    parameters:
+      weight: 1
+      density: 0.5
+parameters:
+  seed: ${sd%%:*}
+  rescale: inverse
+EOF
+	merge_ref seed --method dare_linear -p 0.5 --seed "${sd#*:}" \
+		--base "$FX/base" --model "$FX/ft1"
+done
+
 # 44 layers out of a 40-layer model: [0, 22) then [18, 40) (the shape of
 # mergekit's 44-layer example); one source per slice, linear of one model
 # is that model's values; 5 GB shards: one file, no index.

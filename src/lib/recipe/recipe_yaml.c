@@ -547,7 +547,9 @@ static int ymergewide(struct yctx *y, const char *k, yaml_node_t *v)
 		char *end;
 
 		errno = 0;
-		r->seed = s ? strtoull(s, &end, 0) : 0;
+		/* decimal, or hexadecimal after 0x; never octal */
+		r->seed = s ? strtoull(s, &end, s[0] == '0' && (s[1] == 'x' ||
+				       s[1] == 'X') ? 16 : 10) : 0;
 		if (!s || *s == '-' || end == s || *end || errno)
 			return ybad(y, v, "seed must be an unsigned 64-bit "
 				    "integer");
