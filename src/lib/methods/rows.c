@@ -96,56 +96,171 @@ static double row_abs(const float *a, const uint8_t *mask, size_t m)
 	return total;
 }
 
-/*
- * Sort by the key in the high 32 bits, ascending, keeping the order of
- * equal keys: LSD radix in 11-bit digits (the key has 31 bits), a digit
- * that all keys share skipped.  The low 32 bits ride along.
- */
-static void radix_sort(uint64_t *a, uint64_t *tmp, size_t m)
+/* Smallest, largest and or of the keys, four lanes of them at a time. */
+static void row_span(const uint32_t *key, size_t m, uint32_t *lo,
+		     uint32_t *hi, uint32_t *all)
 {
-	static const unsigned shift[3] = { 32, 43, 54 };
-	size_t cnt[2048];
+	uint32_t l[4] = { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX };
+	uint32_t h[4] = { 0, 0, 0, 0 }, o[4] = { 0, 0, 0, 0 };
+	size_t i = 0;
 
-	for (unsigned p = 0; p < 3; p++) {
-		unsigned sh = shift[p];
-		size_t pos = 0;
-		bool same = false;
-
-		memset(cnt, 0, sizeof(cnt));
-		for (size_t k = 0; k < m; k++)
-			cnt[(a[k] >> sh) & 0x7ff]++;
-		for (unsigned d = 0; d < 2048; d++)
-			same |= cnt[d] == m;
-		if (same)
-			continue;
-		for (unsigned d = 0; d < 2048; d++) {
-			size_t c = cnt[d];
-
-			cnt[d] = pos;
-			pos += c;
+	for (; i + 4 <= m; i += 4)
+		for (unsigned q = 0; q < 4; q++) {
+			l[q] = key[i + q] < l[q] ? key[i + q] : l[q];
+			h[q] = key[i + q] > h[q] ? key[i + q] : h[q];
+			o[q] |= key[i + q];
 		}
-		for (size_t k = 0; k < m; k++)
-			tmp[cnt[(a[k] >> sh) & 0x7ff]++] = a[k];
-		memcpy(a, tmp, m * sizeof(*a));
+	for (; i < m; i++) {
+		l[0] = key[i] < l[0] ? key[i] : l[0];
+		h[0] = key[i] > h[0] ? key[i] : h[0];
+		o[0] |= key[i];
 	}
+	for (unsigned q = 1; q < 4; q++) {
+		l[0] = l[q] < l[0] ? l[q] : l[0];
+		h[0] = h[q] > h[0] ? h[q] : h[0];
+		o[0] |= o[q];
+	}
+	*lo = l[0];
+	*hi = h[0];
+	*all = o[0];
+}
+
+/*
+ * Where a stable counting sort puts each of m digits (0 .. mask, mask
+ * below 2048): pos[t] for dig[t]; rev: as if the sequence were taken from
+ * its last element to its first.  The sequence is cut in four quarters,
+ * each counted and handed out with its own counters, so that runs of
+ * equal digits make four independent chains of increments rather than
+ * one; within a digit, the quarters' positions follow in sequence order.
+ */
+static void positions(const uint32_t *dig, size_t m, uint32_t mask, bool rev,
+		      uint32_t *pos)
+{
+	uint32_t c0[2048], c1[2048], c2[2048], c3[2048], p = 0;
+	const uint32_t *d0 = dig, *d1, *d2, *d3;
+	uint32_t *p0 = pos, *p1, *p2, *p3;
+	size_t L = m / 4, n3 = m - 3 * L, sz = ((size_t)mask + 1) * 4, t;
+
+	d1 = d0 + L, d2 = d1 + L, d3 = d2 + L;
+	p1 = p0 + L, p2 = p1 + L, p3 = p2 + L;
+	memset(c0, 0, sz);
+	memset(c1, 0, sz);
+	memset(c2, 0, sz);
+	memset(c3, 0, sz);
+	for (t = 0; t < L; t++) {
+		c0[d0[t]]++;
+		c1[d1[t]]++;
+		c2[d2[t]]++;
+		c3[d3[t]]++;
+	}
+	for (; t < n3; t++)
+		c3[d3[t]]++;
+	if (!rev) {
+		/* first positions: quarter 0's ones first */
+		for (uint32_t v = 0; v <= mask; v++) {
+			uint32_t a = c0[v], b = c1[v], c = c2[v], d = c3[v];
+
+			c0[v] = p;
+			c1[v] = p + a;
+			c2[v] = p + a + b;
+			c3[v] = p + a + b + c;
+			p += a + b + c + d;
+		}
+		for (t = 0; t < L; t++) {
+			p0[t] = c0[d0[t]]++;
+			p1[t] = c1[d1[t]]++;
+			p2[t] = c2[d2[t]]++;
+			p3[t] = c3[d3[t]]++;
+		}
+		for (; t < n3; t++)
+			p3[t] = c3[d3[t]]++;
+		return;
+	}
+	/* ends, handed out downwards: quarter 3's at the bottom */
+	for (uint32_t v = 0; v <= mask; v++) {
+		uint32_t a = c0[v], b = c1[v], c = c2[v], d = c3[v];
+
+		c3[v] = p + d;
+		c2[v] = p + d + c;
+		c1[v] = p + d + c + b;
+		c0[v] = p + d + c + b + a;
+		p += a + b + c + d;
+	}
+	for (t = 0; t < L; t++) {
+		p0[t] = --c0[d0[t]];
+		p1[t] = --c1[d1[t]];
+		p2[t] = --c2[d2[t]];
+		p3[t] = --c3[d3[t]];
+	}
+	for (; t < n3; t++)
+		p3[t] = --c3[d3[t]];
 }
 
 /*
  * Ascending rank q of each |delta| in the row: equal magnitudes rank the
- * lower index higher (DESIGN 5.1).  The keys go in from the last index to
- * the first, so the stable sort leaves equal keys in descending index
- * order: the lower index last, with the higher rank.
+ * lower index higher (DESIGN 5.1), so the ranks are the positions of a
+ * stable sort of the keys taken from the last index to the first.
+ *
+ * The keys are first narrowed to what tells them apart in this row:
+ * r = (key - min) >> z, z the trailing zero bits every key shares, an
+ * order-preserving one-to-one map onto 0 .. span.  A counting sort on
+ * r's digits, least significant first, of at most 11 bits each (as few
+ * digits as span needs, all of one width), then gives the ranks: the
+ * last digit's positions are the ranks, so a row whose span fits 11
+ * bits is ranked with no data movement at all.
  */
-static void row_ranks(const float *d, size_t m, struct rowbuf *r)
+static void row_ranks(const struct ds_kernel_ops *k, const float *d,
+		      size_t m, struct rowbuf *r)
 {
+	uint32_t *key = (uint32_t *)r->tmp, *dig = r->u;
+	uint32_t *pos = (uint32_t *)(void *)r->mask;
+	uint32_t lo, hi, all, span, mask;
+	unsigned bits, np, w, z, p;
+	uint64_t *a = r->key, *t = r->tmp, *swap;
+
+	k->rank_keys(d, key, m);
+	row_span(key, m, &lo, &hi, &all);
+	if (m == 0 || lo == hi) {
+		for (size_t i = 0; i < m; i++)
+			r->rank[i] = (uint32_t)(m - 1 - i);
+		return;
+	}
+	z = (unsigned)__builtin_ctz(all);
+	span = (hi - lo) >> z;
+	bits = 32 - (unsigned)__builtin_clz(span);
+	np = (bits + 10) / 11;
+	w = (bits + np - 1) / np;
+	mask = (1u << w) - 1;
+	if (np == 1) {
+		/* index order, last index first: positions handed out down */
+		for (size_t i = 0; i < m; i++)
+			dig[i] = (key[i] - lo) >> z;
+		positions(dig, m, mask, true, r->rank);
+		return;
+	}
+	/* items: r in the high half, the index in the low; last index first */
 	for (size_t i = 0; i < m; i++) {
 		size_t e = m - 1 - i;
 
-		r->key[i] = (uint64_t)ds_rank_key(d[e]) << 32 | (uint32_t)e;
+		a[i] = (uint64_t)((key[e] - lo) >> z) << 32 | (uint32_t)e;
 	}
-	radix_sort(r->key, r->tmp, m);
-	for (size_t q = 0; q < m; q++)
-		r->rank[(uint32_t)r->key[q]] = (uint32_t)q;
+	for (p = 0; p < np; p++) {
+		unsigned sh = 32 + p * w;
+
+		for (size_t i = 0; i < m; i++)
+			dig[i] = (uint32_t)(a[i] >> sh) & mask;
+		positions(dig, m, mask, false, pos);
+		if (p + 1 == np) {
+			for (size_t i = 0; i < m; i++)
+				r->rank[(uint32_t)a[i]] = pos[i];
+			return;
+		}
+		for (size_t i = 0; i < m; i++)
+			t[pos[i]] = a[i];
+		swap = a;
+		a = t;
+		t = swap;
+	}
 }
 
 /*
@@ -186,25 +301,31 @@ static void della_row(const struct ds_kernel_ops *k, const struct ds_mparams *mp
 		memset(x, 0, m * sizeof(float));
 		return;
 	}
-	row_ranks(x, m, r);
+	row_ranks(k, x, m, r);
 	k->philox(mp->seed, mp->sj[j], mp->name_hash, i0, m, r->u);
+	/* x * s where kept, else +0: the product's bits, and all or none */
+	if (mp->rescale == DS_RESCALE_INVERSE) {
+		/* each kept delta by (float)(1/pi), the paper's rule */
+		for (size_t i = 0; i < m; i++) {
+			uint32_t q = r->rank[i];
+			uint32_t keep = !all[q] & (r->u[i] >= thr[q]);
+
+			x[i] = ds_bitsf(ds_fbits(x[i] * inv[q]) & -keep);
+		}
+		return;
+	}
 	for (size_t i = 0; i < m; i++) {
 		uint32_t q = r->rank[i];
 
-		r->mask[i] = !all[q] && r->u[i] >= thr[q];
-		/* inverse: each kept delta by (float)(1/pi), the paper's rule */
-		r->dsum[i] = inv[q];
+		r->mask[i] = (uint8_t)(!all[q] & (r->u[i] >= thr[q]));
 	}
 	if (mp->rescale == DS_RESCALE_L1) {
 		double a = row_abs(x, NULL, m), b = row_abs(x, r->mask, m);
 
 		s = a < 1e-7 || b < 1e-7 ? 1.0f : (float)(a / b);
 	}
-	for (size_t i = 0; i < m; i++) {
-		float si = mp->rescale == DS_RESCALE_INVERSE ? r->dsum[i] : s;
-
-		x[i] = r->mask[i] ? x[i] * si : 0.0f;
-	}
+	for (size_t i = 0; i < m; i++)
+		x[i] = ds_bitsf(ds_fbits(x[i] * s) & -(uint32_t)r->mask[i]);
 }
 
 static void della_rows(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
