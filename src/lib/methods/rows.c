@@ -126,74 +126,140 @@ static void row_span(const uint32_t *key, size_t m, uint32_t *lo,
 }
 
 /*
- * Where a stable counting sort puts each of m digits (0 .. mask, mask
- * below 2048): pos[t] for dig[t]; rev: as if the sequence were taken from
- * its last element to its first.  The sequence is cut in four quarters,
- * each counted and handed out with its own counters, so that runs of
- * equal digits make four independent chains of increments rather than
+ * Counting sorts of a row, in four quarters: the sequence is cut in four
+ * parts, each counted and handed out with its own counters, so that runs
+ * of equal digits make four independent chains of increments rather than
  * one; within a digit, the quarters' positions follow in sequence order.
+ * Digits are below 2048.
  */
-static void positions(const uint32_t *dig, size_t m, uint32_t mask, bool rev,
-		      uint32_t *pos)
+struct quarters {
+	uint32_t c[4][2048];
+	size_t L;                       /* quarters 0-2; quarter 3 the rest */
+};
+
+static void quarters_init(struct quarters *qs, size_t m, uint32_t mask)
 {
-	uint32_t c0[2048], c1[2048], c2[2048], c3[2048], p = 0;
-	const uint32_t *d0 = dig, *d1, *d2, *d3;
-	uint32_t *p0 = pos, *p1, *p2, *p3;
-	size_t L = m / 4, n3 = m - 3 * L, sz = ((size_t)mask + 1) * 4, t;
+	qs->L = m / 4;
+	for (unsigned q = 0; q < 4; q++)
+		memset(qs->c[q], 0, ((size_t)mask + 1) * sizeof(qs->c[q][0]));
+}
 
-	d1 = d0 + L, d2 = d1 + L, d3 = d2 + L;
-	p1 = p0 + L, p2 = p1 + L, p3 = p2 + L;
-	memset(c0, 0, sz);
-	memset(c1, 0, sz);
-	memset(c2, 0, sz);
-	memset(c3, 0, sz);
-	for (t = 0; t < L; t++) {
-		c0[d0[t]]++;
-		c1[d1[t]]++;
-		c2[d2[t]]++;
-		c3[d3[t]]++;
-	}
-	for (; t < n3; t++)
-		c3[d3[t]]++;
-	if (!rev) {
-		/* first positions: quarter 0's ones first */
-		for (uint32_t v = 0; v <= mask; v++) {
-			uint32_t a = c0[v], b = c1[v], c = c2[v], d = c3[v];
+/* Counts into first positions (rev: one past the last ones), in
+ * sequence order within a digit (rev: taken from the end). */
+static void quarters_prefix(struct quarters *qs, uint32_t mask, bool rev)
+{
+	uint32_t *c0 = qs->c[0], *c1 = qs->c[1], *c2 = qs->c[2];
+	uint32_t *c3 = qs->c[3], p = 0, a, b, c, d;
 
+	for (uint32_t v = 0; v <= mask; v++) {
+		a = c0[v], b = c1[v], c = c2[v], d = c3[v];
+		if (rev) {
+			c3[v] = p + d;
+			c2[v] = p + d + c;
+			c1[v] = p + d + c + b;
+			c0[v] = p + d + c + b + a;
+		} else {
 			c0[v] = p;
 			c1[v] = p + a;
 			c2[v] = p + a + b;
 			c3[v] = p + a + b + c;
-			p += a + b + c + d;
 		}
-		for (t = 0; t < L; t++) {
-			p0[t] = c0[d0[t]]++;
-			p1[t] = c1[d1[t]]++;
-			p2[t] = c2[d2[t]]++;
-			p3[t] = c3[d3[t]]++;
-		}
-		for (; t < n3; t++)
-			p3[t] = c3[d3[t]]++;
-		return;
-	}
-	/* ends, handed out downwards: quarter 3's at the bottom */
-	for (uint32_t v = 0; v <= mask; v++) {
-		uint32_t a = c0[v], b = c1[v], c = c2[v], d = c3[v];
-
-		c3[v] = p + d;
-		c2[v] = p + d + c;
-		c1[v] = p + d + c + b;
-		c0[v] = p + d + c + b + a;
 		p += a + b + c + d;
 	}
+}
+
+/* Item x's position in a pass on digit (x >> sh) & mask: where it moves
+ * to, or, the last pass, its index's rank. */
+static inline void put(uint32_t *c, uint64_t x, unsigned sh, uint32_t mask,
+		       uint64_t *to, uint32_t *rank)
+{
+	uint32_t p = c[(uint32_t)(x >> sh) & mask]++;
+
+	if (to)
+		to[p] = x;
+	else
+		rank[(uint32_t)x] = p;
+}
+
+/* One stable pass over the m items of a on digit (x >> sh) & mask. */
+static void item_pass(const uint64_t *a, size_t m, unsigned sh,
+		      uint32_t mask, uint64_t *to, uint32_t *rank)
+{
+	struct quarters qs;
+	size_t L, t;
+
+	quarters_init(&qs, m, mask);
+	L = qs.L;
 	for (t = 0; t < L; t++) {
-		p0[t] = --c0[d0[t]];
-		p1[t] = --c1[d1[t]];
-		p2[t] = --c2[d2[t]];
-		p3[t] = --c3[d3[t]];
+		qs.c[0][(uint32_t)(a[t] >> sh) & mask]++;
+		qs.c[1][(uint32_t)(a[L + t] >> sh) & mask]++;
+		qs.c[2][(uint32_t)(a[2 * L + t] >> sh) & mask]++;
+		qs.c[3][(uint32_t)(a[3 * L + t] >> sh) & mask]++;
 	}
-	for (; t < n3; t++)
-		p3[t] = --c3[d3[t]];
+	for (t = 4 * L; t < m; t++)
+		qs.c[3][(uint32_t)(a[t] >> sh) & mask]++;
+	quarters_prefix(&qs, mask, false);
+	for (t = 0; t < L; t++) {
+		put(qs.c[0], a[t], sh, mask, to, rank);
+		put(qs.c[1], a[L + t], sh, mask, to, rank);
+		put(qs.c[2], a[2 * L + t], sh, mask, to, rank);
+		put(qs.c[3], a[3 * L + t], sh, mask, to, rank);
+	}
+	for (t = 4 * L; t < m; t++)
+		put(qs.c[3], a[t], sh, mask, to, rank);
+}
+
+/* Ranks of keys whose digit (key - lo) >> z spans one digit: the stable
+ * order of the keys taken from the last index to the first, so each
+ * index gets its digit's positions from the top down. */
+static void key_pass(const uint32_t *key, size_t m, uint32_t lo, unsigned z,
+		     uint32_t mask, uint32_t *rank)
+{
+	struct quarters qs;
+	size_t L, t;
+
+	quarters_init(&qs, m, mask);
+	L = qs.L;
+	for (t = 0; t < L; t++) {
+		qs.c[0][(key[t] - lo) >> z]++;
+		qs.c[1][(key[L + t] - lo) >> z]++;
+		qs.c[2][(key[2 * L + t] - lo) >> z]++;
+		qs.c[3][(key[3 * L + t] - lo) >> z]++;
+	}
+	for (t = 4 * L; t < m; t++)
+		qs.c[3][(key[t] - lo) >> z]++;
+	quarters_prefix(&qs, mask, true);
+	for (t = 0; t < L; t++) {
+		rank[t] = --qs.c[0][(key[t] - lo) >> z];
+		rank[L + t] = --qs.c[1][(key[L + t] - lo) >> z];
+		rank[2 * L + t] = --qs.c[2][(key[2 * L + t] - lo) >> z];
+		rank[3 * L + t] = --qs.c[3][(key[3 * L + t] - lo) >> z];
+	}
+	for (t = 4 * L; t < m; t++)
+		rank[t] = --qs.c[3][(key[t] - lo) >> z];
+}
+
+/*
+ * How many digits to sort bits in: at most 11 bits each, and as many as
+ * make the cheapest sort of m keys, each digit costing two passes over
+ * the keys and one over its four quarters' counters (clearing and adding
+ * up a counter is about a tenth of what a key costs).
+ */
+static unsigned digits(unsigned bits, size_t m)
+{
+	unsigned best = (bits + 10) / 11, np;
+	double cost, least = 0.0;
+
+	for (np = best; np <= best + 3 && np <= bits; np++) {
+		unsigned w = (bits + np - 1) / np;
+
+		cost = np * ((double)m + 0.4 * (double)(1u << w));
+		if (np == best || cost < least) {
+			least = cost;
+			best = np;
+		}
+	}
+	return best;
 }
 
 /*
@@ -212,10 +278,8 @@ static void positions(const uint32_t *dig, size_t m, uint32_t mask, bool rev,
 static void row_ranks(const struct ds_kernel_ops *k, const float *d,
 		      size_t m, struct rowbuf *r)
 {
-	uint32_t *key = (uint32_t *)r->tmp, *dig = r->u;
-	uint32_t *pos = (uint32_t *)(void *)r->mask;
-	uint32_t lo, hi, all, span, mask;
-	unsigned bits, np, w, z, p;
+	uint32_t *key = (uint32_t *)r->tmp, lo, hi, all, span, mask;
+	unsigned bits, np, w, z;
 	uint64_t *a = r->key, *t = r->tmp, *swap;
 
 	k->rank_keys(d, key, m);
@@ -228,14 +292,11 @@ static void row_ranks(const struct ds_kernel_ops *k, const float *d,
 	z = (unsigned)__builtin_ctz(all);
 	span = (hi - lo) >> z;
 	bits = 32 - (unsigned)__builtin_clz(span);
-	np = (bits + 10) / 11;
+	np = digits(bits, m);
 	w = (bits + np - 1) / np;
 	mask = (1u << w) - 1;
 	if (np == 1) {
-		/* index order, last index first: positions handed out down */
-		for (size_t i = 0; i < m; i++)
-			dig[i] = (key[i] - lo) >> z;
-		positions(dig, m, mask, true, r->rank);
+		key_pass(key, m, lo, z, mask, r->rank);
 		return;
 	}
 	/* items: r in the high half, the index in the low; last index first */
@@ -244,23 +305,13 @@ static void row_ranks(const struct ds_kernel_ops *k, const float *d,
 
 		a[i] = (uint64_t)((key[e] - lo) >> z) << 32 | (uint32_t)e;
 	}
-	for (p = 0; p < np; p++) {
-		unsigned sh = 32 + p * w;
-
-		for (size_t i = 0; i < m; i++)
-			dig[i] = (uint32_t)(a[i] >> sh) & mask;
-		positions(dig, m, mask, false, pos);
-		if (p + 1 == np) {
-			for (size_t i = 0; i < m; i++)
-				r->rank[(uint32_t)a[i]] = pos[i];
-			return;
-		}
-		for (size_t i = 0; i < m; i++)
-			t[pos[i]] = a[i];
+	for (unsigned p = 0; p + 1 < np; p++) {
+		item_pass(a, m, 32 + p * w, mask, t, NULL);
 		swap = a;
 		a = t;
 		t = swap;
 	}
+	item_pass(a, m, 32 + (np - 1) * w, mask, NULL, r->rank);
 }
 
 /*
