@@ -96,33 +96,43 @@ static double row_abs(const float *a, const uint8_t *mask, size_t m)
 	return total;
 }
 
-/* Smallest, largest and or of the keys, four lanes of them at a time. */
+/*
+ * The least non-zero key (UINT32_MAX when none), the largest, the or of
+ * all and whether a zero is among them, four lanes at a time: key - 1
+ * wraps a zero to the top, so the least key - 1 is the least non-zero
+ * key - 1.
+ */
 static void row_span(const uint32_t *key, size_t m, uint32_t *lo,
-		     uint32_t *hi, uint32_t *all)
+		     uint32_t *hi, uint32_t *all, bool *zero)
 {
 	uint32_t l[4] = { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX };
-	uint32_t h[4] = { 0, 0, 0, 0 }, o[4] = { 0, 0, 0, 0 };
+	uint32_t h[4] = { 0, 0, 0, 0 }, o[4] = { 0, 0, 0, 0 }, z = 0, v;
 	size_t i = 0;
 
 	for (; i + 4 <= m; i += 4)
 		for (unsigned q = 0; q < 4; q++) {
-			l[q] = key[i + q] < l[q] ? key[i + q] : l[q];
-			h[q] = key[i + q] > h[q] ? key[i + q] : h[q];
-			o[q] |= key[i + q];
+			v = key[i + q];
+			l[q] = v - 1 < l[q] ? v - 1 : l[q];
+			h[q] = v > h[q] ? v : h[q];
+			o[q] |= v;
+			z |= v == 0;
 		}
 	for (; i < m; i++) {
-		l[0] = key[i] < l[0] ? key[i] : l[0];
-		h[0] = key[i] > h[0] ? key[i] : h[0];
-		o[0] |= key[i];
+		v = key[i];
+		l[0] = v - 1 < l[0] ? v - 1 : l[0];
+		h[0] = v > h[0] ? v : h[0];
+		o[0] |= v;
+		z |= v == 0;
 	}
 	for (unsigned q = 1; q < 4; q++) {
 		l[0] = l[q] < l[0] ? l[q] : l[0];
 		h[0] = h[q] > h[0] ? h[q] : h[0];
 		o[0] |= o[q];
 	}
-	*lo = l[0];
+	*lo = l[0] + 1 ? l[0] + 1 : UINT32_MAX;
 	*hi = h[0];
 	*all = o[0];
+	*zero = z;
 }
 
 /*
@@ -209,11 +219,11 @@ static void item_pass(const uint64_t *a, size_t m, unsigned sh,
 		put(qs.c[3], a[t], sh, mask, to, rank);
 }
 
-/* Ranks of keys whose digit (key - lo) >> z spans one digit: the stable
- * order of the keys taken from the last index to the first, so each
- * index gets its digit's positions from the top down. */
-static void key_pass(const uint32_t *key, size_t m, uint32_t lo, unsigned z,
-		     uint32_t mask, uint32_t *rank)
+/* Ranks of codes that fit one digit: the stable order of the codes taken
+ * from the last index to the first, so each index gets its digit's
+ * positions from the top down. */
+static void key_pass(const uint32_t *code, size_t m, uint32_t mask,
+		     uint32_t *rank)
 {
 	struct quarters qs;
 	size_t L, t;
@@ -221,22 +231,22 @@ static void key_pass(const uint32_t *key, size_t m, uint32_t lo, unsigned z,
 	quarters_init(&qs, m, mask);
 	L = qs.L;
 	for (t = 0; t < L; t++) {
-		qs.c[0][(key[t] - lo) >> z]++;
-		qs.c[1][(key[L + t] - lo) >> z]++;
-		qs.c[2][(key[2 * L + t] - lo) >> z]++;
-		qs.c[3][(key[3 * L + t] - lo) >> z]++;
+		qs.c[0][code[t]]++;
+		qs.c[1][code[L + t]]++;
+		qs.c[2][code[2 * L + t]]++;
+		qs.c[3][code[3 * L + t]]++;
 	}
 	for (t = 4 * L; t < m; t++)
-		qs.c[3][(key[t] - lo) >> z]++;
+		qs.c[3][code[t]]++;
 	quarters_prefix(&qs, mask, true);
 	for (t = 0; t < L; t++) {
-		rank[t] = --qs.c[0][(key[t] - lo) >> z];
-		rank[L + t] = --qs.c[1][(key[L + t] - lo) >> z];
-		rank[2 * L + t] = --qs.c[2][(key[2 * L + t] - lo) >> z];
-		rank[3 * L + t] = --qs.c[3][(key[3 * L + t] - lo) >> z];
+		rank[t] = --qs.c[0][code[t]];
+		rank[L + t] = --qs.c[1][code[L + t]];
+		rank[2 * L + t] = --qs.c[2][code[2 * L + t]];
+		rank[3 * L + t] = --qs.c[3][code[3 * L + t]];
 	}
 	for (t = 4 * L; t < m; t++)
-		rank[t] = --qs.c[3][(key[t] - lo) >> z];
+		rank[t] = --qs.c[3][code[t]];
 }
 
 /*
@@ -267,43 +277,50 @@ static unsigned digits(unsigned bits, size_t m)
  * lower index higher (DESIGN 5.1), so the ranks are the positions of a
  * stable sort of the keys taken from the last index to the first.
  *
- * The keys are first narrowed to what tells them apart in this row:
- * r = (key - min) >> z, z the trailing zero bits every key shares, an
+ * The keys are first narrowed to codes that tell them apart in this
+ * row: a zero key (a zero delta, common) is code 0, any other key
+ * (key - lo) >> z, plus 1 when the row has zeros, with lo the least
+ * non-zero key and z the trailing zero bits every key shares: an
  * order-preserving one-to-one map onto 0 .. span.  A counting sort on
- * r's digits, least significant first, of at most 11 bits each (as few
- * digits as span needs, all of one width), then gives the ranks: the
- * last digit's positions are the ranks, so a row whose span fits 11
- * bits is ranked with no data movement at all.
+ * the codes' digits, least significant first (as few digits of at most
+ * 11 bits as make the cheapest sort), then gives the ranks: the last
+ * digit's positions are the ranks, so a row whose span fits one digit is
+ * ranked with no data movement at all.
  */
 static void row_ranks(const struct ds_kernel_ops *k, const float *d,
 		      size_t m, struct rowbuf *r)
 {
-	uint32_t *key = (uint32_t *)r->tmp, lo, hi, all, span, mask;
+	uint32_t *key = (uint32_t *)r->tmp, lo, hi, all, span, mask, off;
 	unsigned bits, np, w, z;
 	uint64_t *a = r->key, *t = r->tmp, *swap;
+	bool zero;
 
 	k->rank_keys(d, key, m);
-	row_span(key, m, &lo, &hi, &all);
-	if (m == 0 || lo == hi) {
-		for (size_t i = 0; i < m; i++)
+	row_span(key, m, &lo, &hi, &all, &zero);
+	if (m == 0 || hi == 0 || (!zero && lo == hi)) {
+		for (size_t i = 0; i < m; i++)  /* all equal: index order */
 			r->rank[i] = (uint32_t)(m - 1 - i);
 		return;
 	}
 	z = (unsigned)__builtin_ctz(all);
-	span = (hi - lo) >> z;
+	off = zero;
+	span = ((hi - lo) >> z) + off;
+	for (size_t i = 0; i < m; i++)          /* codes, in place */
+		key[i] = (((key[i] - lo) >> z) + off) & -(uint32_t)(key[i] != 0);
 	bits = 32 - (unsigned)__builtin_clz(span);
 	np = digits(bits, m);
 	w = (bits + np - 1) / np;
 	mask = (1u << w) - 1;
 	if (np == 1) {
-		key_pass(key, m, lo, z, mask, r->rank);
+		key_pass(key, m, mask, r->rank);
 		return;
 	}
-	/* items: r in the high half, the index in the low; last index first */
+	/* items: the code in the high half, the index in the low; last
+	 * index first */
 	for (size_t i = 0; i < m; i++) {
 		size_t e = m - 1 - i;
 
-		a[i] = (uint64_t)((key[e] - lo) >> z) << 32 | (uint32_t)e;
+		a[i] = (uint64_t)key[e] << 32 | (uint32_t)e;
 	}
 	for (unsigned p = 0; p + 1 < np; p++) {
 		item_pass(a, m, 32 + p * w, mask, t, NULL);
