@@ -290,6 +290,42 @@ static void cross_steps(void)
 	}
 }
 
+/* The rank selection steps on special values and a shared magnitude,
+ * with bounds at the edges and at that magnitude's key. */
+static void cross_select(void)
+{
+	static const int32_t bounds[][2] = {
+		{ -1, 0x7fffffff }, { -1, -1 }, { -1, 0 }, { 0, 0x7fffffff },
+		{ 0x3f7fffff, 0x3f800000 }, { 0x3f800000, 0x7fffffff },
+		{ -1, 0x3f7fffff }, { 0x7f7fffff, 0x7f800000 },
+		{ 0x7f800000, 0x7fffffff }, { 0x7ffffffe, 0x7fffffff },
+	};
+	static float x[MAXN + 1], a0[MAXN + 1], a1[MAXN + 1];
+	static uint32_t k0[MAXN + 1], k1[MAXN + 1];
+	size_t t, h, n;
+
+	for (t = 0; t < NLENS; t++) {
+		n = lens[t];
+		fill(DS_DT_F32, x, n + 1);
+		for (h = 1; h < n + 1; h += 3)
+			x[h] = h & 1 ? -1.0f : 1.0f;
+		R->rank_keys(x + 1, k0, n);
+		K->rank_keys(x + 1, k1, n);
+		check(!memcmp(k0, k1, 4 * n), "rank_keys", (long)t, (long)n);
+		for (h = 0; h < sizeof(bounds) / sizeof(bounds[0]); h++) {
+			R->keep_range(x + 1, bounds[h][0], bounds[h][1], 0.5f,
+				      a0, n);
+			K->keep_range(x + 1, bounds[h][0], bounds[h][1], 0.5f,
+				      a1, n);
+			same_f(a0, a1, n, "keep_range");
+			check(R->count_range(x + 1, bounds[h][0], bounds[h][1], n)
+			      == K->count_range(x + 1, bounds[h][0],
+						bounds[h][1], n),
+			      "count_range", (long)h, (long)n);
+		}
+	}
+}
+
 /* Whole windows: every method, every base/model/output dtype mix. */
 static void cross_methods(void)
 {
@@ -371,6 +407,7 @@ int main(int argc, char **argv)
 	conversions();
 	cross_basic();
 	cross_steps();
+	cross_select();
 	cross_methods();
 	cross_lora();
 	printf("%s: %d checks, %d failures\n", K->name, checks, failures);

@@ -613,6 +613,142 @@ START_TEST(cross_methods)
 }
 END_TEST
 
+/* ---- rank selection steps ------------------------------------------- */
+
+/* DESIGN 5.1's key, written out here: |v|'s bits, every NaN above inf. */
+static int32_t key_of(float v)
+{
+	uint32_t a = fb(v) & 0x7fffffffu;
+
+	return (int32_t)(a > 0x7f800000u ? 0x7fffffffu : a);
+}
+
+/* Known keys: zeros of both signs, subnormals, infinities, NaNs of every
+ * sign and kind, at every start of a 16-lane vector. */
+START_TEST(rank_keys_known)
+{
+	static const uint32_t in[17] = {
+		0x00000000, 0x80000000, 0x00000001, 0x807fffff, 0x3f800000,
+		0xbf800000, 0x7f7fffff, 0xff7fffff, 0x7f800000, 0xff800000,
+		0x7f800001, 0xffbfffff, 0x7fc00000, 0xffc00000, 0x7fffffff,
+		0xffffffff, 0x00800000,
+	};
+	static const uint32_t want[17] = {
+		0, 0, 1, 0x007fffff, 0x3f800000, 0x3f800000, 0x7f7fffff,
+		0x7f7fffff, 0x7f800000, 0x7f800000, 0x7fffffff, 0x7fffffff,
+		0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x00800000,
+	};
+	float d[40];
+	uint32_t key[40];
+
+	for (int p = 0; p < npaths; p++)
+		for (size_t o = 0; o < 16; o++) {
+			for (size_t k = 0; k < 17; k++)
+				d[o + k] = bf(in[k]);
+			memset(key, 0xee, sizeof(key));
+			paths[p]->rank_keys(d + o, key + o, 17);
+			for (size_t k = 0; k < 17; k++)
+				ck_assert_msg(key[o + k] == want[k],
+					      "%s: key of %08x is %08x, not %08x",
+					      paths[p]->name, in[k], key[o + k],
+					      want[k]);
+			ck_assert_uint_eq(key[o + 17], 0xeeeeeeeeu);
+			if (o)
+				ck_assert_uint_eq(key[o - 1], 0xeeeeeeeeu);
+		}
+}
+END_TEST
+
+/*
+ * Values for the range steps: specials, and one magnitude m of both
+ * signs in every third element, so that many keys equal a cut's.
+ */
+static void fill_ranked(float *d, size_t n, float m)
+{
+	fill_f(d, n);
+	for (size_t k = 0; k < n; k += 3)
+		d[k] = (k & 1) ? -m : m;
+}
+
+/* keep_range and count_range on every path: the scalar path's bits, and
+ * the count of keys in range this file computes itself. */
+static void check_range(const float *d, size_t n, int32_t lo, int32_t hi,
+			float s)
+{
+	static float x0[MAXN + 2], x1[MAXN + 2];
+	size_t want = 0;
+
+	for (size_t k = 0; k < n; k++)
+		want += lo < key_of(d[k]) && key_of(d[k]) <= hi;
+	ds_kernel_scalar_ops.keep_range(d, lo, hi, s, x0 + 1, n);
+	for (size_t k = 0; k < n; k++) {
+		int in = lo < key_of(d[k]) && key_of(d[k]) <= hi;
+
+		ck_assert_msg(in ? fb(x0[1 + k]) == fb(d[k] * s) ||
+				   isnan(d[k] * s) : fb(x0[1 + k]) == 0,
+			      "element %zu (%08x) in %d .. %d: %08x", k,
+			      fb(d[k]), lo, hi, fb(x0[1 + k]));
+	}
+	for (int p = 0; p < npaths; p++) {
+		x1[0] = x1[n + 1] = 7.0f;
+		paths[p]->keep_range(d, lo, hi, s, x1 + 1, n);
+		same_f(x0 + 1, x1 + 1, n);
+		ck_assert(x1[0] == 7.0f && x1[n + 1] == 7.0f);
+		ck_assert_msg(paths[p]->count_range(d, lo, hi, n) == want,
+			      "%s: %zu elements in %d .. %d, not %zu",
+			      paths[p]->name,
+			      paths[p]->count_range(d, lo, hi, n), lo, hi, want);
+	}
+}
+
+/* Bounds at the edges (-1, 0, inf, NaN's key) and at a key many elements
+ * share, odd lengths, misaligned by one float. */
+START_TEST(cross_range)
+{
+	static float d[MAXN + 3];
+	const float m = bf(0x3c123000);
+	const int32_t km = key_of(m);
+	const int32_t bounds[][2] = {
+		{ -1, 0x7fffffff }, { -1, -1 }, { -1, 0 }, { 0, 0x7fffffff },
+		{ km - 1, km }, { km - 1, 0x7fffffff }, { km, 0x7fffffff },
+		{ -1, km - 1 }, { -1, km }, { 0x7f7fffff, 0x7f800000 },
+		{ 0x7f800000, 0x7fffffff }, { 0x7ffffffe, 0x7fffffff },
+		{ 0x7fffffff, 0x7fffffff }, { 0, 0x007fffff },
+	};
+	size_t t, n, b;
+
+	FOR_LENS(t) {
+		n = LEN(t);
+		fill_ranked(d + 1, n, m);
+		for (b = 0; b < sizeof(bounds) / sizeof(bounds[0]); b++)
+			check_range(d + 1, n, bounds[b][0], bounds[b][1],
+				    b & 1 ? 1.0f : bf(special_bits()));
+	}
+}
+END_TEST
+
+/* A count longer than the vector paths' lane counters run before they
+ * are folded (2^20 vectors of 16). */
+START_TEST(count_range_long)
+{
+	size_t n = ((size_t)16 << 20) + 21, want = 0;
+	float *d = calloc(n, sizeof(*d));
+
+	ck_assert_ptr_nonnull(d);
+	for (size_t k = 0; k < n; k += 5) {
+		d[k] = k & 2 ? -2.0f : 2.0f;
+		want++;
+	}
+	for (int p = 0; p < npaths; p++) {
+		ck_assert_uint_eq(paths[p]->count_range(d, 0x3fffffff,
+							0x40000000, n), want);
+		ck_assert_uint_eq(paths[p]->count_range(d, -1, 0, n),
+				  n - want);
+	}
+	free(d);
+}
+END_TEST
+
 /* The chosen path is one of the paths, and the override is obeyed. */
 /* ---- LoRA row update (DESIGN 7.1) -------------------------------------- */
 
@@ -736,6 +872,9 @@ static Suite *kernels_suite(void)
 	tcase_add_test(tc, cross_elementwise);
 	tcase_add_test(tc, cross_dare_axpy);
 	tcase_add_test(tc, cross_ties_finish);
+	tcase_add_test(tc, rank_keys_known);
+	tcase_add_test(tc, cross_range);
+	tcase_add_test(tc, count_range_long);
 	tcase_add_test(tc, cross_methods);
 	tcase_add_test(tc, lora_known);
 	tcase_add_test(tc, cross_lora);

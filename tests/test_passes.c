@@ -145,6 +145,53 @@ START_TEST(ties_index_rule)
 }
 END_TEST
 
+/*
+ * ties with the cut among many equal magnitudes, 1, in the middle of a
+ * window of several chunks: the larger magnitudes (2, and the next float
+ * above 1, whose key is the cut's plus one) are kept, then the first q
+ * ones in index order, whatever the window.
+ */
+START_TEST(ties_equal_run)
+{
+	enum { N = 20000 };
+	static float xs[N], b[N], want[N];
+	const float above1 = nextafterf(1.0f, 2.0f);
+	const float *x[1] = { xs };
+	uint64_t shape[1] = { N };
+	size_t larger = 0, ones = 0, q = 0;
+	static const size_t ws[] = { 2048, 5000, 8192, 12345, N };
+	struct ds_mparams mp;
+	double d[1];
+
+	for (size_t i = 0; i < N; i++) {
+		if (i % 97 == 0)
+			xs[i] = -2.0f;
+		else if (i % 89 == 5)
+			xs[i] = above1;
+		else if (i % 7 == 3)
+			xs[i] = 0.25f;
+		else
+			xs[i] = i % 2 ? -1.0f : 1.0f;
+		larger += fabsf(xs[i]) > 1.0f;
+	}
+	/* the q-th one at index 13001 or so: window 2 of 5000, chunk 2 */
+	for (size_t i = 0; i < N; i++)
+		if (fabsf(xs[i]) == 1.0f && i <= 13001)
+			q++;
+	for (size_t i = 0; i < N; i++) {
+		int kept = fabsf(xs[i]) > 1.0f;
+
+		if (fabsf(xs[i]) == 1.0f)
+			kept = ++ones <= q;
+		want[i] = kept ? xs[i] : 0.0f;
+	}
+	d[0] = ((double)(larger + q) + 0.25) / N;    /* k = larger + q */
+	params(&mp, DS_M_TIES, 1, d, NULL);
+	for (size_t w = 0; w < sizeof(ws) / sizeof(ws[0]); w++)
+		expect(&mp, shape, 1, b, x, N, ws[w], want);
+}
+END_TEST
+
 static void gamma_18(struct ds_tparams *tp)
 {
 	tp->gamma[0] = 0.125;          /* t = floor(0.125 * 8 + 0.5) = 1 */
@@ -373,6 +420,7 @@ int main(void)
 	TCase *tc = tcase_create("methods");
 
 	tcase_add_test(tc, ties_index_rule);
+	tcase_add_test(tc, ties_equal_run);
 	tcase_add_test(tc, breadcrumbs_ranks);
 	tcase_add_test(tc, nan_ranks_first);
 	tcase_add_test(tc, ties_two_models);

@@ -615,6 +615,77 @@ static void finish_avx2(float *acc, const float *b, const float *dsum,
 		    lambda, n - i);
 }
 
+/* ---- rank selection ----------------------------------------------------- */
+
+/* Rank keys of 8 floats: |d|'s bits, 0x7fffffff for a NaN (a NaN's bits
+ * are above the infinity's, and or-ing the mask in gives all ones). */
+static inline __m256i key8(const float *d)
+{
+	const __m256i abs = _mm256_set1_epi32(0x7fffffff);
+	__m256i a = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)d),
+				     abs);
+	__m256i nan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f800000));
+
+	return _mm256_or_si256(a, _mm256_and_si256(nan, abs));
+}
+
+/* All ones where lo < key <= hi (keys and bounds fit int32). */
+static inline __m256i range8(__m256i key, __m256i lo, __m256i hi)
+{
+	return _mm256_andnot_si256(_mm256_cmpgt_epi32(key, hi),
+				   _mm256_cmpgt_epi32(key, lo));
+}
+
+/* key = rank key of d */
+static void rank_keys_avx2(const float *d, uint32_t *key, size_t n)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_si256((__m256i *)(key + i), key8(d + i));
+	REF->rank_keys(d + i, key + i, n - i);
+}
+
+/* x = key in range ? d * s : +0 */
+static void keep_range_avx2(const float *d, int32_t lo, int32_t hi, float s,
+			    float *x, size_t n)
+{
+	const __m256i lv = _mm256_set1_epi32(lo), hv = _mm256_set1_epi32(hi);
+	const __m256 sv = _mm256_set1_ps(s);
+	size_t i = 0;
+	__m256 t;
+
+	for (; i + 8 <= n; i += 8) {
+		t = _mm256_mul_ps(_mm256_loadu_ps(d + i), sv);
+		t = _mm256_and_ps(t, _mm256_castsi256_ps(range8(key8(d + i),
+								lv, hv)));
+		_mm256_storeu_ps(x + i, t);
+	}
+	REF->keep_range(d + i, lo, hi, s, x + i, n - i);
+}
+
+/* How many keys are in range: lanes count down from 0 by their masks,
+ * folded into c every 2^20 vectors, long before a lane could wrap. */
+static size_t count_range_avx2(const float *d, int32_t lo, int32_t hi,
+			       size_t n)
+{
+	const __m256i lv = _mm256_set1_epi32(lo), hv = _mm256_set1_epi32(hi);
+	uint32_t l[8];
+	size_t i = 0, c = 0, end;
+	__m256i acc;
+
+	while (i + 8 <= n) {
+		end = n - i > ((size_t)8 << 20) ? i + ((size_t)8 << 20) : n;
+		acc = _mm256_setzero_si256();
+		for (; i + 8 <= end; i += 8)
+			acc = _mm256_sub_epi32(acc, range8(key8(d + i), lv, hv));
+		_mm256_storeu_si256((__m256i *)l, acc);
+		for (unsigned q = 0; q < 8; q++)
+			c += l[q];
+	}
+	return c + REF->count_range(d + i, lo, hi, n - i);
+}
+
 const struct ds_kernel_ops ds_kernel_avx2_ops = {
 	.name = "avx2",
 	.load = load_avx2,
@@ -626,4 +697,7 @@ const struct ds_kernel_ops ds_kernel_avx2_ops = {
 	.dare_axpy = dare_axpy_avx2,
 	.ties = ties_avx2,
 	.finish = finish_avx2,
+	.rank_keys = rank_keys_avx2,
+	.keep_range = keep_range_avx2,
+	.count_range = count_range_avx2,
 };

@@ -709,6 +709,90 @@ static void finish_avx512(float *acc, const float *b, const float *dsum,
 		finish_n(acc, &f, n);
 }
 
+/* ---- rank selection ----------------------------------------------------- */
+
+/* Rank keys of the lanes of k: |d|'s bits, 0x7fffffff for a NaN. */
+static inline __m512i key16(const float *d, __mmask16 k)
+{
+	const __m512i abs = BC(0x7fffffff);
+	__m512i a = _mm512_and_si512(_mm512_maskz_loadu_epi32(k, d), abs);
+
+	return _mm512_mask_mov_epi32(a, _mm512_cmpgt_epi32_mask(a,
+						BC(0x7f800000)), abs);
+}
+
+/* Lanes of k where lo < key <= hi. */
+static inline __mmask16 range16(const float *d, __m512i lo, __m512i hi,
+				__mmask16 k)
+{
+	__m512i key = key16(d, k);
+
+	return _mm512_mask_cmpgt_epi32_mask(k, key, lo) &
+	       _mm512_cmple_epi32_mask(key, hi);
+}
+
+/* key = rank key of d */
+static void rank_keys_avx512(const float *d, uint32_t *key, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i + 16 <= n; i += 16)
+		_mm512_storeu_si512(key + i, key16(d + i, ALL16));
+	if (i < n)
+		_mm512_mask_storeu_epi32(key + i, lanes16(n - i),
+					 key16(d + i, lanes16(n - i)));
+}
+
+/* x = key in range ? d * s : +0, for the lanes of k. */
+static inline void keep16(const float *d, __m512i lo, __m512i hi, __m512 s,
+			  float *x, __mmask16 k)
+{
+	__mmask16 in = range16(d, lo, hi, k);
+
+	_mm512_mask_storeu_ps(x, k, _mm512_maskz_mul_ps(in,
+				_mm512_maskz_loadu_ps(k, d), s));
+}
+
+/* x = key in range ? d * s : +0 */
+static void keep_range_avx512(const float *d, int32_t lo, int32_t hi,
+			      float s, float *x, size_t n)
+{
+	const __m512i lv = BC(lo), hv = BC(hi);
+	const __m512 sv = _mm512_set1_ps(s);
+	size_t i;
+
+	for (i = 0; i + 16 <= n; i += 16)
+		keep16(d + i, lv, hv, sv, x + i, ALL16);
+	if (i < n)
+		keep16(d + i, lv, hv, sv, x + i, lanes16(n - i));
+}
+
+/* How many keys are in range: a lane counter per lane, folded into c
+ * every 2^20 vectors, long before one could wrap. */
+static size_t count_range_avx512(const float *d, int32_t lo, int32_t hi,
+				 size_t n)
+{
+	const __m512i lv = BC(lo), hv = BC(hi);
+	const __m512i one = BC(1);
+	size_t i = 0, c = 0, end;
+	__m512i acc;
+
+	while (i < n) {
+		end = n - i > ((size_t)16 << 20) ? i + ((size_t)16 << 20) : n;
+		acc = _mm512_setzero_si512();
+		for (; i + 16 <= end; i += 16)
+			acc = _mm512_mask_add_epi32(acc, range16(d + i, lv, hv,
+						    ALL16), acc, one);
+		if (i < end) {
+			acc = _mm512_mask_add_epi32(acc, range16(d + i, lv, hv,
+						    lanes16(end - i)), acc, one);
+			i = end;
+		}
+		c += (uint32_t)_mm512_reduce_add_epi32(acc);
+	}
+	return c;
+}
+
 const struct ds_kernel_ops ds_kernel_avx512_ops = {
 	.name = "avx512",
 	.load = load_avx512,
@@ -720,4 +804,7 @@ const struct ds_kernel_ops ds_kernel_avx512_ops = {
 	.dare_axpy = dare_axpy_avx512,
 	.ties = ties_avx512,
 	.finish = finish_avx512,
+	.rank_keys = rank_keys_avx512,
+	.keep_range = keep_range_avx512,
+	.count_range = count_range_avx512,
 };

@@ -27,6 +27,17 @@ static inline float ds_bitsf(uint32_t u)
 	return f;
 }
 
+/*
+ * Rank key of a value (DESIGN 5.1): its magnitude's bits, which order like
+ * the magnitudes; every NaN gets the largest key, above infinity.
+ */
+static inline uint32_t ds_rank_key(float v)
+{
+	uint32_t b = ds_fbits(v) & 0x7fffffffu;
+
+	return b > 0x7f800000u ? 0x7fffffffu : b;   /* branch-free: a NaN */
+}
+
 /* BF16 to F32: the upper half of the float; exact, payloads kept. */
 static inline float ds_cvt_bf16_f32(uint16_t h)
 {

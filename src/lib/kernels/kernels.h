@@ -43,6 +43,14 @@
  *             else v = v / div when div != 0; v = b + lambda * v when b is
  *             given; a NaN v becomes the canonical quiet NaN 0x7fc00000.
  *
+ * and the rank selection's loops (select.c), integer logic on the rank
+ * key of DESIGN 5.1, key(d) = bits(d) & 0x7fffffff, 0x7fffffff for every
+ * NaN (convert.h's ds_rank_key); lo and hi lie in -1 .. 0x7fffffff:
+ *
+ *   rank_keys:   key = key(d)
+ *   keep_range:  x = (lo < key(d) && key(d) <= hi) ? d * s : +0.0f
+ *   count_range: the number of elements with lo < key(d) <= hi
+ *
  * Arrays may be unaligned; n may be anything (0 included); an output
  * may be the same array as an input of the same element (delta's d and x).
  */
@@ -71,6 +79,11 @@ struct ds_kernel_ops {
 		     const float *w, float *acc, float *dsum, size_t n);
 	void (*finish)(float *acc, const float *b, const float *dsum,
 		       float div, float lambda, size_t n);
+	void (*rank_keys)(const float *d, uint32_t *key, size_t n);
+	void (*keep_range)(const float *d, int32_t lo, int32_t hi, float s,
+			   float *x, size_t n);
+	size_t (*count_range)(const float *d, int32_t lo, int32_t hi,
+			      size_t n);
 };
 
 /* The scalar reference path (scalar.c); always available. */

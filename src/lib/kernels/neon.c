@@ -301,6 +301,70 @@ static void finish_neon(float *acc, const float *b, const float *dsum,
 		    lambda, n - i);
 }
 
+/* ---- rank selection ----------------------------------------------------- */
+
+/* Rank keys of 4 floats: |d|'s bits, 0x7fffffff for a NaN. */
+static inline int32x4_t key4(const float *d)
+{
+	const uint32x4_t abs = vdupq_n_u32(0x7fffffff);
+	uint32x4_t a = vandq_u32(vld1q_u32((const uint32_t *)(const void *)d),
+				 abs);
+
+	a = vorrq_u32(a, vandq_u32(vcgtq_u32(a, vdupq_n_u32(0x7f800000)), abs));
+	return vreinterpretq_s32_u32(a);
+}
+
+/* All ones where lo < key <= hi. */
+static inline uint32x4_t range4(int32x4_t key, int32x4_t lo, int32x4_t hi)
+{
+	return vandq_u32(vcgtq_s32(key, lo), vcleq_s32(key, hi));
+}
+
+/* key = rank key of d */
+static void rank_keys_neon(const float *d, uint32_t *key, size_t n)
+{
+	size_t i = 0;
+
+	for (; i + 4 <= n; i += 4)
+		vst1q_u32(key + i, vreinterpretq_u32_s32(key4(d + i)));
+	REF->rank_keys(d + i, key + i, n - i);
+}
+
+/* x = key in range ? d * s : +0 */
+static void keep_range_neon(const float *d, int32_t lo, int32_t hi, float s,
+			    float *x, size_t n)
+{
+	const int32x4_t lv = vdupq_n_s32(lo), hv = vdupq_n_s32(hi);
+	size_t i = 0;
+	uint32x4_t t;
+
+	for (; i + 4 <= n; i += 4) {
+		t = vreinterpretq_u32_f32(vmulq_n_f32(vld1q_f32(d + i), s));
+		t = vandq_u32(t, range4(key4(d + i), lv, hv));
+		vst1q_f32(x + i, vreinterpretq_f32_u32(t));
+	}
+	REF->keep_range(d + i, lo, hi, s, x + i, n - i);
+}
+
+/* How many keys are in range: lanes count down from 0 by their masks,
+ * folded into c every 2^20 vectors, long before a lane could wrap. */
+static size_t count_range_neon(const float *d, int32_t lo, int32_t hi,
+			       size_t n)
+{
+	const int32x4_t lv = vdupq_n_s32(lo), hv = vdupq_n_s32(hi);
+	size_t i = 0, c = 0, end;
+	uint32x4_t acc;
+
+	while (i + 4 <= n) {
+		end = n - i > ((size_t)4 << 20) ? i + ((size_t)4 << 20) : n;
+		acc = vdupq_n_u32(0);
+		for (; i + 4 <= end; i += 4)
+			acc = vsubq_u32(acc, range4(key4(d + i), lv, hv));
+		c += vaddvq_u32(acc);
+	}
+	return c + REF->count_range(d + i, lo, hi, n - i);
+}
+
 const struct ds_kernel_ops ds_kernel_neon_ops = {
 	.name = "neon",
 	.load = load_neon,
@@ -312,5 +376,8 @@ const struct ds_kernel_ops ds_kernel_neon_ops = {
 	.dare_axpy = dare_axpy_neon,
 	.ties = ties_neon,
 	.finish = finish_neon,
+	.rank_keys = rank_keys_neon,
+	.keep_range = keep_range_neon,
+	.count_range = count_range_neon,
 };
 #endif

@@ -217,6 +217,44 @@ static void finish_scalar(float *acc, const float *b, const float *dsum,
 	}
 }
 
+/* key = rank key of d */
+static void rank_keys_scalar(const float *d, uint32_t *key, size_t n)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		key[k] = ds_rank_key(d[k]);
+}
+
+/* Is the rank key of v in lo < key <= hi? */
+static inline int in_range(float v, int32_t lo, int32_t hi)
+{
+	int32_t key = (int32_t)ds_rank_key(v);
+
+	return lo < key && key <= hi;
+}
+
+/* x = key in range ? d * s : +0 */
+static void keep_range_scalar(const float *d, int32_t lo, int32_t hi,
+			      float s, float *x, size_t n)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		x[k] = in_range(d[k], lo, hi) ? d[k] * s : 0.0f;
+}
+
+/* How many keys are in range. */
+static size_t count_range_scalar(const float *d, int32_t lo, int32_t hi,
+				 size_t n)
+{
+	size_t k, c = 0;
+
+	for (k = 0; k < n; k++)
+		c += (size_t)in_range(d[k], lo, hi);
+	return c;
+}
+
 const struct ds_kernel_ops ds_kernel_scalar_ops = {
 	.name = "scalar",
 	.load = load_scalar,
@@ -228,4 +266,7 @@ const struct ds_kernel_ops ds_kernel_scalar_ops = {
 	.dare_axpy = dare_axpy_scalar,
 	.ties = ties_scalar,
 	.finish = finish_scalar,
+	.rank_keys = rank_keys_scalar,
+	.keep_range = keep_range_scalar,
+	.count_range = count_range_scalar,
 };

@@ -82,7 +82,7 @@ static void l1_sums(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 					  (mp->thr[j] <= UINT32_MAX &&
 					   c->u[i] >= mp->thr[j]);
 		} else {
-			ds_select_keys(ts, j, c, c->key);
+			ds_select_keys(k, ts, j, c, c->key);
 			ds_select_mask(ts, j, c->key, c->m, win->i0, run, mask);
 		}
 		for (size_t i = 0; i < c->m; i++)
@@ -96,12 +96,13 @@ static void l1_sums(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 }
 
 /* sce: the kept deltas' squares, per model. */
-static void sce_sums(const struct ds_tstate *ts, const struct ds_window *win,
-		     const struct ds_chunk *c, struct ds_eqrun *run, double *s)
+static void sce_sums(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
+		     const struct ds_window *win, const struct ds_chunk *c,
+		     struct ds_eqrun *run, double *s)
 {
 	uint8_t *mask = (uint8_t *)c->t2;
 
-	ds_select_keys(ts, 0, c, c->key);
+	ds_select_keys(k, ts, 0, c, c->key);
 	ds_select_mask(ts, 0, c->key, c->m, win->i0, run, mask);
 	for (unsigned j = 0; j < ts->mp.n; j++) {
 		const float *d = ds_erow(c, j);
@@ -178,7 +179,7 @@ void ds_sums_reduce(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 			break;
 		case DS_CB_SCE:
 			ds_chunk_deltas(k, mp, win, &c);
-			sce_sums(ts, win, &c, &run, s);
+			sce_sums(k, ts, win, &c, &run, s);
 			break;
 		default:
 			break;

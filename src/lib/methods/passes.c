@@ -177,10 +177,12 @@ static void select_chunk(const struct ds_kernel_ops *k,
 	for (unsigned j = 0; j < mp->n; j++) {
 		float *d = ds_erow(c, j), s = mp->s[j];
 
-		ds_select_keys(ts, j, c, c->key);
-		ds_select_mask(ts, j, c->key, c->m, win->i0, run, mask);
-		for (size_t i = 0; i < c->m; i++)
-			c->x[i] = mask[i] ? d[i] * s : 0.0f;
+		if (!ds_select_keep(k, ts, j, c, d, s, run, c->x)) {
+			ds_select_keys(k, ts, j, c, c->key);
+			ds_select_mask(ts, j, c->key, c->m, win->i0, run, mask);
+			for (size_t i = 0; i < c->m; i++)
+				c->x[i] = mask[i] ? d[i] * s : 0.0f;
+		}
 		if (mp->ties) {
 			memset(d, 0, c->m * sizeof(float));
 			k->axpy(d, mp->w[j], c->x, c->m);
@@ -206,7 +208,7 @@ static void sce_chunk(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 	uint8_t *mask = (uint8_t *)c->t2;
 
 	ds_chunk_deltas(k, mp, win, c);
-	ds_select_keys(ts, 0, c, c->key);
+	ds_select_keys(k, ts, 0, c, c->key);
 	ds_select_mask(ts, 0, c->key, c->m, win->i0, run, mask);
 	for (size_t i = 0; i < c->m; i++) {
 		float S = 0.0f, acc = 0.0f, D = 0.0f, v;

@@ -97,55 +97,238 @@ static double row_abs(const float *a, const uint8_t *mask, size_t m)
 }
 
 /*
- * Sort by the key in the high 32 bits, ascending, keeping the order of
- * equal keys: LSD radix in 11-bit digits (the key has 31 bits), a digit
- * that all keys share skipped.  The low 32 bits ride along.
+ * The least non-zero key (UINT32_MAX when none), the largest, the or of
+ * all and whether a zero is among them, four lanes at a time: key - 1
+ * wraps a zero to the top, so the least key - 1 is the least non-zero
+ * key - 1.
  */
-static void radix_sort(uint64_t *a, uint64_t *tmp, size_t m)
+static void row_span(const uint32_t *key, size_t m, uint32_t *lo,
+		     uint32_t *hi, uint32_t *all, bool *zero)
 {
-	static const unsigned shift[3] = { 32, 43, 54 };
-	size_t cnt[2048];
+	uint32_t l[4] = { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX };
+	uint32_t h[4] = { 0, 0, 0, 0 }, o[4] = { 0, 0, 0, 0 }, z = 0, v;
+	size_t i = 0;
 
-	for (unsigned p = 0; p < 3; p++) {
-		unsigned sh = shift[p];
-		size_t pos = 0;
-		bool same = false;
-
-		memset(cnt, 0, sizeof(cnt));
-		for (size_t k = 0; k < m; k++)
-			cnt[(a[k] >> sh) & 0x7ff]++;
-		for (unsigned d = 0; d < 2048; d++)
-			same |= cnt[d] == m;
-		if (same)
-			continue;
-		for (unsigned d = 0; d < 2048; d++) {
-			size_t c = cnt[d];
-
-			cnt[d] = pos;
-			pos += c;
+	for (; i + 4 <= m; i += 4)
+		for (unsigned q = 0; q < 4; q++) {
+			v = key[i + q];
+			l[q] = v - 1 < l[q] ? v - 1 : l[q];
+			h[q] = v > h[q] ? v : h[q];
+			o[q] |= v;
+			z |= v == 0;
 		}
-		for (size_t k = 0; k < m; k++)
-			tmp[cnt[(a[k] >> sh) & 0x7ff]++] = a[k];
-		memcpy(a, tmp, m * sizeof(*a));
+	for (; i < m; i++) {
+		v = key[i];
+		l[0] = v - 1 < l[0] ? v - 1 : l[0];
+		h[0] = v > h[0] ? v : h[0];
+		o[0] |= v;
+		z |= v == 0;
 	}
+	for (unsigned q = 1; q < 4; q++) {
+		l[0] = l[q] < l[0] ? l[q] : l[0];
+		h[0] = h[q] > h[0] ? h[q] : h[0];
+		o[0] |= o[q];
+	}
+	*lo = l[0] + 1 ? l[0] + 1 : UINT32_MAX;
+	*hi = h[0];
+	*all = o[0];
+	*zero = z;
+}
+
+/*
+ * Counting sorts of a row, in four quarters: the sequence is cut in four
+ * parts, each counted and handed out with its own counters, so that runs
+ * of equal digits make four independent chains of increments rather than
+ * one; within a digit, the quarters' positions follow in sequence order.
+ * Digits are below 2048.
+ */
+struct quarters {
+	uint32_t c[4][2048];
+	size_t L;                       /* quarters 0-2; quarter 3 the rest */
+};
+
+static void quarters_init(struct quarters *qs, size_t m, uint32_t mask)
+{
+	qs->L = m / 4;
+	for (unsigned q = 0; q < 4; q++)
+		memset(qs->c[q], 0, ((size_t)mask + 1) * sizeof(qs->c[q][0]));
+}
+
+/* Counts into first positions (rev: one past the last ones), in
+ * sequence order within a digit (rev: taken from the end). */
+static void quarters_prefix(struct quarters *qs, uint32_t mask, bool rev)
+{
+	uint32_t *c0 = qs->c[0], *c1 = qs->c[1], *c2 = qs->c[2];
+	uint32_t *c3 = qs->c[3], p = 0, a, b, c, d;
+
+	for (uint32_t v = 0; v <= mask; v++) {
+		a = c0[v], b = c1[v], c = c2[v], d = c3[v];
+		if (rev) {
+			c3[v] = p + d;
+			c2[v] = p + d + c;
+			c1[v] = p + d + c + b;
+			c0[v] = p + d + c + b + a;
+		} else {
+			c0[v] = p;
+			c1[v] = p + a;
+			c2[v] = p + a + b;
+			c3[v] = p + a + b + c;
+		}
+		p += a + b + c + d;
+	}
+}
+
+/* Item x's position in a pass on digit (x >> sh) & mask: where it moves
+ * to, or, the last pass, its index's rank. */
+static inline void put(uint32_t *c, uint64_t x, unsigned sh, uint32_t mask,
+		       uint64_t *to, uint32_t *rank)
+{
+	uint32_t p = c[(uint32_t)(x >> sh) & mask]++;
+
+	if (to)
+		to[p] = x;
+	else
+		rank[(uint32_t)x] = p;
+}
+
+/* One stable pass over the m items of a on digit (x >> sh) & mask. */
+static void item_pass(const uint64_t *a, size_t m, unsigned sh,
+		      uint32_t mask, uint64_t *to, uint32_t *rank)
+{
+	struct quarters qs;
+	size_t L, t;
+
+	quarters_init(&qs, m, mask);
+	L = qs.L;
+	for (t = 0; t < L; t++) {
+		qs.c[0][(uint32_t)(a[t] >> sh) & mask]++;
+		qs.c[1][(uint32_t)(a[L + t] >> sh) & mask]++;
+		qs.c[2][(uint32_t)(a[2 * L + t] >> sh) & mask]++;
+		qs.c[3][(uint32_t)(a[3 * L + t] >> sh) & mask]++;
+	}
+	for (t = 4 * L; t < m; t++)
+		qs.c[3][(uint32_t)(a[t] >> sh) & mask]++;
+	quarters_prefix(&qs, mask, false);
+	for (t = 0; t < L; t++) {
+		put(qs.c[0], a[t], sh, mask, to, rank);
+		put(qs.c[1], a[L + t], sh, mask, to, rank);
+		put(qs.c[2], a[2 * L + t], sh, mask, to, rank);
+		put(qs.c[3], a[3 * L + t], sh, mask, to, rank);
+	}
+	for (t = 4 * L; t < m; t++)
+		put(qs.c[3], a[t], sh, mask, to, rank);
+}
+
+/* Ranks of codes that fit one digit: the stable order of the codes taken
+ * from the last index to the first, so each index gets its digit's
+ * positions from the top down. */
+static void key_pass(const uint32_t *code, size_t m, uint32_t mask,
+		     uint32_t *rank)
+{
+	struct quarters qs;
+	size_t L, t;
+
+	quarters_init(&qs, m, mask);
+	L = qs.L;
+	for (t = 0; t < L; t++) {
+		qs.c[0][code[t]]++;
+		qs.c[1][code[L + t]]++;
+		qs.c[2][code[2 * L + t]]++;
+		qs.c[3][code[3 * L + t]]++;
+	}
+	for (t = 4 * L; t < m; t++)
+		qs.c[3][code[t]]++;
+	quarters_prefix(&qs, mask, true);
+	for (t = 0; t < L; t++) {
+		rank[t] = --qs.c[0][code[t]];
+		rank[L + t] = --qs.c[1][code[L + t]];
+		rank[2 * L + t] = --qs.c[2][code[2 * L + t]];
+		rank[3 * L + t] = --qs.c[3][code[3 * L + t]];
+	}
+	for (t = 4 * L; t < m; t++)
+		rank[t] = --qs.c[3][code[t]];
+}
+
+/*
+ * How many digits to sort bits in: at most 11 bits each, and as many as
+ * make the cheapest sort of m keys, each digit costing two passes over
+ * the keys and one over its four quarters' counters (clearing and adding
+ * up a counter is about a tenth of what a key costs).
+ */
+static unsigned digits(unsigned bits, size_t m)
+{
+	unsigned best = (bits + 10) / 11, np;
+	double cost, least = 0.0;
+
+	for (np = best; np <= best + 3 && np <= bits; np++) {
+		unsigned w = (bits + np - 1) / np;
+
+		cost = np * ((double)m + 0.4 * (double)(1u << w));
+		if (np == best || cost < least) {
+			least = cost;
+			best = np;
+		}
+	}
+	return best;
 }
 
 /*
  * Ascending rank q of each |delta| in the row: equal magnitudes rank the
- * lower index higher (DESIGN 5.1).  The keys go in from the last index to
- * the first, so the stable sort leaves equal keys in descending index
- * order: the lower index last, with the higher rank.
+ * lower index higher (DESIGN 5.1), so the ranks are the positions of a
+ * stable sort of the keys taken from the last index to the first.
+ *
+ * The keys are first narrowed to codes that tell them apart in this
+ * row: a zero key (a zero delta, common) is code 0, any other key
+ * (key - lo) >> z, plus 1 when the row has zeros, with lo the least
+ * non-zero key and z the trailing zero bits every key shares: an
+ * order-preserving one-to-one map onto 0 .. span.  A counting sort on
+ * the codes' digits, least significant first (as few digits of at most
+ * 11 bits as make the cheapest sort), then gives the ranks: the last
+ * digit's positions are the ranks, so a row whose span fits one digit is
+ * ranked with no data movement at all.
  */
-static void row_ranks(const float *d, size_t m, struct rowbuf *r)
+static void row_ranks(const struct ds_kernel_ops *k, const float *d,
+		      size_t m, struct rowbuf *r)
 {
+	uint32_t *key = (uint32_t *)r->tmp, lo, hi, all, span, mask, off;
+	unsigned bits, np, w, z;
+	uint64_t *a = r->key, *t = r->tmp, *swap;
+	bool zero;
+
+	k->rank_keys(d, key, m);
+	row_span(key, m, &lo, &hi, &all, &zero);
+	if (m == 0 || hi == 0 || (!zero && lo == hi)) {
+		for (size_t i = 0; i < m; i++)  /* all equal: index order */
+			r->rank[i] = (uint32_t)(m - 1 - i);
+		return;
+	}
+	z = (unsigned)__builtin_ctz(all);
+	off = zero;
+	span = ((hi - lo) >> z) + off;
+	for (size_t i = 0; i < m; i++)          /* codes, in place */
+		key[i] = (((key[i] - lo) >> z) + off) & -(uint32_t)(key[i] != 0);
+	bits = 32 - (unsigned)__builtin_clz(span);
+	np = digits(bits, m);
+	w = (bits + np - 1) / np;
+	mask = (1u << w) - 1;
+	if (np == 1) {
+		key_pass(key, m, mask, r->rank);
+		return;
+	}
+	/* items: the code in the high half, the index in the low; last
+	 * index first */
 	for (size_t i = 0; i < m; i++) {
 		size_t e = m - 1 - i;
 
-		r->key[i] = (uint64_t)ds_rank_key(d[e]) << 32 | (uint32_t)e;
+		a[i] = (uint64_t)key[e] << 32 | (uint32_t)e;
 	}
-	radix_sort(r->key, r->tmp, m);
-	for (size_t q = 0; q < m; q++)
-		r->rank[(uint32_t)r->key[q]] = (uint32_t)q;
+	for (unsigned p = 0; p + 1 < np; p++) {
+		item_pass(a, m, 32 + p * w, mask, t, NULL);
+		swap = a;
+		a = t;
+		t = swap;
+	}
+	item_pass(a, m, 32 + (np - 1) * w, mask, NULL, r->rank);
 }
 
 /*
@@ -186,25 +369,31 @@ static void della_row(const struct ds_kernel_ops *k, const struct ds_mparams *mp
 		memset(x, 0, m * sizeof(float));
 		return;
 	}
-	row_ranks(x, m, r);
+	row_ranks(k, x, m, r);
 	k->philox(mp->seed, mp->sj[j], mp->name_hash, i0, m, r->u);
+	/* x * s where kept, else +0: the product's bits, and all or none */
+	if (mp->rescale == DS_RESCALE_INVERSE) {
+		/* each kept delta by (float)(1/pi), the paper's rule */
+		for (size_t i = 0; i < m; i++) {
+			uint32_t q = r->rank[i];
+			uint32_t keep = !all[q] & (r->u[i] >= thr[q]);
+
+			x[i] = ds_bitsf(ds_fbits(x[i] * inv[q]) & -keep);
+		}
+		return;
+	}
 	for (size_t i = 0; i < m; i++) {
 		uint32_t q = r->rank[i];
 
-		r->mask[i] = !all[q] && r->u[i] >= thr[q];
-		/* inverse: each kept delta by (float)(1/pi), the paper's rule */
-		r->dsum[i] = inv[q];
+		r->mask[i] = (uint8_t)(!all[q] & (r->u[i] >= thr[q]));
 	}
 	if (mp->rescale == DS_RESCALE_L1) {
 		double a = row_abs(x, NULL, m), b = row_abs(x, r->mask, m);
 
 		s = a < 1e-7 || b < 1e-7 ? 1.0f : (float)(a / b);
 	}
-	for (size_t i = 0; i < m; i++) {
-		float si = mp->rescale == DS_RESCALE_INVERSE ? r->dsum[i] : s;
-
-		x[i] = r->mask[i] ? x[i] * si : 0.0f;
-	}
+	for (size_t i = 0; i < m; i++)
+		x[i] = ds_bitsf(ds_fbits(x[i] * s) & -(uint32_t)r->mask[i]);
 }
 
 static void della_rows(const struct ds_kernel_ops *k, const struct ds_mparams *mp,

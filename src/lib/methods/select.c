@@ -86,17 +86,20 @@ static void variance(const struct ds_mparams *mp, const struct ds_chunk *c,
 	}
 }
 
-void ds_select_keys(const struct ds_tstate *ts, unsigned ch,
-		    const struct ds_chunk *c, uint32_t *key)
+/* The values channel ch ranks: model ch's deltas, or sce's variances. */
+static const float *ranked(const struct ds_tstate *ts, unsigned ch,
+			   const struct ds_chunk *c)
 {
-	const float *v = ds_erow(c, ch);
+	if (ts->mp.def->cb != DS_CB_SCE)
+		return ds_erow(c, ch);
+	variance(&ts->mp, c, c->t1);
+	return c->t1;
+}
 
-	if (ts->mp.def->cb == DS_CB_SCE) {
-		variance(&ts->mp, c, c->t1);
-		v = c->t1;
-	}
-	for (size_t k = 0; k < c->m; k++)
-		key[k] = ds_rank_key(v[k]);
+void ds_select_keys(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
+		    unsigned ch, const struct ds_chunk *c, uint32_t *key)
+{
+	k->rank_keys(ranked(ts, ch, c), key, c->m);
 }
 
 /* Is the element above cut c?  cnt counts equal keys in the window. */
@@ -114,6 +117,56 @@ static inline bool above(const struct ds_cut *c, uint64_t n, uint32_t key,
 	if (win_i0 != c->wc)
 		return win_i0 < c->wc;
 	return (*cnt)++ < c->rc;
+}
+
+/*
+ * The smallest key above cut c, for every element of a chunk of v: all
+ * keys from it up are above, all below are not.  -1 in the one chunk
+ * where the cut falls among equal keys, which only the element-wise
+ * test of ds_select_mask() decides; *add is what the chunk adds to the
+ * running count cnt of equal keys in that window.
+ */
+static int64_t cut_floor(const struct ds_kernel_ops *k,
+			 const struct ds_tstate *ts, const struct ds_cut *c,
+			 const float *v, size_t m, uint64_t win_i0,
+			 uint64_t cnt, uint64_t *add)
+{
+	uint64_t eq;
+
+	*add = 0;
+	if (c->x == 0)
+		return (int64_t)1 << 31;        /* above every key */
+	if (c->x >= ts->n)
+		return 0;
+	if (c->wc == UINT64_MAX || win_i0 < c->wc)
+		return c->key;
+	if (win_i0 > c->wc || cnt >= c->rc)
+		return (int64_t)c->key + 1;
+	eq = k->count_range(v, (int32_t)c->key - 1, (int32_t)c->key, m);
+	if (cnt + eq > c->rc)
+		return -1;
+	*add = eq;
+	return c->key;
+}
+
+bool ds_select_keep(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
+		    unsigned ch, const struct ds_chunk *c, const float *v,
+		    float s, struct ds_eqrun *run, float *x)
+{
+	uint64_t add[2];
+	int64_t lo, hi;
+
+	hi = cut_floor(k, ts, &ts->cut[ch][1], v, c->m, c->i0 - c->off,
+		       run->n[ch][1], &add[1]);
+	lo = cut_floor(k, ts, &ts->cut[ch][0], v, c->m, c->i0 - c->off,
+		       run->n[ch][0], &add[0]);
+	if (hi < 0 || lo < 0)
+		return false;
+	run->n[ch][1] += add[1];
+	run->n[ch][0] += add[0];
+	/* kept: above hi and not above lo, hi <= key < lo */
+	k->keep_range(v, (int32_t)(hi - 1), (int32_t)(lo - 1), s, x, c->m);
+	return true;
 }
 
 void ds_select_mask(const struct ds_tstate *ts, unsigned ch,
@@ -151,38 +204,88 @@ static uint64_t *acc_lo(void *acc, unsigned ch, unsigned cut)
 	return acc_hi(acc, ch) + (size_t)cut * DS_HIST_LO;
 }
 
-static void reduce_chunk(const struct ds_tstate *ts, enum ds_pass pass,
+/*
+ * High-bits histograms of two channels' keys at once (h1 and k1 NULL for
+ * one): the two streams of increments do not wait on each other.
+ */
+static void hist_hi2(uint32_t *h0, const uint32_t *k0, uint32_t *h1,
+		     const uint32_t *k1, size_t m)
+{
+	size_t k;
+
+	if (!h1) {
+		for (k = 0; k < m; k++)
+			h0[k0[k] >> 15]++;
+		return;
+	}
+	for (k = 0; k < m; k++) {
+		h0[k0[k] >> 15]++;
+		h1[k1[k] >> 15]++;
+	}
+}
+
+/* Low-bits histogram of the keys in bin: the keys gathered first, without
+ * a branch, then counted. */
+static void hist_lo(uint32_t *h, const uint32_t *key, uint32_t bin,
+		    uint32_t *tmp, size_t m)
+{
+	size_t k, t = 0;
+
+	for (k = 0; k < m; k++) {
+		tmp[t] = key[k] & 0x7fff;
+		t += key[k] >> 15 == bin;
+	}
+	for (k = 0; k < t; k++)
+		h[tmp[k]]++;
+}
+
+static void reduce_hi(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
+		      const struct ds_chunk *c, struct hist_hi *hh)
+{
+	for (unsigned ch = 0; ch < ts->nchan; ch += 2) {
+		uint32_t *h = hh->h + (size_t)ch * DS_HIST_HI;
+		const float *v = ranked(ts, ch, c);
+		bool two = ch + 1 < ts->nchan;
+
+		k->rank_keys(v, c->key, c->m);
+		if (ts->mp.def->cb == DS_CB_SCE)     /* non-zero variances */
+			hh->nz += k->count_range(v, 0, 0x7fffffff, c->m);
+		if (two)
+			k->rank_keys(ds_erow(c, ch + 1), c->u, c->m);
+		hist_hi2(h, c->key, two ? h + DS_HIST_HI : NULL, c->u, c->m);
+	}
+}
+
+static void reduce_chunk(const struct ds_kernel_ops *k,
+			 const struct ds_tstate *ts, enum ds_pass pass,
 			 const struct ds_chunk *c, void *red)
 {
+	if (pass == DS_PASS_HIST_HI) {
+		reduce_hi(k, ts, c, red);
+		return;
+	}
 	for (unsigned ch = 0; ch < ts->nchan; ch++) {
-		ds_select_keys(ts, ch, c, c->key);
-		if (pass == DS_PASS_HIST_HI) {
-			struct hist_hi *hh = red;
-			uint32_t *h = hh->h + (size_t)ch * DS_HIST_HI;
+		const float *v = NULL;
 
-			for (size_t k = 0; k < c->m; k++) {
-				h[c->key[k] >> 15]++;
-				hh->nz += c->key[k] != 0;
-			}
-			continue;
-		}
 		for (unsigned w = 0; w < 2; w++) {
 			const struct ds_cut *cut = &ts->cut[ch][w];
 
 			if (!partial(ts, cut))
 				continue;
+			if (!v)
+				v = ranked(ts, ch, c);
 			if (pass == DS_PASS_HIST_LO) {
 				uint32_t *h = (uint32_t *)red +
 					      ((size_t)ch * 2 + w) * DS_HIST_LO;
 
-				for (size_t k = 0; k < c->m; k++)
-					if (c->key[k] >> 15 == cut->bin)
-						h[c->key[k] & 0x7fff]++;
+				if (w == 0 || !partial(ts, &ts->cut[ch][0]))
+					k->rank_keys(v, c->key, c->m);
+				hist_lo(h, c->key, cut->bin, c->u, c->m);
 			} else if (cut->wc != UINT64_MAX) {
 				uint64_t *cnt = (uint64_t *)red + ch * 2 + w;
 
-				for (size_t k = 0; k < c->m; k++)
-					*cnt += c->key[k] == cut->key;
+				*cnt += k->count_range(v, (int32_t)cut->key - 1,
+						       (int32_t)cut->key, c->m);
 			}
 		}
 	}
@@ -224,7 +327,7 @@ void ds_select_reduce(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 		c.m = win->n - c.off < DS_CHUNK ? win->n - c.off : DS_CHUNK;
 		c.i0 = win->i0 + c.off;
 		ds_chunk_deltas(k, &ts->mp, win, &c);
-		reduce_chunk(ts, pass, &c, red);
+		reduce_chunk(k, ts, pass, &c, red);
 	}
 }
 

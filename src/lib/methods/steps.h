@@ -28,17 +28,6 @@ static inline const void *ds_at(const void *p, enum ds_dtype dt, size_t off)
 	return (const char *)p + off * ds_elsize(dt);
 }
 
-/*
- * Rank key of a value (DESIGN 5.1): its magnitude's bits, which order like
- * the magnitudes; every NaN gets the largest key, above infinity.
- */
-static inline uint32_t ds_rank_key(float v)
-{
-	uint32_t b = ds_fbits(v) & 0x7fffffffu;
-
-	return b > 0x7f800000u ? 0x7fffffffu : b;   /* branch-free: a NaN */
-}
-
 /* The canonical quiet NaN for every NaN result. */
 static inline float ds_canon(float v)
 {
@@ -71,12 +60,21 @@ void ds_chunk_deltas(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 /* Cuts of every channel from the tensor's size and parameters. */
 void ds_select_begin(struct ds_tstate *ts);
 /* Keys of channel ch for the chunk whose deltas are in c->e. */
-void ds_select_keys(const struct ds_tstate *ts, unsigned ch,
-		    const struct ds_chunk *c, uint32_t *key);
+void ds_select_keys(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
+		    unsigned ch, const struct ds_chunk *c, uint32_t *key);
 /* Running counts of keys equal to a cut's, per window. */
 struct ds_eqrun {
 	uint64_t n[DS_MAX_MODELS][2];
 };
+/*
+ * x = v * s where element k of the chunk is kept on channel ch (v: the
+ * values that channel ranks), else +0, vector-wide; false (nothing done)
+ * in the chunk where a cut falls among equal keys, which then takes
+ * ds_select_keys() and ds_select_mask().
+ */
+bool ds_select_keep(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
+		    unsigned ch, const struct ds_chunk *c, const float *v,
+		    float s, struct ds_eqrun *run, float *x);
 /*
  * mask[k] = 1 when element k of the chunk is kept on channel ch (above
  * the hi cut and not above the lo cut); win_i0 is the window's first
