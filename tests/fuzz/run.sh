@@ -55,7 +55,7 @@ DEPCF=$(pkg-config --cflags jansson yaml-0.1 libxxhash libzstd)
 # their table as an argument), and the tests' shared helpers without their
 # Check part, compiled once for all four.
 SRC="src/lib/common/ctx.c src/lib/inputs/safetensors.c src/lib/inputs/model.c \
-src/lib/inputs/pack.c src/lib/kernels/scalar.c \
+src/lib/inputs/pack.c src/lib/inputs/lora.c src/lib/kernels/scalar.c \
 src/lib/recipe/recipe.c src/lib/recipe/recipe_yaml.c src/lib/methods/methods.c \
 tests/testutil.c"
 
