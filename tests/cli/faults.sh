@@ -210,5 +210,26 @@ transient pread "$IN" 60 EAGAIN
 transient pwrite "$OS" 10 EINTR
 transient pwrite "$OS" 20 EAGAIN
 
+# extract reads the base on a thread of its own (its tensors' digests): an
+# error there ends the run like one on the model, and leaves no pack.
+for nth in 12 20; do
+	say "== extract: pread #$nth on the base's shards fails with EIO"
+	rm -f "$T/fired" "$T/x.dsd"
+	DS_FAULT_CALL=pread DS_FAULT_PATH="$FX/base/*.safetensors" \
+		DS_FAULT_NTH=$nth DS_FAULT_ERRNO=EIO DS_FAULT_REPORT=$T/fired \
+		LD_PRELOAD=$SHIM run "$DS_BIN" extract --base "$FX/base" \
+		--model "$FX/ft1" -p 0.9 -o "$T/x.dsd"
+	if [ ! -s "$T/fired" ]; then
+		fail "the fault was never injected (exit $ds_rc)"
+		continue
+	fi
+	fired=$(cut -d' ' -f2- "$T/fired")
+	check "exit 1 (got $ds_rc)" [ "$ds_rc" -eq 1 ]
+	stderr_has "the message names ${fired#"$T"/} and the offset" \
+		"$(name_re "$fired"): reading at offset [0-9]+"
+	check "no pack, no temporary" sh -c '! ls "$1"* 2>/dev/null' sh "$T/x.dsd"
+done
+inputs_verify
+
 say "# $points injection points, $points_t transient"
 ds_finish

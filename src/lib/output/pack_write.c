@@ -3,6 +3,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -32,7 +34,7 @@ struct writer {
 	const char *tmp;
 	uint64_t pos, frame, thr;
 	ZSTD_CCtx *cc;
-	char *raw, *kept, *z, *braw;
+	char *raw, *kept, *z;
 	uint32_t *u;
 	uint64_t *bits;
 	size_t zcap;
@@ -173,36 +175,22 @@ static int put_frame(struct writer *w, size_t bytes)
 
 /* Read a model's and the base's bytes of one tensor and pack them. */
 static int pack_tensor(struct writer *w, int mfd, const struct ds_model *m,
-		       const struct ds_tensor *t, int bfd,
-		       const struct ds_model *b, const struct ds_tensor *bt)
+		       const struct ds_tensor *t, const struct ds_tensor *bt)
 {
 	size_t es = ds_dtype_size(t->dtype);
 	uint32_t hash = XXH32(t->name, strlen(t->name), 0);
 	bool whole = !bt || !(t->dtype == DS_DT_F16 || t->dtype == DS_DT_BF16 ||
 			      t->dtype == DS_DT_F32);
-	XXH3_state_t *bh = XXH3_createState();
-	uint64_t first = w->frame, boff = 0;
-	struct ahead am, ab;
-	size_t bes;
-	bool along;
-	char hex[20];
-	int rc = bh ? 0 : -ENOMEM;
+	uint64_t first = w->frame;
+	struct ahead am;
+	int rc = 0;
 
-	if (bh)
-		XXH3_64bits_reset(bh);
-	if (!rc && es == 0)
+	if (es == 0)
 		rc = ds_fail(w->ctx, DS_E_USAGE, "%s: tensor '%s' is %s, of less "
 			     "than a byte per element: packs store whole "
 			     "elements", m->arg, t->name, ds_dtype_name(t->dtype));
-	/* The base tensor's digest (a pack applied to another base is
-	 * refused), read along with the model's frames when its elements
-	 * are whole bytes, after them otherwise. */
-	bes = bt ? ds_dtype_size(bt->dtype) : 0;
-	along = bt && bes && bt->end - bt->begin == bt->numel * bes;
 	ahead_from(&am, mfd, m->shards[t->shard].data_off + t->begin,
 		   m->shards[t->shard].data_off + t->end);
-	ahead_from(&ab, bt ? bfd : -1, bt ? b->shards[bt->shard].data_off +
-		   bt->begin : 0, bt ? b->shards[bt->shard].data_off + bt->end : 0);
 	for (uint64_t i0 = 0; !rc && i0 < t->numel; i0 += DS_PACK_FRAME) {
 		size_t mlen = (size_t)(t->numel - i0 < DS_PACK_FRAME ?
 				       t->numel - i0 : DS_PACK_FRAME);
@@ -211,16 +199,6 @@ static int pack_tensor(struct writer *w, int mfd, const struct ds_model *m,
 		ahead_to(&am, off);
 		rc = read_at(w->ctx, mfd, m->shards[t->shard].path, w->raw,
 			     mlen * es, off);
-		if (!rc && along) {
-			uint64_t bo = b->shards[bt->shard].data_off + bt->begin +
-				      i0 * bes;
-
-			ahead_to(&ab, bo);
-			rc = read_at(w->ctx, bfd, b->shards[bt->shard].path,
-				     w->braw, mlen * bes, bo);
-			if (!rc)
-				XXH3_64bits_update(bh, w->braw, mlen * bes);
-		}
 		if (!rc)
 			rc = put_frame(w, gather(w, hash, whole, w->raw, i0, mlen,
 						 es));
@@ -231,22 +209,9 @@ static int pack_tensor(struct writer *w, int mfd, const struct ds_model *m,
 			w->progress(w->user, &pr);
 		}
 	}
-	for (; !rc && bt && !along && boff < bt->end - bt->begin;
-	     boff += DS_PACK_FRAME * 8) {
-		uint64_t left = bt->end - bt->begin - boff;
-		size_t len = left < DS_PACK_FRAME * 8 ? (size_t)left :
-			     DS_PACK_FRAME * 8;
-
-		rc = read_at(w->ctx, bfd, b->shards[bt->shard].path, w->braw,
-			     len, b->shards[bt->shard].data_off + bt->begin + boff);
-		if (!rc)
-			XXH3_64bits_update(bh, w->braw, len);
-	}
 	if (!rc) {
 		json_t *e = json_object(), *shape = json_array();
 
-		snprintf(hex, sizeof(hex), "0x%016llx", bh ? (unsigned long long)
-			 XXH3_64bits_digest(bh) : 0ull);
 		for (unsigned d = 0; d < t->ndim; d++)
 			json_array_append_new(shape, json_integer(
 					      (json_int_t)t->shape[d]));
@@ -254,13 +219,13 @@ static int pack_tensor(struct writer *w, int mfd, const struct ds_model *m,
 		json_object_set_new(e, "dtype", json_string(ds_dtype_name(t->dtype)));
 		json_object_set_new(e, "shape", shape);
 		json_object_set_new(e, "kind", json_string(whole ? "whole" : "delta"));
-		json_object_set_new(e, "base_xxh3", json_string(hex));
+		/* the digest once the hasher is done (put_digests) */
+		json_object_set_new(e, "base_xxh3", json_string(""));
 		json_object_set_new(e, "first_frame", json_integer((json_int_t)first));
 		json_object_set_new(e, "frames",
 				    json_integer((json_int_t)(w->frame - first)));
 		json_array_append_new(w->tensors, e);
 	}
-	XXH3_freeState(bh);
 	return rc;
 }
 
@@ -316,6 +281,92 @@ static int open_fds(ds_ctx *ctx, const struct ds_model *m, int *fd)
 	return 0;
 }
 
+/*
+ * The digest of each base tensor (a pack applied to another base is
+ * refused), computed by a thread of its own while the model's frames are
+ * gathered and compressed: reading the base is half of extract's bytes.
+ */
+struct hasher {
+	const struct ds_model *b, *m;
+	const int *bfd;
+	uint64_t *digest;               /* per tensor of the model */
+	char *buf;
+	atomic_bool stop;
+	int rc;                         /* 0, or -errno at tensor bad */
+	size_t bad;
+	uint64_t bad_off;
+};
+
+#define HASH_CHUNK (1u << 20)
+
+/* The base tensor model tensor t is packed against, or NULL (stored
+ * whole: none of that name, or another number of elements). */
+static const struct ds_tensor *base_of(const struct ds_model *b,
+				       const struct ds_tensor *t)
+{
+	const struct ds_tensor *bt = ds_model_find(b, t->name);
+
+	return bt && bt->numel == t->numel ? bt : NULL;
+}
+
+static void *hash_bases(void *arg)
+{
+	struct hasher *h = arg;
+	XXH3_state_t *st = XXH3_createState();
+
+	if (!st)
+		h->rc = -ENOMEM;
+	for (size_t i = 0; !h->rc && i < h->m->ntensors; i++) {
+		const struct ds_tensor *bt = base_of(h->b, &h->m->tensors[i]);
+		uint64_t len = bt ? bt->end - bt->begin : 0;
+
+		XXH3_64bits_reset(st);
+		for (uint64_t o = 0; !h->rc && o < len; o += HASH_CHUNK) {
+			size_t n = len - o < HASH_CHUNK ? (size_t)(len - o) :
+				   HASH_CHUNK;
+			uint64_t off = h->b->shards[bt->shard].data_off +
+				       bt->begin + o;
+
+			if (atomic_load_explicit(&h->stop, memory_order_relaxed))
+				h->rc = -ECANCELED;
+			else if ((h->rc = ds_pread_all(h->bfd[bt->shard], h->buf,
+						       n, off)))
+				h->bad_off = off;
+			else
+				XXH3_64bits_update(st, h->buf, n);
+			h->bad = i;
+		}
+		h->digest[i] = XXH3_64bits_digest(st);
+	}
+	XXH3_freeState(st);
+	return NULL;
+}
+
+/* Every entry of w->tensors gets the digest of its base tensor. */
+static int put_digests(struct writer *w, const struct hasher *h)
+{
+	char hex[20];
+
+	if (h->rc == -ENOMEM)
+		return ds_fail(w->ctx, -ENOMEM, "out of memory");
+	if (h->rc) {
+		const struct ds_tensor *bt = base_of(h->b, &h->m->tensors[h->bad]);
+
+		return ds_fail(w->ctx, h->rc, "%s: reading at offset %llu: %s",
+			       h->b->shards[bt->shard].path,
+			       (unsigned long long)h->bad_off, h->rc == -EIO ?
+			       "file shorter than its header says" :
+			       strerror(-h->rc));
+	}
+	for (size_t i = 0; i < json_array_size(w->tensors); i++) {
+		snprintf(hex, sizeof(hex), "0x%016llx",
+			 (unsigned long long)h->digest[i]);
+		json_object_set_new(json_array_get(w->tensors, i), "base_xxh3",
+				    json_string(hex));
+	}
+	return 0;
+}
+
 static int run(struct writer *w, const struct ds_model *b,
 	       const struct ds_model *m)
 {
@@ -323,7 +374,10 @@ static int run(struct writer *w, const struct ds_model *b,
 	int *mfd = calloc(m->nshards + 1, sizeof(int));
 	uint64_t frames = 0;
 	unsigned char head[16] = "DSDPACK";
-	int rc = bfd && mfd ? 0 : -ENOMEM;
+	struct hasher h = { .b = b, .m = m, .bfd = bfd };
+	pthread_t th;
+	bool started;
+	int rc = bfd && mfd ? 0 : -ENOMEM, e;
 
 	for (unsigned s = 0; bfd && s < b->nshards; s++)
 		bfd[s] = -1;
@@ -341,17 +395,30 @@ static int run(struct writer *w, const struct ds_model *b,
 	if (!rc)
 		rc = write_at(w, head, 16, 0);
 	w->pos = 16 + frames * 16;
+	atomic_init(&h.stop, false);
+	h.digest = calloc(m->ntensors + 1, sizeof(*h.digest));
+	h.buf = malloc(HASH_CHUNK);
+	if (!rc && (!h.digest || !h.buf))
+		rc = ds_fail(w->ctx, -ENOMEM, "out of memory");
+	if (!rc && (e = pthread_create(&th, NULL, hash_bases, &h)))
+		rc = ds_fail(w->ctx, -e, "cannot start a thread: %s",
+			     strerror(e));
+	started = !rc;
 	for (size_t i = 0; !rc && i < m->ntensors; i++) {
 		const struct ds_tensor *t = &m->tensors[i];
-		const struct ds_tensor *bt = ds_model_find(b, t->name);
 
-		if (bt && bt->numel != t->numel)
-			bt = NULL;              /* other shape: stored whole */
-		rc = pack_tensor(w, mfd[t->shard], m, t, bt ? bfd[bt->shard] : -1,
-				 b, bt);
+		rc = pack_tensor(w, mfd[t->shard], m, t, base_of(b, t));
+	}
+	if (started) {
+		atomic_store(&h.stop, rc != 0);
+		pthread_join(th, NULL);
+		if (!rc)
+			rc = put_digests(w, &h);
 	}
 	if (!rc)
 		rc = finish(w);
+	free(h.digest);
+	free(h.buf);
 	for (unsigned s = 0; bfd && s < b->nshards; s++)
 		if (bfd[s] >= 0)
 			close(bfd[s]);
@@ -398,14 +465,13 @@ int ds_extract(ds_ctx *ctx, const char *base, const char *model,
 			     "not packs", b->pack ? base : model);
 	w.zcap = ZSTD_compressBound(DS_PACK_FRAME * 8);
 	w.raw = malloc(DS_PACK_FRAME * 8);
-	w.braw = malloc(DS_PACK_FRAME * 8);
 	w.kept = malloc(DS_PACK_FRAME * 8);
 	w.z = malloc(w.zcap);
 	w.u = malloc(DS_PACK_FRAME * sizeof(uint32_t));
 	w.bits = malloc(DS_PACK_FRAME / 8);
 	w.cc = ZSTD_createCCtx();
 	w.tensors = json_array();
-	if (!rc && (!w.raw || !w.braw || !w.kept || !w.z || !w.u || !w.bits || !w.cc ||
+	if (!rc && (!w.raw || !w.kept || !w.z || !w.u || !w.bits || !w.cc ||
 		    !w.tensors))
 		rc = ds_fail(ctx, -ENOMEM, "out of memory");
 	if (!rc && (w.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
@@ -422,7 +488,6 @@ int ds_extract(ds_ctx *ctx, const char *base, const char *model,
 	ZSTD_freeCCtx(w.cc);
 	json_decref(w.tensors);
 	free(w.raw);
-	free(w.braw);
 	free(w.kept);
 	free(w.z);
 	free(w.u);
