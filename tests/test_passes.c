@@ -176,10 +176,11 @@ static void ties_passes(const float *xs, size_t n, double density,
 
 /*
  * Which passes ties takes.  The first pass's histogram bins a key by its
- * high 16 bits: 1 and 1 + 2^-20 share a bin, 0.25, 2 and 3 each have
- * their own.  The low-bits histogram runs only when the cut's bin holds
- * different keys and not all of it is kept; the count of equal keys only
- * when some but not all keys equal to the cut's are kept.
+ * high 16 bits: 1 and e = 1 + 2^-20 share a bin, 0.25, 2 and 3 each have
+ * their own; all but e have zero low bits.  The low-bits histogram runs
+ * only when the cut's bin is not all kept and the cut falls among its
+ * keys of non-zero low bits (here e); the count of equal keys only when
+ * some but not all keys equal to the cut's are kept.
  */
 START_TEST(ties_passes_taken)
 {
@@ -191,6 +192,9 @@ START_TEST(ties_passes_taken)
 	const float w_mix3[4] = { 1, e, 1, 0 };
 	const float mix2[5] = { 1, e, 1, e, 0.25f };
 	const float w_mix2[5] = { 0, e, 0, 0, 0 };
+	const float low[5] = { e, 1, 1, 1, 0.25f };
+	const float w_low2[5] = { e, 1 };
+	const float w_low4[5] = { e, 1, 1, 1 };
 	static const float twos[8] = { 2, 2, 2, 2, 2, 2, 2, 2 };
 	static const float w_twos[8] = { 2, 2, 2 };
 	static const float none[8];
@@ -206,8 +210,27 @@ START_TEST(ties_passes_taken)
 	ties_passes(mix2, 5, 0.2, w_mix2, 4);
 	/* k = 3: the whole bin of 1 and e is kept: hist_hi, write */
 	ties_passes(mix, 4, 0.75, w_mix3, 2);
+	/* k = 2: e, then one of the three 1s below it: hist_hi, count_eq,
+	 * write; k = 4: all of them: hist_hi, write */
+	ties_passes(low, 5, 0.4, w_low2, 3);
+	ties_passes(low, 5, 0.8, w_low4, 2);
 	/* all equal, k = 3 of 8: hist_hi, count_eq, write */
 	ties_passes(twos, 8, 0.375, w_twos, 3);
+	/* the same cuts in two models: model 0's known after the first
+	 * pass, model 1's not; (1 + e) / 2 = 1 + 2^-21 */
+	{
+		const float *x2[2] = { low, mix2 };
+		const float want2[5] = { e, 1.0f + 0x1p-21f };
+		double d2[2] = { 0.4, 0.2 };
+		uint64_t shape[1] = { 5 };
+		struct ds_mparams mp;
+
+		params(&mp, DS_M_TIES, 2, d2, NULL);
+		for (size_t w = 1; w <= 5; w++) {
+			expect(&mp, shape, 1, none, x2, 5, w, want2);
+			ck_assert_uint_eq(ran, 4);
+		}
+	}
 	/* k = 0 and k = n: no rank is needed, the writing pass only */
 	ties_passes(xt, 8, 0.0, none, 1);
 	ties_passes(xt, 8, 1.0, xt, 1);

@@ -17,13 +17,15 @@
  * count of equal keys.  Histograms are fixed-size; nothing depends on the
  * tensor's size, and integer counts are exact in any order.
  *
- * The first pass also keeps, per bin, the OR of the keys' low bits and the
- * OR of their complements: when the two agree every key in the cut's bin
- * is the same, so the key is known without the second pass; so it is when
- * the whole bin is above the cut (deltas of BF16 checkpoints have few
- * significant bits, so this is common).  The third pass is needed only
- * when the cut falls inside a run of equal keys, some but not all of them
- * above it.  Finalizing a pass marks those found unneeded (ts->skip).
+ * The first pass also counts, per bin, the keys whose low bits are all
+ * zero: magnitudes of at most 9 significant bits, the bin's smallest key.
+ * Deltas of BF16 checkpoints mostly have that few, so a bin holds that one
+ * key and some above it.  When the cut falls among those zero keys (more
+ * of the bin above the cut than there are others), or the whole bin is
+ * above the cut, the cut's key is known without the second pass.  The
+ * third pass is needed only when the cut falls inside a run of equal keys,
+ * some but not all of them above it.  Finalizing a pass marks the passes
+ * it found unneeded (ts->skip).
  */
 
 static bool partial(const struct ds_tstate *ts, const struct ds_cut *c)
@@ -195,20 +197,17 @@ void ds_select_mask(const struct ds_tstate *ts, unsigned ch,
 
 struct hist_hi {
 	uint64_t nz;
-	uint32_t h[];                  /* [nchan][DS_HIST_HI], then the bits */
+	uint32_t h[];                  /* [nchan][DS_HIST_HI], then the zeros */
 };
 
-/* A bin's word of low-bits ORs: the keys' in bits 0-14, of their
- * complements in 16-30. */
-static inline uint32_t low_bits(uint32_t key)
+/* 1 when the key's low bits are all zero. */
+static inline uint32_t low_zero(uint32_t key)
 {
-	uint32_t lo = key & 0x7fff;
-
-	return lo | (lo ^ 0x7fff) << 16;
+	return (key & 0x7fff) == 0;
 }
 
-/* The ORs of red, channel ch. */
-static uint32_t *red_bits(struct hist_hi *hh, unsigned nchan, unsigned ch)
+/* The counts of zero low bits in red, channel ch. */
+static uint32_t *red_zeros(struct hist_hi *hh, unsigned nchan, unsigned ch)
 {
 	return hh->h + ((size_t)nchan + ch) * DS_HIST_HI;
 }
@@ -227,16 +226,16 @@ static uint64_t *acc_lo(void *acc, unsigned ch, unsigned cut)
 	return acc_hi(acc, ch) + (size_t)cut * DS_HIST_LO;
 }
 
-/* The low-bits ORs of the merge, after every channel's histogram. */
-static uint32_t *acc_bits(void *acc, unsigned nchan, unsigned ch)
+/* The counts of zero low bits of the merge, after every histogram. */
+static uint64_t *acc_zeros(void *acc, unsigned nchan, unsigned ch)
 {
-	return (uint32_t *)acc_hi(acc, nchan) + (size_t)ch * DS_HIST_HI;
+	return acc_hi(acc, nchan + ch);
 }
 
 /*
- * High-bits histograms and low-bits ORs (o0, o1) of two channels' keys at
- * once (h1 and k1 NULL for one): the two streams of updates do not wait on
- * each other.
+ * High-bits histograms and counts of zero low bits (o0, o1) of two
+ * channels' keys at once (h1 and k1 NULL for one): the two streams of
+ * updates do not wait on each other.
  */
 static void hist_hi2(uint32_t *h0, uint32_t *o0, const uint32_t *k0,
 		     uint32_t *h1, uint32_t *o1, const uint32_t *k1, size_t m)
@@ -246,15 +245,15 @@ static void hist_hi2(uint32_t *h0, uint32_t *o0, const uint32_t *k0,
 	if (!h1) {
 		for (k = 0; k < m; k++) {
 			h0[k0[k] >> 15]++;
-			o0[k0[k] >> 15] |= low_bits(k0[k]);
+			o0[k0[k] >> 15] += low_zero(k0[k]);
 		}
 		return;
 	}
 	for (k = 0; k < m; k++) {
 		h0[k0[k] >> 15]++;
-		o0[k0[k] >> 15] |= low_bits(k0[k]);
+		o0[k0[k] >> 15] += low_zero(k0[k]);
 		h1[k1[k] >> 15]++;
-		o1[k1[k] >> 15] |= low_bits(k1[k]);
+		o1[k1[k] >> 15] += low_zero(k1[k]);
 	}
 }
 
@@ -278,7 +277,7 @@ static void reduce_hi(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 {
 	for (unsigned ch = 0; ch < ts->nchan; ch += 2) {
 		uint32_t *h = hh->h + (size_t)ch * DS_HIST_HI;
-		uint32_t *o = red_bits(hh, ts->nchan, ch);
+		uint32_t *o = red_zeros(hh, ts->nchan, ch);
 		const float *v = ranked(ts, ch, c);
 		bool two = ch + 1 < ts->nchan;
 
@@ -376,12 +375,12 @@ void ds_select_fold(struct ds_tstate *ts, enum ds_pass pass,
 			const uint32_t *h = hh->h + (size_t)ch * DS_HIST_HI;
 			const uint32_t *o = h + (size_t)ts->nchan * DS_HIST_HI;
 			uint64_t *a = acc_hi(acc, ch);
-			uint32_t *ao = acc_bits(acc, ts->nchan, ch);
+			uint64_t *az = acc_zeros(acc, ts->nchan, ch);
 
 			for (unsigned b = 0; b < DS_HIST_HI; b++)
 				a[b] += h[b];
 			for (unsigned b = 0; b < DS_HIST_HI; b++)
-				ao[b] |= o[b];
+				az[b] += o[b];
 			if (ch == 0)
 				ts->nz += hh->nz;
 			continue;
@@ -428,26 +427,28 @@ static void set_key(struct ds_cut *c, uint32_t key, uint64_t gt, uint64_t eq)
 
 /*
  * The bin of the cut's x-th element, scanning from the largest keys; the
- * key too when the bin's low-bits ORs o show all its keys equal, or when
- * all of the bin is above the cut (then any key from the bin's lowest up
- * to its smallest one, here the AND of the low bits, divides the same).
+ * key too when all of the bin is above the cut, or when the cut falls
+ * among the bin's z keys of zero low bits, its smallest (the other keys
+ * of the bin are all above them).  Either way that key, the bin's
+ * lowest, divides the bin.
  */
-static void find_bin(struct ds_cut *c, const uint64_t *h, const uint32_t *o)
+static void find_bin(struct ds_cut *c, const uint64_t *h, const uint64_t *z)
 {
 	uint64_t cum = 0;
 
 	for (unsigned b = DS_HIST_HI; b-- > 0;) {
 		if (cum + h[b] >= c->x) {
-			uint32_t any = o[b] & 0x7fff;
-			uint32_t all = (o[b] >> 16 ^ 0x7fff) & 0x7fff;
+			uint64_t others = h[b] - z[b];
 
 			c->bin = b;
 			c->gt = cum;
-			c->exact = any == all || cum + h[b] == c->x;
-			if (any == all)
-				set_key(c, b << 15 | any, cum, h[b]);
-			else if (c->exact)
-				set_key(c, b << 15 | all, cum, c->x - cum);
+			if (cum + h[b] == c->x) {
+				set_key(c, b << 15, cum, h[b]);
+				c->exact = true;
+			} else if (z[b] && c->x - cum > others) {
+				set_key(c, b << 15, cum + others, z[b]);
+				c->exact = true;
+			}
 			return;
 		}
 		cum += h[b];
@@ -491,8 +492,8 @@ void ds_select_finalize(struct ds_tstate *ts, enum ds_pass pass, void *acc)
 				continue;
 			if (pass == DS_PASS_HIST_HI)
 				find_bin(cut, acc_hi(acc, ch),
-					 acc_bits(acc, ts->nchan, ch));
-			else if (pass == DS_PASS_HIST_LO)
+					 acc_zeros(acc, ts->nchan, ch));
+			else if (pass == DS_PASS_HIST_LO && !cut->exact)
 				find_key(cut, acc_lo(acc, ch, w));
 			exact &= pass != DS_PASS_HIST_HI || cut->exact;
 		}
