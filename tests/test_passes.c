@@ -49,10 +49,14 @@ static void params(struct ds_mparams *mp, enum ds_method m, unsigned n,
 	ds_mparams_tensor(mp, NAME);
 }
 
+/* Passes the last stream() took, skipped ones not counted. */
+static unsigned ran;
+
 /*
  * Stream one F32 tensor of n elements through every pass of mp's method,
  * in windows of w elements, as the pipeline does: reduce, fold in order,
- * finalize; then write.  out gets the result on kernel path k.
+ * finalize (passes found unneeded are left out); then write.  out gets
+ * the result on kernel path k.
  */
 static void stream(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 		   const uint64_t *shape, unsigned ndim, const float *b,
@@ -72,7 +76,11 @@ static void stream(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 	ck_assert(red && acc && scratch);
 	ck_assert_int_eq(ds_tensor_begin(NULL, ts, mp, shape, ndim, n, w,
 					 n / rows), 0);
+	ran = 0;
 	for (unsigned p = 0; p < ts->npass; p++) {
+		if (ds_pass_skipped(ts, p))
+			continue;
+		ran++;
 		for (size_t i0 = 0; i0 < n; i0 += w) {
 			struct ds_window win = {
 				.base = b + i0, .bdt = DS_DT_F32,
@@ -93,7 +101,7 @@ static void stream(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 		}
 		if (ts->pass[p] != DS_PASS_WRITE)
 			ds_pass_finalize(ts, p, acc);
-		ts->ready = p + 1;
+		ts->ready = ds_pass_ready(ts, p);
 	}
 	free(ts);
 	free(red);
@@ -142,6 +150,90 @@ START_TEST(ties_index_rule)
 	params(&mp, DS_M_TIES, 1, d, NULL);
 	for (size_t w = 1; w <= 8; w++)
 		expect(&mp, shape, 1, zero8, x, 8, w, want);
+}
+END_TEST
+
+/*
+ * ties of one model (out = the kept deltas) on n elements, every window
+ * size: out is want, after exactly npass passes.
+ */
+static void ties_passes(const float *xs, size_t n, double density,
+			const float *want, unsigned npass)
+{
+	static const float b[8];
+	const float *x[1] = { xs };
+	uint64_t shape[1] = { n };
+	double d[1] = { density };
+	struct ds_mparams mp;
+
+	params(&mp, DS_M_TIES, 1, d, NULL);
+	for (size_t w = 1; w <= n; w++) {
+		expect(&mp, shape, 1, b, x, n, w, want);
+		ck_assert_msg(ran == npass, "density %g, window %zu: %u passes, "
+			      "expected %u", density, w, ran, npass);
+	}
+}
+
+/*
+ * Which passes ties takes.  The first pass's histogram bins a key by its
+ * high 16 bits: 1 and e = 1 + 2^-20 share a bin, 0.25, 2 and 3 each have
+ * their own; all but e have zero low bits.  The low-bits histogram runs
+ * only when the cut's bin is not all kept and the cut falls among its
+ * keys of non-zero low bits (here e); the count of equal keys only when
+ * some but not all keys equal to the cut's are kept.
+ */
+START_TEST(ties_passes_taken)
+{
+	const float e = 1.0f + 0x1p-20f;
+	static const float w_run[8] = { 0, -3, 3, 0, -3, 0, 0, 0 };
+	static const float w_all3[8] = { 0, -3, 3, 0, -3, 0, 3, 0 };
+	const float mix[4] = { 1, e, 1, 0.25f };
+	const float w_mix1[4] = { 0, e, 0, 0 };
+	const float w_mix3[4] = { 1, e, 1, 0 };
+	const float mix2[5] = { 1, e, 1, e, 0.25f };
+	const float w_mix2[5] = { 0, e, 0, 0, 0 };
+	const float low[5] = { e, 1, 1, 1, 0.25f };
+	const float w_low2[5] = { e, 1 };
+	const float w_low4[5] = { e, 1, 1, 1 };
+	static const float twos[8] = { 2, 2, 2, 2, 2, 2, 2, 2 };
+	static const float w_twos[8] = { 2, 2, 2 };
+	static const float none[8];
+
+	/* k = 3 of the four 3s, alone in their bin: hist_hi, count_eq, write */
+	ties_passes(xt, 8, 0.375, w_run, 3);
+	/* k = 4, all four 3s (the cut between 3 and 2): hist_hi, write */
+	ties_passes(xt, 8, 0.5, w_all3, 2);
+	/* k = 1: the bin of 1 and e decides nothing; e is the only one of
+	 * its key: hist_hi, hist_lo, write */
+	ties_passes(mix, 4, 0.25, w_mix1, 3);
+	/* k = 1 of the two es: every pass */
+	ties_passes(mix2, 5, 0.2, w_mix2, 4);
+	/* k = 3: the whole bin of 1 and e is kept: hist_hi, write */
+	ties_passes(mix, 4, 0.75, w_mix3, 2);
+	/* k = 2: e, then one of the three 1s below it: hist_hi, count_eq,
+	 * write; k = 4: all of them: hist_hi, write */
+	ties_passes(low, 5, 0.4, w_low2, 3);
+	ties_passes(low, 5, 0.8, w_low4, 2);
+	/* all equal, k = 3 of 8: hist_hi, count_eq, write */
+	ties_passes(twos, 8, 0.375, w_twos, 3);
+	/* the same cuts in two models: model 0's known after the first
+	 * pass, model 1's not; (1 + e) / 2 = 1 + 2^-21 */
+	{
+		const float *x2[2] = { low, mix2 };
+		const float want2[5] = { e, 1.0f + 0x1p-21f };
+		double d2[2] = { 0.4, 0.2 };
+		uint64_t shape[1] = { 5 };
+		struct ds_mparams mp;
+
+		params(&mp, DS_M_TIES, 2, d2, NULL);
+		for (size_t w = 1; w <= 5; w++) {
+			expect(&mp, shape, 1, none, x2, 5, w, want2);
+			ck_assert_uint_eq(ran, 4);
+		}
+	}
+	/* k = 0 and k = n: no rank is needed, the writing pass only */
+	ties_passes(xt, 8, 0.0, none, 1);
+	ties_passes(xt, 8, 1.0, xt, 1);
 }
 END_TEST
 
@@ -421,6 +513,7 @@ int main(void)
 
 	tcase_add_test(tc, ties_index_rule);
 	tcase_add_test(tc, ties_equal_run);
+	tcase_add_test(tc, ties_passes_taken);
 	tcase_add_test(tc, breadcrumbs_ranks);
 	tcase_add_test(tc, nan_ranks_first);
 	tcase_add_test(tc, ties_two_models);

@@ -135,7 +135,9 @@ void ds_method_window(const struct ds_kernel_ops *k,
  * the windows of the next pass are computed only then.  Integer counts are
  * exact in any order; binary64 sums are kept per 65536-element block and
  * added in block order (DESIGN 5), so no result depends on threads or
- * window size.
+ * window size.  A tensor's pass list is the most it may take: finalizing
+ * a pass may find later ones unneeded (ds_tstate.skip), whose windows are
+ * then neither reduced nor folded.
  */
 
 enum ds_pass {
@@ -165,6 +167,7 @@ struct ds_cut {
 	uint64_t gt, q, eq;
 	uint64_t wc, rc;
 	uint64_t seen;                 /* equal ones counted so far */
+	bool exact;                    /* key and counts known (no hist_lo) */
 };
 
 /* Everything one tensor's passes learn, and its parameters. */
@@ -174,6 +177,7 @@ struct ds_tstate {
 	uint64_t maxrow;               /* longest row of the merge (scratch) */
 	unsigned npass, ready;         /* passes; passes finalized */
 	enum ds_pass pass[DS_MAX_PASSES];
+	unsigned skip;                 /* bit p: pass p found unneeded */
 	unsigned nchan;                /* rank channels (models, or 1 for sce) */
 	bool select;                   /* some cut is partial */
 	struct ds_cut cut[DS_MAX_MODELS][2]; /* [chan][0]: lo, [1]: hi */
@@ -220,8 +224,25 @@ void ds_pass_reduce(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 void ds_pass_fold(const struct ds_kernel_ops *k, struct ds_tstate *ts,
 		  unsigned pass, const struct ds_window *win, const void *red,
 		  void *acc);
-/* I/O thread, after the pass's last window: derive what the next needs. */
+/*
+ * I/O thread, after the pass's last window: derive what the next needs,
+ * and mark in ts->skip the later passes that are not needed.
+ */
 void ds_pass_finalize(struct ds_tstate *ts, unsigned pass, void *acc);
+/* Was pass found unneeded (set only by the finalizing of an earlier one)? */
+static inline bool ds_pass_skipped(const struct ds_tstate *ts, unsigned pass)
+{
+	return ts->skip >> pass & 1;
+}
+/* The passes finalized, or skipped, once pass is finalized. */
+static inline unsigned ds_pass_ready(const struct ds_tstate *ts, unsigned pass)
+{
+	unsigned r = pass + 1;
+
+	while (r < ts->npass && ds_pass_skipped(ts, r))
+		r++;
+	return r;
+}
 /* Worker: the writing pass of one window (acc read only). */
 void ds_pass_write(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 		   const struct ds_window *win, float *scratch, void *acc);

@@ -51,8 +51,9 @@ void ds_method_needs(const struct ds_mparams *mp, uint64_t window,
 	memset(nd, 0, sizeof(*nd));
 	nd->rows = ds_method_rows(mp);
 	if (selecting(mp)) {
-		red = sizeof(uint64_t) + nch * DS_HIST_HI * sizeof(uint32_t);
-		acc = nch * DS_HIST_HI * sizeof(uint64_t);
+		/* per bin: keys, and keys of zero low bits (select.c) */
+		red = sizeof(uint64_t) + nch * DS_HIST_HI * 2 * sizeof(uint32_t);
+		acc = nch * DS_HIST_HI * 2 * sizeof(uint64_t);
 	}
 	if (sums) {
 		size_t b = (size_t)((window + DS_BLOCK - 1) / DS_BLOCK + 1) *
@@ -134,7 +135,8 @@ void ds_pass_fold(const struct ds_kernel_ops *k, struct ds_tstate *ts,
 	/* Each histogram pass starts its counts from zero (DESIGN 5.1). */
 	if (win->i0 == 0 && (ts->pass[pass] == DS_PASS_HIST_HI ||
 			     ts->pass[pass] == DS_PASS_HIST_LO))
-		memset(acc, 0, (size_t)ts->nchan * DS_HIST_HI * sizeof(uint64_t));
+		memset(acc, 0, (size_t)ts->nchan * DS_HIST_HI * 2 *
+		       sizeof(uint64_t));
 	if (ts->pass[pass] != DS_PASS_SUMS) {
 		ds_select_fold(ts, ts->pass[pass], win, red, acc);
 		return;

@@ -16,6 +16,16 @@
  * decides each element from its key and, in that one window, the running
  * count of equal keys.  Histograms are fixed-size; nothing depends on the
  * tensor's size, and integer counts are exact in any order.
+ *
+ * The first pass also counts, per bin, the keys whose low bits are all
+ * zero: magnitudes of at most 9 significant bits, the bin's smallest key.
+ * Deltas of BF16 checkpoints mostly have that few, so a bin holds that one
+ * key and some above it.  When the cut falls among those zero keys (more
+ * of the bin above the cut than there are others), or the whole bin is
+ * above the cut, the cut's key is known without the second pass.  The
+ * third pass is needed only when the cut falls inside a run of equal keys,
+ * some but not all of them above it.  Finalizing a pass marks the passes
+ * it found unneeded (ts->skip).
  */
 
 static bool partial(const struct ds_tstate *ts, const struct ds_cut *c)
@@ -187,8 +197,20 @@ void ds_select_mask(const struct ds_tstate *ts, unsigned ch,
 
 struct hist_hi {
 	uint64_t nz;
-	uint32_t h[];                  /* [nchan][DS_HIST_HI] */
+	uint32_t h[];                  /* [nchan][DS_HIST_HI], then the zeros */
 };
+
+/* 1 when the key's low bits are all zero. */
+static inline uint32_t low_zero(uint32_t key)
+{
+	return (key & 0x7fff) == 0;
+}
+
+/* The counts of zero low bits in red, channel ch. */
+static uint32_t *red_zeros(struct hist_hi *hh, unsigned nchan, unsigned ch)
+{
+	return hh->h + ((size_t)nchan + ch) * DS_HIST_HI;
+}
 
 /*
  * Accumulators of a merge, per channel: the high-bits histogram, then, in
@@ -204,23 +226,34 @@ static uint64_t *acc_lo(void *acc, unsigned ch, unsigned cut)
 	return acc_hi(acc, ch) + (size_t)cut * DS_HIST_LO;
 }
 
+/* The counts of zero low bits of the merge, after every histogram. */
+static uint64_t *acc_zeros(void *acc, unsigned nchan, unsigned ch)
+{
+	return acc_hi(acc, nchan + ch);
+}
+
 /*
- * High-bits histograms of two channels' keys at once (h1 and k1 NULL for
- * one): the two streams of increments do not wait on each other.
+ * High-bits histograms and counts of zero low bits (o0, o1) of two
+ * channels' keys at once (h1 and k1 NULL for one): the two streams of
+ * updates do not wait on each other.
  */
-static void hist_hi2(uint32_t *h0, const uint32_t *k0, uint32_t *h1,
-		     const uint32_t *k1, size_t m)
+static void hist_hi2(uint32_t *h0, uint32_t *o0, const uint32_t *k0,
+		     uint32_t *h1, uint32_t *o1, const uint32_t *k1, size_t m)
 {
 	size_t k;
 
 	if (!h1) {
-		for (k = 0; k < m; k++)
+		for (k = 0; k < m; k++) {
 			h0[k0[k] >> 15]++;
+			o0[k0[k] >> 15] += low_zero(k0[k]);
+		}
 		return;
 	}
 	for (k = 0; k < m; k++) {
 		h0[k0[k] >> 15]++;
+		o0[k0[k] >> 15] += low_zero(k0[k]);
 		h1[k1[k] >> 15]++;
+		o1[k1[k] >> 15] += low_zero(k1[k]);
 	}
 }
 
@@ -244,6 +277,7 @@ static void reduce_hi(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 {
 	for (unsigned ch = 0; ch < ts->nchan; ch += 2) {
 		uint32_t *h = hh->h + (size_t)ch * DS_HIST_HI;
+		uint32_t *o = red_zeros(hh, ts->nchan, ch);
 		const float *v = ranked(ts, ch, c);
 		bool two = ch + 1 < ts->nchan;
 
@@ -252,7 +286,8 @@ static void reduce_hi(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 			hh->nz += k->count_range(v, 0, 0x7fffffff, c->m);
 		if (two)
 			k->rank_keys(ds_erow(c, ch + 1), c->u, c->m);
-		hist_hi2(h, c->key, two ? h + DS_HIST_HI : NULL, c->u, c->m);
+		hist_hi2(h, o, c->key, two ? h + DS_HIST_HI : NULL,
+			 o + DS_HIST_HI, c->u, c->m);
 	}
 }
 
@@ -295,7 +330,7 @@ static size_t red_size(const struct ds_tstate *ts, enum ds_pass pass)
 {
 	if (pass == DS_PASS_HIST_HI)
 		return sizeof(struct hist_hi) +
-		       (size_t)ts->nchan * DS_HIST_HI * sizeof(uint32_t);
+		       (size_t)ts->nchan * 2 * DS_HIST_HI * sizeof(uint32_t);
 	if (pass == DS_PASS_HIST_LO)
 		return (size_t)ts->nchan * 2 * DS_HIST_LO * sizeof(uint32_t);
 	return (size_t)ts->nchan * 2 * sizeof(uint64_t);
@@ -338,10 +373,14 @@ void ds_select_fold(struct ds_tstate *ts, enum ds_pass pass,
 		if (pass == DS_PASS_HIST_HI) {
 			const struct hist_hi *hh = red;
 			const uint32_t *h = hh->h + (size_t)ch * DS_HIST_HI;
+			const uint32_t *o = h + (size_t)ts->nchan * DS_HIST_HI;
 			uint64_t *a = acc_hi(acc, ch);
+			uint64_t *az = acc_zeros(acc, ts->nchan, ch);
 
 			for (unsigned b = 0; b < DS_HIST_HI; b++)
 				a[b] += h[b];
+			for (unsigned b = 0; b < DS_HIST_HI; b++)
+				az[b] += o[b];
 			if (ch == 0)
 				ts->nz += hh->nz;
 			continue;
@@ -371,15 +410,45 @@ void ds_select_fold(struct ds_tstate *ts, enum ds_pass pass,
 	}
 }
 
-/* The bin of the cut's x-th element, scanning from the largest keys. */
-static void find_bin(struct ds_cut *c, const uint64_t *h)
+/*
+ * A cut whose equal keys are q of eq, above gt larger ones: every equal
+ * key is above it (the window counts are not needed), or the count pass
+ * finds the window where the q-th one falls.
+ */
+static void set_key(struct ds_cut *c, uint32_t key, uint64_t gt, uint64_t eq)
+{
+	c->key = key;
+	c->gt = gt;
+	c->eq = eq;
+	c->q = c->x - gt;
+	c->wc = c->q == c->eq ? UINT64_MAX : 0;
+	c->seen = 0;
+}
+
+/*
+ * The bin of the cut's x-th element, scanning from the largest keys; the
+ * key too when all of the bin is above the cut, or when the cut falls
+ * among the bin's z keys of zero low bits, its smallest (the other keys
+ * of the bin are all above them).  Either way that key, the bin's
+ * lowest, divides the bin.
+ */
+static void find_bin(struct ds_cut *c, const uint64_t *h, const uint64_t *z)
 {
 	uint64_t cum = 0;
 
 	for (unsigned b = DS_HIST_HI; b-- > 0;) {
 		if (cum + h[b] >= c->x) {
+			uint64_t others = h[b] - z[b];
+
 			c->bin = b;
 			c->gt = cum;
+			if (cum + h[b] == c->x) {
+				set_key(c, b << 15, cum, h[b]);
+				c->exact = true;
+			} else if (z[b] && c->x - cum > others) {
+				set_key(c, b << 15, cum + others, z[b]);
+				c->exact = true;
+			}
 			return;
 		}
 		cum += h[b];
@@ -393,20 +462,25 @@ static void find_key(struct ds_cut *c, const uint64_t *h)
 
 	for (unsigned l = DS_HIST_LO; l-- > 0;) {
 		if (cum + h[l] >= c->x) {
-			c->key = c->bin << 15 | l;
-			c->gt = cum;
-			c->eq = h[l];
-			c->q = c->x - cum;
-			c->wc = c->q == c->eq ? UINT64_MAX : 0;
-			c->seen = 0;
+			set_key(c, c->bin << 15 | l, cum, h[l]);
 			return;
 		}
 		cum += h[l];
 	}
 }
 
+/* Mark pass p of the tensor unneeded. */
+static void skip(struct ds_tstate *ts, enum ds_pass p)
+{
+	for (unsigned i = 0; i < ts->npass; i++)
+		if (ts->pass[i] == p)
+			ts->skip |= 1u << i;
+}
+
 void ds_select_finalize(struct ds_tstate *ts, enum ds_pass pass, void *acc)
 {
+	bool exact = true;
+
 	if (pass == DS_PASS_HIST_HI && ts->mp.def->cb == DS_CB_SCE)
 		set_cut(&ts->cut[0][1], (uint64_t)floor(ts->mp.select_topk *
 							(double)ts->nz));
@@ -417,8 +491,17 @@ void ds_select_finalize(struct ds_tstate *ts, enum ds_pass pass, void *acc)
 			if (!partial(ts, cut))
 				continue;
 			if (pass == DS_PASS_HIST_HI)
-				find_bin(cut, acc_hi(acc, ch));
-			else if (pass == DS_PASS_HIST_LO)
+				find_bin(cut, acc_hi(acc, ch),
+					 acc_zeros(acc, ts->nchan, ch));
+			else if (pass == DS_PASS_HIST_LO && !cut->exact)
 				find_key(cut, acc_lo(acc, ch, w));
+			exact &= pass != DS_PASS_HIST_HI || cut->exact;
 		}
+	/* Every key known after the first pass: no low-bits histogram. */
+	if (pass == DS_PASS_HIST_HI && exact)
+		skip(ts, DS_PASS_HIST_LO);
+	/* Every cut keeps all of its equal keys: nothing to count. */
+	if ((pass == DS_PASS_HIST_LO || (pass == DS_PASS_HIST_HI && exact)) &&
+	    !counting(ts))
+		skip(ts, DS_PASS_COUNT_EQ);
 }

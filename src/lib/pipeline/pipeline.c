@@ -34,7 +34,9 @@ enum slot_state {
  * A tensor is streamed once per pass (methods.h); a window of a reducing
  * pass ends in its slot's reduction buffer, folded in sequence order where
  * a written window would be written.  A window whose pass needs the one
- * before it finalized waits, read, in S_WAITING.
+ * before it finalized waits, read, in S_WAITING.  A pass that finalizing
+ * an earlier one found unneeded is left where the cursor is; its windows
+ * already read go through their slots untouched.
  */
 struct slot {
 	enum slot_state st;
@@ -334,7 +336,8 @@ static int next_window(struct pipe *pp, struct slot *s)
 			}
 			pp->begun = true;
 		}
-		if (pp->pos < units(pp, pp->t))
+		if (pp->pos < units(pp, pp->t) &&
+		    !(pp->cur && ds_pass_skipped(pp->cur, pp->pass)))
 			break;
 		if (pp->cur && pp->pass + 1 < pp->cur->npass) {
 			pp->pass++;
@@ -478,7 +481,11 @@ static void wake_waiting(struct pipe *pp, const struct ds_tstate *ts)
 	for (unsigned i = 0; i < pp->nslots; i++) {
 		struct slot *w = &pp->slots[i];
 
-		if (w->st == S_WAITING && w->ts == ts && w->pass <= ts->ready)
+		if (w->st != S_WAITING || w->ts != ts || w->pass > ts->ready)
+			continue;
+		if (ds_pass_skipped(ts, w->pass))
+			w->st = S_COMPUTED;
+		else
 			enqueue(pp, w);
 	}
 }
@@ -514,15 +521,17 @@ static void prefetch_next(struct pipe *pp, size_t t)
 static void fold(struct pipe *pp, struct slot *s)
 {
 	struct ds_tstate *ts = s->ts;
+	/* a window read before its pass was found unneeded: nothing to do */
+	bool skipped = ds_pass_skipped(ts, s->pass);
 	struct ds_window w;
 
 	window_of(pp, s, &w);
-	if (!pp->err)
+	if (!skipped && !pp->err)
 		ds_pass_fold(pp->k, ts, s->pass, &w, s->red, pp->acc);
-	if (s->i0 + s->n == units(pp, s->t)) {
+	if (!skipped && s->i0 + s->n == units(pp, s->t)) {
 		if (!pp->err)
 			ds_pass_finalize(ts, s->pass, pp->acc);
-		ts->ready = s->pass + 1;
+		ts->ready = ds_pass_ready(ts, s->pass);
 		if (s->pass == 0)
 			prefetch_next(pp, s->t);
 		wake_waiting(pp, ts);
@@ -621,6 +630,8 @@ static void on_event(struct pipe *pp, struct ds_io_req *r)
 			s->st = S_COMPUTED;
 		else if (s->ts->ready < s->pass)
 			s->st = S_WAITING;
+		else if (ds_pass_skipped(s->ts, s->pass))
+			s->st = S_COMPUTED;
 		else
 			enqueue(pp, s);
 	}
