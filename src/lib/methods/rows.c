@@ -21,9 +21,9 @@ struct rowbuf {
 	uint32_t *u, *rank;
 	uint64_t *key, *tmp;
 	uint8_t *mask;
-	/* della: per model, by ascending rank: threshold, "drop all", 1/pi */
-	uint32_t *tthr;
-	uint8_t *tall;
+	/* della: per model, by ascending rank: the least u that keeps
+	 * (2^32: none does) and 1/pi */
+	uint64_t *tthr;
 	float *tinv;
 };
 
@@ -54,9 +54,8 @@ static void carve(struct rowbuf *r, float *s, uint64_t maxrow, unsigned n)
 	r->tmp = (uint64_t *)(s + 8 * R);
 	r->mask = (uint8_t *)(s + 10 * R);
 	r->e = s + 12 * R;
-	r->tthr = (uint32_t *)(r->e + (size_t)n * R);
-	r->tinv = r->e + 2 * (size_t)n * R;
-	r->tall = (uint8_t *)(r->e + 3 * (size_t)n * R);
+	r->tthr = (uint64_t *)(r->e + (size_t)n * R);
+	r->tinv = r->e + 3 * (size_t)n * R;
 }
 
 static float *erow(const struct rowbuf *r, unsigned j)
@@ -178,22 +177,16 @@ static void quarters_prefix(struct quarters *qs, uint32_t mask, bool rev)
 	}
 }
 
-/* Item x's position in a pass on digit (x >> sh) & mask: where it moves
- * to, or, the last pass, its index's rank. */
+/* Item x to its position in a pass on digit (x >> sh) & mask. */
 static inline void put(uint32_t *c, uint64_t x, unsigned sh, uint32_t mask,
-		       uint64_t *to, uint32_t *rank)
+		       uint64_t *to)
 {
-	uint32_t p = c[(uint32_t)(x >> sh) & mask]++;
-
-	if (to)
-		to[p] = x;
-	else
-		rank[(uint32_t)x] = p;
+	to[c[(uint32_t)(x >> sh) & mask]++] = x;
 }
 
 /* One stable pass over the m items of a on digit (x >> sh) & mask. */
 static void item_pass(const uint64_t *a, size_t m, unsigned sh,
-		      uint32_t mask, uint64_t *to, uint32_t *rank)
+		      uint32_t mask, uint64_t *to)
 {
 	struct quarters qs;
 	size_t L, t;
@@ -210,43 +203,13 @@ static void item_pass(const uint64_t *a, size_t m, unsigned sh,
 		qs.c[3][(uint32_t)(a[t] >> sh) & mask]++;
 	quarters_prefix(&qs, mask, false);
 	for (t = 0; t < L; t++) {
-		put(qs.c[0], a[t], sh, mask, to, rank);
-		put(qs.c[1], a[L + t], sh, mask, to, rank);
-		put(qs.c[2], a[2 * L + t], sh, mask, to, rank);
-		put(qs.c[3], a[3 * L + t], sh, mask, to, rank);
+		put(qs.c[0], a[t], sh, mask, to);
+		put(qs.c[1], a[L + t], sh, mask, to);
+		put(qs.c[2], a[2 * L + t], sh, mask, to);
+		put(qs.c[3], a[3 * L + t], sh, mask, to);
 	}
 	for (t = 4 * L; t < m; t++)
-		put(qs.c[3], a[t], sh, mask, to, rank);
-}
-
-/* Ranks of codes that fit one digit: the stable order of the codes taken
- * from the last index to the first, so each index gets its digit's
- * positions from the top down. */
-static void key_pass(const uint32_t *code, size_t m, uint32_t mask,
-		     uint32_t *rank)
-{
-	struct quarters qs;
-	size_t L, t;
-
-	quarters_init(&qs, m, mask);
-	L = qs.L;
-	for (t = 0; t < L; t++) {
-		qs.c[0][code[t]]++;
-		qs.c[1][code[L + t]]++;
-		qs.c[2][code[2 * L + t]]++;
-		qs.c[3][code[3 * L + t]]++;
-	}
-	for (t = 4 * L; t < m; t++)
-		qs.c[3][code[t]]++;
-	quarters_prefix(&qs, mask, true);
-	for (t = 0; t < L; t++) {
-		rank[t] = --qs.c[0][code[t]];
-		rank[L + t] = --qs.c[1][code[L + t]];
-		rank[2 * L + t] = --qs.c[2][code[2 * L + t]];
-		rank[3 * L + t] = --qs.c[3][code[3 * L + t]];
-	}
-	for (t = 4 * L; t < m; t++)
-		rank[t] = --qs.c[3][code[t]];
+		put(qs.c[3], a[t], sh, mask, to);
 }
 
 /*
@@ -281,38 +244,129 @@ static unsigned digits(unsigned bits, size_t m)
  * row: a zero key (a zero delta, common) is code 0, any other key
  * (key - lo) >> z, plus 1 when the row has zeros, with lo the least
  * non-zero key and z the trailing zero bits every key shares: an
- * order-preserving one-to-one map onto 0 .. span.  A counting sort on
- * the codes' digits, least significant first (as few digits of at most
- * 11 bits as make the cheapest sort), then gives the ranks: the last
- * digit's positions are the ranks, so a row whose span fits one digit is
- * ranked with no data movement at all.
+ * order-preserving one-to-one map onto 0 .. span.  A row of equal keys
+ * is all code 0.  The keys go to r->tmp, to be made codes in place;
+ * returns span.
  */
-static void row_ranks(const struct ds_kernel_ops *k, const float *d,
-		      size_t m, struct rowbuf *r)
+struct narrow {
+	uint32_t lo, off;
+	unsigned z;
+};
+
+static inline uint32_t code_of(uint32_t key, const struct narrow *nw)
 {
-	uint32_t *key = (uint32_t *)r->tmp, lo, hi, all, span, mask, off;
-	unsigned bits, np, w, z;
-	uint64_t *a = r->key, *t = r->tmp, *swap;
+	return (((key - nw->lo) >> nw->z) + nw->off) & -(uint32_t)(key != 0);
+}
+
+static uint32_t row_narrow(const struct ds_kernel_ops *k, const float *d,
+			   size_t m, struct rowbuf *r, struct narrow *nw)
+{
+	uint32_t *key = (uint32_t *)r->tmp, lo, hi, all;
 	bool zero;
 
 	k->rank_keys(d, key, m);
 	row_span(key, m, &lo, &hi, &all, &zero);
 	if (m == 0 || hi == 0 || (!zero && lo == hi)) {
-		for (size_t i = 0; i < m; i++)  /* all equal: index order */
-			r->rank[i] = (uint32_t)(m - 1 - i);
-		return;
+		nw->lo = 0;             /* keys are below 2^31: all code 0 */
+		nw->z = 31;
+		nw->off = 0;
+		return 0;
 	}
-	z = (unsigned)__builtin_ctz(all);
-	off = zero;
-	span = ((hi - lo) >> z) + off;
-	for (size_t i = 0; i < m; i++)          /* codes, in place */
-		key[i] = (((key[i] - lo) >> z) + off) & -(uint32_t)(key[i] != 0);
-	bits = 32 - (unsigned)__builtin_clz(span);
+	nw->lo = lo;
+	nw->z = (unsigned)__builtin_ctz(all);
+	nw->off = zero;
+	return ((hi - lo) >> nw->z) + nw->off;
+}
+
+/* x where kept, times (float)(1/pi) (inv), else +0; no inv: the mask. */
+static inline void keep_one(struct rowbuf *r, const uint64_t *thr,
+			    const float *inv, size_t i, uint32_t q)
+{
+	uint32_t keep = r->u[i] >= thr[q];
+
+	if (inv)
+		r->x[i] = ds_bitsf(ds_fbits(r->x[i] * inv[q]) & -keep);
+	else
+		r->mask[i] = (uint8_t)keep;
+}
+
+/* The last pass of a sort of items: each item's position is its index's
+ * rank, which decides its keep at once. */
+static void last_pass(const uint64_t *a, size_t m, unsigned sh, uint32_t mask,
+		      const uint64_t *thr, const float *inv, struct rowbuf *r)
+{
+	struct quarters qs;
+	size_t L, t;
+
+	quarters_init(&qs, m, mask);
+	L = qs.L;
+	for (t = 0; t < L; t++) {
+		qs.c[0][(uint32_t)(a[t] >> sh) & mask]++;
+		qs.c[1][(uint32_t)(a[L + t] >> sh) & mask]++;
+		qs.c[2][(uint32_t)(a[2 * L + t] >> sh) & mask]++;
+		qs.c[3][(uint32_t)(a[3 * L + t] >> sh) & mask]++;
+	}
+	for (t = 4 * L; t < m; t++)
+		qs.c[3][(uint32_t)(a[t] >> sh) & mask]++;
+	quarters_prefix(&qs, mask, false);
+#define LAST(q, x) keep_one(r, thr, inv, (uint32_t)(x),			\
+			    qs.c[q][(uint32_t)((x) >> sh) & mask]++)
+	for (t = 0; t < L; t++) {
+		LAST(0, a[t]);
+		LAST(1, a[L + t]);
+		LAST(2, a[2 * L + t]);
+		LAST(3, a[3 * L + t]);
+	}
+	for (t = 4 * L; t < m; t++)
+		LAST(3, a[t]);
+#undef LAST
+}
+
+/*
+ * della's keep of each element of the row, by its rank: a counting sort
+ * on the codes' digits, least significant first (as few digits of at
+ * most 11 bits as make the cheapest sort), whose last digit's positions
+ * are the ranks.  A row whose span fits one digit is ranked with no data
+ * movement: the stable order of the codes taken from the last index to
+ * the first, each index getting its digit's positions from the top down.
+ */
+static void sort_keep(uint32_t span, const struct narrow *nw, size_t m,
+		      const uint64_t *thr, const float *inv, struct rowbuf *r)
+{
+	uint32_t *code = (uint32_t *)r->tmp, mask;
+	unsigned bits = 32 - (unsigned)__builtin_clz(span | 1), np, w;
+	uint64_t *a = r->key, *t = r->tmp, *swap;
+
 	np = digits(bits, m);
 	w = (bits + np - 1) / np;
 	mask = (1u << w) - 1;
 	if (np == 1) {
-		key_pass(key, m, mask, r->rank);
+		struct quarters qs;
+		uint32_t *c0 = qs.c[0], *c1 = qs.c[1], *c2 = qs.c[2];
+		uint32_t *c3 = qs.c[3];
+		size_t L, i;
+
+		for (i = 0; i < m; i++)         /* codes, in place */
+			code[i] = code_of(code[i], nw);
+		quarters_init(&qs, m, mask);
+		L = qs.L;
+		for (i = 0; i < L; i++) {
+			c0[code[i]]++;
+			c1[code[L + i]]++;
+			c2[code[2 * L + i]]++;
+			c3[code[3 * L + i]]++;
+		}
+		for (i = 4 * L; i < m; i++)
+			c3[code[i]]++;
+		quarters_prefix(&qs, mask, true);
+		for (i = 0; i < L; i++) {
+			keep_one(r, thr, inv, i, --c0[code[i]]);
+			keep_one(r, thr, inv, L + i, --c1[code[L + i]]);
+			keep_one(r, thr, inv, 2 * L + i, --c2[code[2 * L + i]]);
+			keep_one(r, thr, inv, 3 * L + i, --c3[code[3 * L + i]]);
+		}
+		for (i = 4 * L; i < m; i++)
+			keep_one(r, thr, inv, i, --c3[code[i]]);
 		return;
 	}
 	/* items: the code in the high half, the index in the low; last
@@ -320,35 +374,35 @@ static void row_ranks(const struct ds_kernel_ops *k, const float *d,
 	for (size_t i = 0; i < m; i++) {
 		size_t e = m - 1 - i;
 
-		a[i] = (uint64_t)key[e] << 32 | (uint32_t)e;
+		a[i] = (uint64_t)code_of(code[e], nw) << 32 | (uint32_t)e;
 	}
 	for (unsigned p = 0; p + 1 < np; p++) {
-		item_pass(a, m, 32 + p * w, mask, t, NULL);
+		item_pass(a, m, 32 + p * w, mask, t);
 		swap = a;
 		a = t;
 		t = swap;
 	}
-	item_pass(a, m, 32 + (np - 1) * w, mask, NULL, r->rank);
+	last_pass(a, m, 32 + (np - 1) * w, mask, thr, inv, r);
 }
 
 /*
  * della's keep threshold and inverse rescale for each ascending rank q of
  * a row of m (DESIGN 5.1), for model j: they depend on q alone, so they
- * are tabulated once per window and model rather than per element.
+ * are tabulated once per window and model rather than per element.  The
+ * element is kept iff u >= thr[q]: floor((1 - pi) 2^32), which is 2^32
+ * (keep none) only if pi were 0.
  */
 static void della_table(const struct ds_mparams *mp, unsigned j, size_t m,
-			uint32_t *thr_hi, uint8_t *thr_all, float *inv)
+			uint64_t *thr, float *inv)
 {
 	double d = mp->density[j], eps = mp->epsilon[j];
 
 	for (size_t q = 0; q < m; q++) {
 		double pi = m == 1 ? d : (d - eps) +
 			    ((2.0 * eps) * (double)q) / (double)(m - 1);
-		double thr = floor((1.0 - pi) * 4294967296.0);
+		double t = floor((1.0 - pi) * 4294967296.0);
 
-		/* thr < 2^32 since pi > 0; thr_all marks 2^32 for safety */
-		thr_all[q] = thr >= 4294967296.0;
-		thr_hi[q] = thr_all[q] ? 0 : (uint32_t)thr;
+		thr[q] = t >= 4294967296.0 ? (uint64_t)1 << 32 : (uint64_t)t;
 		inv[q] = (float)(1.0 / pi);
 	}
 }
@@ -357,11 +411,12 @@ static void della_table(const struct ds_mparams *mp, unsigned j, size_t m,
 static void della_row(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 		      unsigned j, uint64_t i0, size_t m, struct rowbuf *r)
 {
-	const uint32_t *thr = r->tthr + (size_t)j * r->R;
-	const uint8_t *all = r->tall + (size_t)j * r->R;
-	const float *inv = r->tinv + (size_t)j * r->R;
+	const uint64_t *thr = r->tthr + (size_t)j * r->R;
+	const float *inv = r->tinv + (size_t)j * r->R, *ik;
 	double d = mp->density[j];
 	float *x = r->x, s = 1.0f;
+	struct narrow nw;
+	uint32_t span;
 
 	if (d >= 1.0)
 		return;                         /* every delta kept as is */
@@ -369,24 +424,14 @@ static void della_row(const struct ds_kernel_ops *k, const struct ds_mparams *mp
 		memset(x, 0, m * sizeof(float));
 		return;
 	}
-	row_ranks(k, x, m, r);
+	/* x * s where kept, else +0: the product's bits, and all or none;
+	 * inverse: each kept delta by (float)(1/pi), the paper's rule */
+	ik = mp->rescale == DS_RESCALE_INVERSE ? inv : NULL;
+	span = row_narrow(k, x, m, r, &nw);
 	k->philox(mp->seed, mp->sj[j], mp->name_hash, i0, m, r->u);
-	/* x * s where kept, else +0: the product's bits, and all or none */
-	if (mp->rescale == DS_RESCALE_INVERSE) {
-		/* each kept delta by (float)(1/pi), the paper's rule */
-		for (size_t i = 0; i < m; i++) {
-			uint32_t q = r->rank[i];
-			uint32_t keep = !all[q] & (r->u[i] >= thr[q]);
-
-			x[i] = ds_bitsf(ds_fbits(x[i] * inv[q]) & -keep);
-		}
+	sort_keep(span, &nw, m, thr, ik, r);
+	if (ik)
 		return;
-	}
-	for (size_t i = 0; i < m; i++) {
-		uint32_t q = r->rank[i];
-
-		r->mask[i] = (uint8_t)(!all[q] & (r->u[i] >= thr[q]));
-	}
 	if (mp->rescale == DS_RESCALE_L1) {
 		double a = row_abs(x, NULL, m), b = row_abs(x, r->mask, m);
 
@@ -613,7 +658,6 @@ void ds_rows_write(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 	if (mp->def->sp == DS_SP_DELLA)
 		for (unsigned j = 0; j < mp->n; j++)
 			della_table(mp, j, m, r.tthr + (size_t)j * r.R,
-				    r.tall + (size_t)j * r.R,
 				    r.tinv + (size_t)j * r.R);
 	for (size_t off = 0; off < win->n; off += m) {
 		if (mp->def->sp == DS_SP_DELLA)
