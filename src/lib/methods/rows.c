@@ -97,41 +97,48 @@ static double row_abs(const float *a, const uint8_t *mask, size_t m)
 
 /*
  * The least non-zero key (UINT32_MAX when none), the largest, the or of
- * all and whether a zero is among them, four lanes at a time: key - 1
- * wraps a zero to the top, so the least key - 1 is the least non-zero
- * key - 1.
+ * all and whether a zero is among them, four lanes at a time.  Keys are
+ * below 2^31, so signed lanes (which the compiler vectorises) hold them:
+ * (key - 1) & INT32_MAX takes a zero to INT32_MAX, above every non-zero
+ * key - 1, so the least of it is the least non-zero key - 1; a zero is
+ * there iff the least key is 0.
  */
 static void row_span(const uint32_t *key, size_t m, uint32_t *lo,
 		     uint32_t *hi, uint32_t *all, bool *zero)
 {
-	uint32_t l[4] = { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX };
-	uint32_t h[4] = { 0, 0, 0, 0 }, o[4] = { 0, 0, 0, 0 }, z = 0, v;
+	int32_t l[4] = { INT32_MAX, INT32_MAX, INT32_MAX, INT32_MAX };
+	int32_t n[4] = { INT32_MAX, INT32_MAX, INT32_MAX, INT32_MAX };
+	int32_t h[4] = { 0, 0, 0, 0 }, t, v;
+	uint32_t o[4] = { 0, 0, 0, 0 };
 	size_t i = 0;
 
 	for (; i + 4 <= m; i += 4)
 		for (unsigned q = 0; q < 4; q++) {
-			v = key[i + q];
-			l[q] = v - 1 < l[q] ? v - 1 : l[q];
+			v = (int32_t)key[i + q];
+			t = (int32_t)((key[i + q] - 1) & INT32_MAX);
+			l[q] = t < l[q] ? t : l[q];
+			n[q] = v < n[q] ? v : n[q];
 			h[q] = v > h[q] ? v : h[q];
-			o[q] |= v;
-			z |= v == 0;
+			o[q] |= key[i + q];
 		}
 	for (; i < m; i++) {
-		v = key[i];
-		l[0] = v - 1 < l[0] ? v - 1 : l[0];
+		v = (int32_t)key[i];
+		t = (int32_t)((key[i] - 1) & INT32_MAX);
+		l[0] = t < l[0] ? t : l[0];
+		n[0] = v < n[0] ? v : n[0];
 		h[0] = v > h[0] ? v : h[0];
-		o[0] |= v;
-		z |= v == 0;
+		o[0] |= key[i];
 	}
 	for (unsigned q = 1; q < 4; q++) {
 		l[0] = l[q] < l[0] ? l[q] : l[0];
+		n[0] = n[q] < n[0] ? n[q] : n[0];
 		h[0] = h[q] > h[0] ? h[q] : h[0];
 		o[0] |= o[q];
 	}
-	*lo = l[0] + 1 ? l[0] + 1 : UINT32_MAX;
-	*hi = h[0];
+	*lo = l[0] < INT32_MAX ? (uint32_t)l[0] + 1 : UINT32_MAX;
+	*hi = (uint32_t)h[0];
 	*all = o[0];
-	*zero = z;
+	*zero = n[0] == 0;
 }
 
 /*
@@ -293,12 +300,13 @@ static inline void keep_one(struct rowbuf *r, const uint64_t *thr,
 /* The last pass of a sort of items: each item's position is its index's
  * rank, which decides its keep at once. */
 static void last_pass(const uint64_t *a, size_t m, unsigned sh, uint32_t mask,
-		      const uint64_t *thr, const float *inv, struct rowbuf *r)
+		      uint32_t top, const uint64_t *thr, const float *inv,
+		      struct rowbuf *r)
 {
 	struct quarters qs;
 	size_t L, t;
 
-	quarters_init(&qs, m, mask);
+	quarters_init(&qs, m, top);     /* digits 0 .. top <= mask */
 	L = qs.L;
 	for (t = 0; t < L; t++) {
 		qs.c[0][(uint32_t)(a[t] >> sh) & mask]++;
@@ -308,7 +316,7 @@ static void last_pass(const uint64_t *a, size_t m, unsigned sh, uint32_t mask,
 	}
 	for (t = 4 * L; t < m; t++)
 		qs.c[3][(uint32_t)(a[t] >> sh) & mask]++;
-	quarters_prefix(&qs, mask, false);
+	quarters_prefix(&qs, top, false);
 #define LAST(q, x) keep_one(r, thr, inv, (uint32_t)(x),			\
 			    qs.c[q][(uint32_t)((x) >> sh) & mask]++)
 	for (t = 0; t < L; t++) {
@@ -348,7 +356,7 @@ static void sort_keep(uint32_t span, const struct narrow *nw, size_t m,
 
 		for (i = 0; i < m; i++)         /* codes, in place */
 			code[i] = code_of(code[i], nw);
-		quarters_init(&qs, m, mask);
+		quarters_init(&qs, m, span);    /* codes 0 .. span */
 		L = qs.L;
 		for (i = 0; i < L; i++) {
 			c0[code[i]]++;
@@ -358,7 +366,7 @@ static void sort_keep(uint32_t span, const struct narrow *nw, size_t m,
 		}
 		for (i = 4 * L; i < m; i++)
 			c3[code[i]]++;
-		quarters_prefix(&qs, mask, true);
+		quarters_prefix(&qs, span, true);
 		for (i = 0; i < L; i++) {
 			keep_one(r, thr, inv, i, --c0[code[i]]);
 			keep_one(r, thr, inv, L + i, --c1[code[L + i]]);
@@ -382,7 +390,8 @@ static void sort_keep(uint32_t span, const struct narrow *nw, size_t m,
 		a = t;
 		t = swap;
 	}
-	last_pass(a, m, 32 + (np - 1) * w, mask, thr, inv, r);
+	last_pass(a, m, 32 + (np - 1) * w, mask, span >> ((np - 1) * w), thr,
+		  inv, r);
 }
 
 /*
