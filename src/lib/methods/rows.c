@@ -167,19 +167,23 @@ static void quarters_prefix(struct quarters *qs, uint32_t mask, bool rev)
 	uint32_t *c0 = qs->c[0], *c1 = qs->c[1], *c2 = qs->c[2];
 	uint32_t *c3 = qs->c[3], p = 0, a, b, c, d;
 
-	for (uint32_t v = 0; v <= mask; v++) {
-		a = c0[v], b = c1[v], c = c2[v], d = c3[v];
-		if (rev) {
+	if (rev) {
+		for (uint32_t v = 0; v <= mask; v++) {
+			a = c0[v], b = c1[v], c = c2[v], d = c3[v];
 			c3[v] = p + d;
 			c2[v] = p + d + c;
 			c1[v] = p + d + c + b;
 			c0[v] = p + d + c + b + a;
-		} else {
-			c0[v] = p;
-			c1[v] = p + a;
-			c2[v] = p + a + b;
-			c3[v] = p + a + b + c;
+			p += a + b + c + d;
 		}
+		return;
+	}
+	for (uint32_t v = 0; v <= mask; v++) {
+		a = c0[v], b = c1[v], c = c2[v], d = c3[v];
+		c0[v] = p;
+		c1[v] = p + a;
+		c2[v] = p + a + b;
+		c3[v] = p + a + b + c;
 		p += a + b + c + d;
 	}
 }
