@@ -146,53 +146,52 @@ static void row_span(const uint32_t *key, size_t m, uint32_t *lo,
  * parts, each counted and handed out with its own counters, so that runs
  * of equal digits make four independent chains of increments rather than
  * one; within a digit, the quarters' positions follow in sequence order.
- * Digits are below 2048.
+ * A digit's four counters lie side by side, so that clearing them and
+ * adding them up is one run through memory.  Digits are below 2048.
  */
 struct quarters {
-	uint32_t c[4][2048];
+	uint32_t c[2048][4];
 	size_t L;                       /* quarters 0-2; quarter 3 the rest */
 };
 
 static void quarters_init(struct quarters *qs, size_t m, uint32_t mask)
 {
 	qs->L = m / 4;
-	for (unsigned q = 0; q < 4; q++)
-		memset(qs->c[q], 0, ((size_t)mask + 1) * sizeof(qs->c[q][0]));
+	memset(qs->c, 0, ((size_t)mask + 1) * sizeof(qs->c[0]));
 }
 
 /* Counts into first positions (rev: one past the last ones), in
  * sequence order within a digit (rev: taken from the end). */
 static void quarters_prefix(struct quarters *qs, uint32_t mask, bool rev)
 {
-	uint32_t *c0 = qs->c[0], *c1 = qs->c[1], *c2 = qs->c[2];
-	uint32_t *c3 = qs->c[3], p = 0, a, b, c, d;
+	uint32_t (*q)[4] = qs->c, p = 0, a, b, c, d;
 
 	if (rev) {
 		for (uint32_t v = 0; v <= mask; v++) {
-			a = c0[v], b = c1[v], c = c2[v], d = c3[v];
-			c3[v] = p + d;
-			c2[v] = p + d + c;
-			c1[v] = p + d + c + b;
-			c0[v] = p + d + c + b + a;
+			a = q[v][0], b = q[v][1], c = q[v][2], d = q[v][3];
+			q[v][3] = p + d;
+			q[v][2] = p + d + c;
+			q[v][1] = p + d + c + b;
+			q[v][0] = p + d + c + b + a;
 			p += a + b + c + d;
 		}
 		return;
 	}
 	for (uint32_t v = 0; v <= mask; v++) {
-		a = c0[v], b = c1[v], c = c2[v], d = c3[v];
-		c0[v] = p;
-		c1[v] = p + a;
-		c2[v] = p + a + b;
-		c3[v] = p + a + b + c;
+		a = q[v][0], b = q[v][1], c = q[v][2], d = q[v][3];
+		q[v][0] = p;
+		q[v][1] = p + a;
+		q[v][2] = p + a + b;
+		q[v][3] = p + a + b + c;
 		p += a + b + c + d;
 	}
 }
 
 /* Item x to its position in a pass on digit (x >> sh) & mask. */
-static inline void put(uint32_t *c, uint64_t x, unsigned sh, uint32_t mask,
-		       uint64_t *to)
+static inline void put(uint32_t (*c)[4], unsigned q, uint64_t x, unsigned sh,
+		       uint32_t mask, uint64_t *to)
 {
-	to[c[(uint32_t)(x >> sh) & mask]++] = x;
+	to[c[(uint32_t)(x >> sh) & mask][q]++] = x;
 }
 
 /* One stable pass over the m items of a on digit (x >> sh) & mask. */
@@ -205,22 +204,22 @@ static void item_pass(const uint64_t *a, size_t m, unsigned sh,
 	quarters_init(&qs, m, mask);
 	L = qs.L;
 	for (t = 0; t < L; t++) {
-		qs.c[0][(uint32_t)(a[t] >> sh) & mask]++;
-		qs.c[1][(uint32_t)(a[L + t] >> sh) & mask]++;
-		qs.c[2][(uint32_t)(a[2 * L + t] >> sh) & mask]++;
-		qs.c[3][(uint32_t)(a[3 * L + t] >> sh) & mask]++;
+		qs.c[(uint32_t)(a[t] >> sh) & mask][0]++;
+		qs.c[(uint32_t)(a[L + t] >> sh) & mask][1]++;
+		qs.c[(uint32_t)(a[2 * L + t] >> sh) & mask][2]++;
+		qs.c[(uint32_t)(a[3 * L + t] >> sh) & mask][3]++;
 	}
 	for (t = 4 * L; t < m; t++)
-		qs.c[3][(uint32_t)(a[t] >> sh) & mask]++;
+		qs.c[(uint32_t)(a[t] >> sh) & mask][3]++;
 	quarters_prefix(&qs, mask, false);
 	for (t = 0; t < L; t++) {
-		put(qs.c[0], a[t], sh, mask, to);
-		put(qs.c[1], a[L + t], sh, mask, to);
-		put(qs.c[2], a[2 * L + t], sh, mask, to);
-		put(qs.c[3], a[3 * L + t], sh, mask, to);
+		put(qs.c, 0, a[t], sh, mask, to);
+		put(qs.c, 1, a[L + t], sh, mask, to);
+		put(qs.c, 2, a[2 * L + t], sh, mask, to);
+		put(qs.c, 3, a[3 * L + t], sh, mask, to);
 	}
 	for (t = 4 * L; t < m; t++)
-		put(qs.c[3], a[t], sh, mask, to);
+		put(qs.c, 3, a[t], sh, mask, to);
 }
 
 /*
@@ -313,16 +312,16 @@ static void last_pass(const uint64_t *a, size_t m, unsigned sh, uint32_t mask,
 	quarters_init(&qs, m, top);     /* digits 0 .. top <= mask */
 	L = qs.L;
 	for (t = 0; t < L; t++) {
-		qs.c[0][(uint32_t)(a[t] >> sh) & mask]++;
-		qs.c[1][(uint32_t)(a[L + t] >> sh) & mask]++;
-		qs.c[2][(uint32_t)(a[2 * L + t] >> sh) & mask]++;
-		qs.c[3][(uint32_t)(a[3 * L + t] >> sh) & mask]++;
+		qs.c[(uint32_t)(a[t] >> sh) & mask][0]++;
+		qs.c[(uint32_t)(a[L + t] >> sh) & mask][1]++;
+		qs.c[(uint32_t)(a[2 * L + t] >> sh) & mask][2]++;
+		qs.c[(uint32_t)(a[3 * L + t] >> sh) & mask][3]++;
 	}
 	for (t = 4 * L; t < m; t++)
-		qs.c[3][(uint32_t)(a[t] >> sh) & mask]++;
+		qs.c[(uint32_t)(a[t] >> sh) & mask][3]++;
 	quarters_prefix(&qs, top, false);
 #define LAST(q, x) keep_one(r, thr, inv, (uint32_t)(x),			\
-			    qs.c[q][(uint32_t)((x) >> sh) & mask]++)
+			    qs.c[(uint32_t)((x) >> sh) & mask][q]++)
 	for (t = 0; t < L; t++) {
 		LAST(0, a[t]);
 		LAST(1, a[L + t]);
@@ -354,8 +353,7 @@ static void sort_keep(uint32_t span, const struct narrow *nw, size_t m,
 	mask = (1u << w) - 1;
 	if (np == 1) {
 		struct quarters qs;
-		uint32_t *c0 = qs.c[0], *c1 = qs.c[1], *c2 = qs.c[2];
-		uint32_t *c3 = qs.c[3];
+		uint32_t (*c)[4] = qs.c;
 		size_t L, i;
 
 		for (i = 0; i < m; i++)         /* codes, in place */
@@ -363,22 +361,22 @@ static void sort_keep(uint32_t span, const struct narrow *nw, size_t m,
 		quarters_init(&qs, m, span);    /* codes 0 .. span */
 		L = qs.L;
 		for (i = 0; i < L; i++) {
-			c0[code[i]]++;
-			c1[code[L + i]]++;
-			c2[code[2 * L + i]]++;
-			c3[code[3 * L + i]]++;
+			c[code[i]][0]++;
+			c[code[L + i]][1]++;
+			c[code[2 * L + i]][2]++;
+			c[code[3 * L + i]][3]++;
 		}
 		for (i = 4 * L; i < m; i++)
-			c3[code[i]]++;
+			c[code[i]][3]++;
 		quarters_prefix(&qs, span, true);
 		for (i = 0; i < L; i++) {
-			keep_one(r, thr, inv, i, --c0[code[i]]);
-			keep_one(r, thr, inv, L + i, --c1[code[L + i]]);
-			keep_one(r, thr, inv, 2 * L + i, --c2[code[2 * L + i]]);
-			keep_one(r, thr, inv, 3 * L + i, --c3[code[3 * L + i]]);
+			keep_one(r, thr, inv, i, --c[code[i]][0]);
+			keep_one(r, thr, inv, L + i, --c[code[L + i]][1]);
+			keep_one(r, thr, inv, 2 * L + i, --c[code[2 * L + i]][2]);
+			keep_one(r, thr, inv, 3 * L + i, --c[code[3 * L + i]][3]);
 		}
 		for (i = 4 * L; i < m; i++)
-			keep_one(r, thr, inv, i, --c3[code[i]]);
+			keep_one(r, thr, inv, i, --c[code[i]][3]);
 		return;
 	}
 	/* items: the code in the high half, the index in the low; last
