@@ -21,9 +21,9 @@ struct rowbuf {
 	uint32_t *u, *rank;
 	uint64_t *key, *tmp;
 	uint8_t *mask;
-	/* della: per model, by ascending rank: threshold, "drop all", 1/pi */
-	uint32_t *tthr;
-	uint8_t *tall;
+	/* della: per model, by ascending rank: the least u that keeps
+	 * (2^32: none does) and 1/pi */
+	uint64_t *tthr;
 	float *tinv;
 };
 
@@ -54,9 +54,8 @@ static void carve(struct rowbuf *r, float *s, uint64_t maxrow, unsigned n)
 	r->tmp = (uint64_t *)(s + 8 * R);
 	r->mask = (uint8_t *)(s + 10 * R);
 	r->e = s + 12 * R;
-	r->tthr = (uint32_t *)(r->e + (size_t)n * R);
-	r->tinv = r->e + 2 * (size_t)n * R;
-	r->tall = (uint8_t *)(r->e + 3 * (size_t)n * R);
+	r->tthr = (uint64_t *)(r->e + (size_t)n * R);
+	r->tinv = r->e + 3 * (size_t)n * R;
 }
 
 static float *erow(const struct rowbuf *r, unsigned j)
@@ -98,41 +97,48 @@ static double row_abs(const float *a, const uint8_t *mask, size_t m)
 
 /*
  * The least non-zero key (UINT32_MAX when none), the largest, the or of
- * all and whether a zero is among them, four lanes at a time: key - 1
- * wraps a zero to the top, so the least key - 1 is the least non-zero
- * key - 1.
+ * all and whether a zero is among them, four lanes at a time.  Keys are
+ * below 2^31, so signed lanes (which the compiler vectorises) hold them:
+ * (key - 1) & INT32_MAX takes a zero to INT32_MAX, above every non-zero
+ * key - 1, so the least of it is the least non-zero key - 1; a zero is
+ * there iff the least key is 0.
  */
 static void row_span(const uint32_t *key, size_t m, uint32_t *lo,
 		     uint32_t *hi, uint32_t *all, bool *zero)
 {
-	uint32_t l[4] = { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX };
-	uint32_t h[4] = { 0, 0, 0, 0 }, o[4] = { 0, 0, 0, 0 }, z = 0, v;
+	int32_t l[4] = { INT32_MAX, INT32_MAX, INT32_MAX, INT32_MAX };
+	int32_t n[4] = { INT32_MAX, INT32_MAX, INT32_MAX, INT32_MAX };
+	int32_t h[4] = { 0, 0, 0, 0 }, t, v;
+	uint32_t o[4] = { 0, 0, 0, 0 };
 	size_t i = 0;
 
 	for (; i + 4 <= m; i += 4)
 		for (unsigned q = 0; q < 4; q++) {
-			v = key[i + q];
-			l[q] = v - 1 < l[q] ? v - 1 : l[q];
+			v = (int32_t)key[i + q];
+			t = (int32_t)((key[i + q] - 1) & INT32_MAX);
+			l[q] = t < l[q] ? t : l[q];
+			n[q] = v < n[q] ? v : n[q];
 			h[q] = v > h[q] ? v : h[q];
-			o[q] |= v;
-			z |= v == 0;
+			o[q] |= key[i + q];
 		}
 	for (; i < m; i++) {
-		v = key[i];
-		l[0] = v - 1 < l[0] ? v - 1 : l[0];
+		v = (int32_t)key[i];
+		t = (int32_t)((key[i] - 1) & INT32_MAX);
+		l[0] = t < l[0] ? t : l[0];
+		n[0] = v < n[0] ? v : n[0];
 		h[0] = v > h[0] ? v : h[0];
-		o[0] |= v;
-		z |= v == 0;
+		o[0] |= key[i];
 	}
 	for (unsigned q = 1; q < 4; q++) {
 		l[0] = l[q] < l[0] ? l[q] : l[0];
+		n[0] = n[q] < n[0] ? n[q] : n[0];
 		h[0] = h[q] > h[0] ? h[q] : h[0];
 		o[0] |= o[q];
 	}
-	*lo = l[0] + 1 ? l[0] + 1 : UINT32_MAX;
-	*hi = h[0];
+	*lo = l[0] < INT32_MAX ? (uint32_t)l[0] + 1 : UINT32_MAX;
+	*hi = (uint32_t)h[0];
 	*all = o[0];
-	*zero = z;
+	*zero = n[0] == 0;
 }
 
 /*
@@ -140,60 +146,57 @@ static void row_span(const uint32_t *key, size_t m, uint32_t *lo,
  * parts, each counted and handed out with its own counters, so that runs
  * of equal digits make four independent chains of increments rather than
  * one; within a digit, the quarters' positions follow in sequence order.
- * Digits are below 2048.
+ * A digit's four counters lie side by side, so that clearing them and
+ * adding them up is one run through memory.  Digits are below 2048.
  */
 struct quarters {
-	uint32_t c[4][2048];
+	uint32_t c[2048][4];
 	size_t L;                       /* quarters 0-2; quarter 3 the rest */
 };
 
 static void quarters_init(struct quarters *qs, size_t m, uint32_t mask)
 {
 	qs->L = m / 4;
-	for (unsigned q = 0; q < 4; q++)
-		memset(qs->c[q], 0, ((size_t)mask + 1) * sizeof(qs->c[q][0]));
+	memset(qs->c, 0, ((size_t)mask + 1) * sizeof(qs->c[0]));
 }
 
 /* Counts into first positions (rev: one past the last ones), in
  * sequence order within a digit (rev: taken from the end). */
 static void quarters_prefix(struct quarters *qs, uint32_t mask, bool rev)
 {
-	uint32_t *c0 = qs->c[0], *c1 = qs->c[1], *c2 = qs->c[2];
-	uint32_t *c3 = qs->c[3], p = 0, a, b, c, d;
+	uint32_t (*q)[4] = qs->c, p = 0, a, b, c, d;
 
-	for (uint32_t v = 0; v <= mask; v++) {
-		a = c0[v], b = c1[v], c = c2[v], d = c3[v];
-		if (rev) {
-			c3[v] = p + d;
-			c2[v] = p + d + c;
-			c1[v] = p + d + c + b;
-			c0[v] = p + d + c + b + a;
-		} else {
-			c0[v] = p;
-			c1[v] = p + a;
-			c2[v] = p + a + b;
-			c3[v] = p + a + b + c;
+	if (rev) {
+		for (uint32_t v = 0; v <= mask; v++) {
+			a = q[v][0], b = q[v][1], c = q[v][2], d = q[v][3];
+			q[v][3] = p + d;
+			q[v][2] = p + d + c;
+			q[v][1] = p + d + c + b;
+			q[v][0] = p + d + c + b + a;
+			p += a + b + c + d;
 		}
+		return;
+	}
+	for (uint32_t v = 0; v <= mask; v++) {
+		a = q[v][0], b = q[v][1], c = q[v][2], d = q[v][3];
+		q[v][0] = p;
+		q[v][1] = p + a;
+		q[v][2] = p + a + b;
+		q[v][3] = p + a + b + c;
 		p += a + b + c + d;
 	}
 }
 
-/* Item x's position in a pass on digit (x >> sh) & mask: where it moves
- * to, or, the last pass, its index's rank. */
-static inline void put(uint32_t *c, uint64_t x, unsigned sh, uint32_t mask,
-		       uint64_t *to, uint32_t *rank)
+/* Item x to its position in a pass on digit (x >> sh) & mask. */
+static inline void put(uint32_t (*c)[4], unsigned q, uint64_t x, unsigned sh,
+		       uint32_t mask, uint64_t *to)
 {
-	uint32_t p = c[(uint32_t)(x >> sh) & mask]++;
-
-	if (to)
-		to[p] = x;
-	else
-		rank[(uint32_t)x] = p;
+	to[c[(uint32_t)(x >> sh) & mask][q]++] = x;
 }
 
 /* One stable pass over the m items of a on digit (x >> sh) & mask. */
 static void item_pass(const uint64_t *a, size_t m, unsigned sh,
-		      uint32_t mask, uint64_t *to, uint32_t *rank)
+		      uint32_t mask, uint64_t *to)
 {
 	struct quarters qs;
 	size_t L, t;
@@ -201,52 +204,22 @@ static void item_pass(const uint64_t *a, size_t m, unsigned sh,
 	quarters_init(&qs, m, mask);
 	L = qs.L;
 	for (t = 0; t < L; t++) {
-		qs.c[0][(uint32_t)(a[t] >> sh) & mask]++;
-		qs.c[1][(uint32_t)(a[L + t] >> sh) & mask]++;
-		qs.c[2][(uint32_t)(a[2 * L + t] >> sh) & mask]++;
-		qs.c[3][(uint32_t)(a[3 * L + t] >> sh) & mask]++;
+		qs.c[(uint32_t)(a[t] >> sh) & mask][0]++;
+		qs.c[(uint32_t)(a[L + t] >> sh) & mask][1]++;
+		qs.c[(uint32_t)(a[2 * L + t] >> sh) & mask][2]++;
+		qs.c[(uint32_t)(a[3 * L + t] >> sh) & mask][3]++;
 	}
 	for (t = 4 * L; t < m; t++)
-		qs.c[3][(uint32_t)(a[t] >> sh) & mask]++;
+		qs.c[(uint32_t)(a[t] >> sh) & mask][3]++;
 	quarters_prefix(&qs, mask, false);
 	for (t = 0; t < L; t++) {
-		put(qs.c[0], a[t], sh, mask, to, rank);
-		put(qs.c[1], a[L + t], sh, mask, to, rank);
-		put(qs.c[2], a[2 * L + t], sh, mask, to, rank);
-		put(qs.c[3], a[3 * L + t], sh, mask, to, rank);
+		put(qs.c, 0, a[t], sh, mask, to);
+		put(qs.c, 1, a[L + t], sh, mask, to);
+		put(qs.c, 2, a[2 * L + t], sh, mask, to);
+		put(qs.c, 3, a[3 * L + t], sh, mask, to);
 	}
 	for (t = 4 * L; t < m; t++)
-		put(qs.c[3], a[t], sh, mask, to, rank);
-}
-
-/* Ranks of codes that fit one digit: the stable order of the codes taken
- * from the last index to the first, so each index gets its digit's
- * positions from the top down. */
-static void key_pass(const uint32_t *code, size_t m, uint32_t mask,
-		     uint32_t *rank)
-{
-	struct quarters qs;
-	size_t L, t;
-
-	quarters_init(&qs, m, mask);
-	L = qs.L;
-	for (t = 0; t < L; t++) {
-		qs.c[0][code[t]]++;
-		qs.c[1][code[L + t]]++;
-		qs.c[2][code[2 * L + t]]++;
-		qs.c[3][code[3 * L + t]]++;
-	}
-	for (t = 4 * L; t < m; t++)
-		qs.c[3][code[t]]++;
-	quarters_prefix(&qs, mask, true);
-	for (t = 0; t < L; t++) {
-		rank[t] = --qs.c[0][code[t]];
-		rank[L + t] = --qs.c[1][code[L + t]];
-		rank[2 * L + t] = --qs.c[2][code[2 * L + t]];
-		rank[3 * L + t] = --qs.c[3][code[3 * L + t]];
-	}
-	for (t = 4 * L; t < m; t++)
-		rank[t] = --qs.c[3][code[t]];
+		put(qs.c, 3, a[t], sh, mask, to);
 }
 
 /*
@@ -281,38 +254,129 @@ static unsigned digits(unsigned bits, size_t m)
  * row: a zero key (a zero delta, common) is code 0, any other key
  * (key - lo) >> z, plus 1 when the row has zeros, with lo the least
  * non-zero key and z the trailing zero bits every key shares: an
- * order-preserving one-to-one map onto 0 .. span.  A counting sort on
- * the codes' digits, least significant first (as few digits of at most
- * 11 bits as make the cheapest sort), then gives the ranks: the last
- * digit's positions are the ranks, so a row whose span fits one digit is
- * ranked with no data movement at all.
+ * order-preserving one-to-one map onto 0 .. span.  A row of equal keys
+ * is all code 0.  The keys go to r->tmp, to be made codes in place;
+ * returns span.
  */
-static void row_ranks(const struct ds_kernel_ops *k, const float *d,
-		      size_t m, struct rowbuf *r)
+struct narrow {
+	uint32_t lo, off;
+	unsigned z;
+};
+
+static inline uint32_t code_of(uint32_t key, const struct narrow *nw)
 {
-	uint32_t *key = (uint32_t *)r->tmp, lo, hi, all, span, mask, off;
-	unsigned bits, np, w, z;
-	uint64_t *a = r->key, *t = r->tmp, *swap;
+	return (((key - nw->lo) >> nw->z) + nw->off) & -(uint32_t)(key != 0);
+}
+
+static uint32_t row_narrow(const struct ds_kernel_ops *k, const float *d,
+			   size_t m, struct rowbuf *r, struct narrow *nw)
+{
+	uint32_t *key = (uint32_t *)r->tmp, lo, hi, all;
 	bool zero;
 
 	k->rank_keys(d, key, m);
 	row_span(key, m, &lo, &hi, &all, &zero);
 	if (m == 0 || hi == 0 || (!zero && lo == hi)) {
-		for (size_t i = 0; i < m; i++)  /* all equal: index order */
-			r->rank[i] = (uint32_t)(m - 1 - i);
-		return;
+		nw->lo = 0;             /* keys are below 2^31: all code 0 */
+		nw->z = 31;
+		nw->off = 0;
+		return 0;
 	}
-	z = (unsigned)__builtin_ctz(all);
-	off = zero;
-	span = ((hi - lo) >> z) + off;
-	for (size_t i = 0; i < m; i++)          /* codes, in place */
-		key[i] = (((key[i] - lo) >> z) + off) & -(uint32_t)(key[i] != 0);
-	bits = 32 - (unsigned)__builtin_clz(span);
+	nw->lo = lo;
+	nw->z = (unsigned)__builtin_ctz(all);
+	nw->off = zero;
+	return ((hi - lo) >> nw->z) + nw->off;
+}
+
+/* x where kept, times (float)(1/pi) (inv), else +0; no inv: the mask. */
+static inline void keep_one(struct rowbuf *r, const uint64_t *thr,
+			    const float *inv, size_t i, uint32_t q)
+{
+	uint32_t keep = r->u[i] >= thr[q];
+
+	if (inv)
+		r->x[i] = ds_bitsf(ds_fbits(r->x[i] * inv[q]) & -keep);
+	else
+		r->mask[i] = (uint8_t)keep;
+}
+
+/* The last pass of a sort of items: each item's position is its index's
+ * rank, which decides its keep at once. */
+static void last_pass(const uint64_t *a, size_t m, unsigned sh, uint32_t mask,
+		      uint32_t top, const uint64_t *thr, const float *inv,
+		      struct rowbuf *r)
+{
+	struct quarters qs;
+	size_t L, t;
+
+	quarters_init(&qs, m, top);     /* digits 0 .. top <= mask */
+	L = qs.L;
+	for (t = 0; t < L; t++) {
+		qs.c[(uint32_t)(a[t] >> sh) & mask][0]++;
+		qs.c[(uint32_t)(a[L + t] >> sh) & mask][1]++;
+		qs.c[(uint32_t)(a[2 * L + t] >> sh) & mask][2]++;
+		qs.c[(uint32_t)(a[3 * L + t] >> sh) & mask][3]++;
+	}
+	for (t = 4 * L; t < m; t++)
+		qs.c[(uint32_t)(a[t] >> sh) & mask][3]++;
+	quarters_prefix(&qs, top, false);
+#define LAST(q, x) keep_one(r, thr, inv, (uint32_t)(x),			\
+			    qs.c[(uint32_t)((x) >> sh) & mask][q]++)
+	for (t = 0; t < L; t++) {
+		LAST(0, a[t]);
+		LAST(1, a[L + t]);
+		LAST(2, a[2 * L + t]);
+		LAST(3, a[3 * L + t]);
+	}
+	for (t = 4 * L; t < m; t++)
+		LAST(3, a[t]);
+#undef LAST
+}
+
+/*
+ * della's keep of each element of the row, by its rank: a counting sort
+ * on the codes' digits, least significant first (as few digits of at
+ * most 11 bits as make the cheapest sort), whose last digit's positions
+ * are the ranks.  A row whose span fits one digit is ranked with no data
+ * movement: the stable order of the codes taken from the last index to
+ * the first, each index getting its digit's positions from the top down.
+ */
+static void sort_keep(uint32_t span, const struct narrow *nw, size_t m,
+		      const uint64_t *thr, const float *inv, struct rowbuf *r)
+{
+	uint32_t *code = (uint32_t *)r->tmp, mask;
+	unsigned bits = 32 - (unsigned)__builtin_clz(span | 1), np, w;
+	uint64_t *a = r->key, *t = r->tmp, *swap;
+
 	np = digits(bits, m);
 	w = (bits + np - 1) / np;
 	mask = (1u << w) - 1;
 	if (np == 1) {
-		key_pass(key, m, mask, r->rank);
+		struct quarters qs;
+		uint32_t (*c)[4] = qs.c;
+		size_t L, i;
+
+		for (i = 0; i < m; i++)         /* codes, in place */
+			code[i] = code_of(code[i], nw);
+		quarters_init(&qs, m, span);    /* codes 0 .. span */
+		L = qs.L;
+		for (i = 0; i < L; i++) {
+			c[code[i]][0]++;
+			c[code[L + i]][1]++;
+			c[code[2 * L + i]][2]++;
+			c[code[3 * L + i]][3]++;
+		}
+		for (i = 4 * L; i < m; i++)
+			c[code[i]][3]++;
+		quarters_prefix(&qs, span, true);
+		for (i = 0; i < L; i++) {
+			keep_one(r, thr, inv, i, --c[code[i]][0]);
+			keep_one(r, thr, inv, L + i, --c[code[L + i]][1]);
+			keep_one(r, thr, inv, 2 * L + i, --c[code[2 * L + i]][2]);
+			keep_one(r, thr, inv, 3 * L + i, --c[code[3 * L + i]][3]);
+		}
+		for (i = 4 * L; i < m; i++)
+			keep_one(r, thr, inv, i, --c[code[i]][3]);
 		return;
 	}
 	/* items: the code in the high half, the index in the low; last
@@ -320,35 +384,36 @@ static void row_ranks(const struct ds_kernel_ops *k, const float *d,
 	for (size_t i = 0; i < m; i++) {
 		size_t e = m - 1 - i;
 
-		a[i] = (uint64_t)key[e] << 32 | (uint32_t)e;
+		a[i] = (uint64_t)code_of(code[e], nw) << 32 | (uint32_t)e;
 	}
 	for (unsigned p = 0; p + 1 < np; p++) {
-		item_pass(a, m, 32 + p * w, mask, t, NULL);
+		item_pass(a, m, 32 + p * w, mask, t);
 		swap = a;
 		a = t;
 		t = swap;
 	}
-	item_pass(a, m, 32 + (np - 1) * w, mask, NULL, r->rank);
+	last_pass(a, m, 32 + (np - 1) * w, mask, span >> ((np - 1) * w), thr,
+		  inv, r);
 }
 
 /*
  * della's keep threshold and inverse rescale for each ascending rank q of
  * a row of m (DESIGN 5.1), for model j: they depend on q alone, so they
- * are tabulated once per window and model rather than per element.
+ * are tabulated once per window and model rather than per element.  The
+ * element is kept iff u >= thr[q]: floor((1 - pi) 2^32), which is 2^32
+ * (keep none) only if pi were 0.
  */
 static void della_table(const struct ds_mparams *mp, unsigned j, size_t m,
-			uint32_t *thr_hi, uint8_t *thr_all, float *inv)
+			uint64_t *thr, float *inv)
 {
 	double d = mp->density[j], eps = mp->epsilon[j];
 
 	for (size_t q = 0; q < m; q++) {
 		double pi = m == 1 ? d : (d - eps) +
 			    ((2.0 * eps) * (double)q) / (double)(m - 1);
-		double thr = floor((1.0 - pi) * 4294967296.0);
+		double t = floor((1.0 - pi) * 4294967296.0);
 
-		/* thr < 2^32 since pi > 0; thr_all marks 2^32 for safety */
-		thr_all[q] = thr >= 4294967296.0;
-		thr_hi[q] = thr_all[q] ? 0 : (uint32_t)thr;
+		thr[q] = t >= 4294967296.0 ? (uint64_t)1 << 32 : (uint64_t)t;
 		inv[q] = (float)(1.0 / pi);
 	}
 }
@@ -357,11 +422,12 @@ static void della_table(const struct ds_mparams *mp, unsigned j, size_t m,
 static void della_row(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 		      unsigned j, uint64_t i0, size_t m, struct rowbuf *r)
 {
-	const uint32_t *thr = r->tthr + (size_t)j * r->R;
-	const uint8_t *all = r->tall + (size_t)j * r->R;
-	const float *inv = r->tinv + (size_t)j * r->R;
+	const uint64_t *thr = r->tthr + (size_t)j * r->R;
+	const float *inv = r->tinv + (size_t)j * r->R, *ik;
 	double d = mp->density[j];
 	float *x = r->x, s = 1.0f;
+	struct narrow nw;
+	uint32_t span;
 
 	if (d >= 1.0)
 		return;                         /* every delta kept as is */
@@ -369,24 +435,14 @@ static void della_row(const struct ds_kernel_ops *k, const struct ds_mparams *mp
 		memset(x, 0, m * sizeof(float));
 		return;
 	}
-	row_ranks(k, x, m, r);
+	/* x * s where kept, else +0: the product's bits, and all or none;
+	 * inverse: each kept delta by (float)(1/pi), the paper's rule */
+	ik = mp->rescale == DS_RESCALE_INVERSE ? inv : NULL;
+	span = row_narrow(k, x, m, r, &nw);
 	k->philox(mp->seed, mp->sj[j], mp->name_hash, i0, m, r->u);
-	/* x * s where kept, else +0: the product's bits, and all or none */
-	if (mp->rescale == DS_RESCALE_INVERSE) {
-		/* each kept delta by (float)(1/pi), the paper's rule */
-		for (size_t i = 0; i < m; i++) {
-			uint32_t q = r->rank[i];
-			uint32_t keep = !all[q] & (r->u[i] >= thr[q]);
-
-			x[i] = ds_bitsf(ds_fbits(x[i] * inv[q]) & -keep);
-		}
+	sort_keep(span, &nw, m, thr, ik, r);
+	if (ik)
 		return;
-	}
-	for (size_t i = 0; i < m; i++) {
-		uint32_t q = r->rank[i];
-
-		r->mask[i] = (uint8_t)(!all[q] & (r->u[i] >= thr[q]));
-	}
 	if (mp->rescale == DS_RESCALE_L1) {
 		double a = row_abs(x, NULL, m), b = row_abs(x, r->mask, m);
 
@@ -613,7 +669,6 @@ void ds_rows_write(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 	if (mp->def->sp == DS_SP_DELLA)
 		for (unsigned j = 0; j < mp->n; j++)
 			della_table(mp, j, m, r.tthr + (size_t)j * r.R,
-				    r.tall + (size_t)j * r.R,
 				    r.tinv + (size_t)j * r.R);
 	for (size_t off = 0; off < win->n; off += m) {
 		if (mp->def->sp == DS_SP_DELLA)
