@@ -131,6 +131,15 @@ man_renders() {
 }
 check "man 3 FUNCTION renders, with RETURN VALUE, for every function" \
 	man_renders
+# The command's page and the formats' pages, without a warning either.
+for pg in 1:dare-stream 5:dare-stream-pack 5:dare-stream-recipe; do
+	# shellcheck disable=SC2086
+	MANWIDTH=80 man $manpath --warnings -E UTF-8 "${pg%%:*}" "${pg#*:}" \
+		>"$T/page" 2>"$T/warn" </dev/null
+	sed -n '1,3s/^/  ! /p' "$T/warn"
+	check "man ${pg%%:*} ${pg#*:} renders without a warning" \
+		eval '[ ! -s "$T/warn" ] && grep -q "^NAME" "$T/page"'
+done
 
 check "bash completion binds _dare_stream" eval \
 	'[ "$(bash -c ". \"$bashc\"; complete -p dare-stream")" = "complete -F _dare_stream dare-stream" ]'
