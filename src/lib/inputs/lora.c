@@ -472,33 +472,13 @@ void ds_lora_buf_init(struct ds_lora_buf *b, struct ds_model *const *m,
 	b->w = (float *)p;
 }
 
-static int pread_all(int fd, void *buf, uint64_t len, uint64_t off)
-{
-	char *p = buf;
-
-	while (len) {
-		ssize_t r = pread(fd, p, len, (off_t)off);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return -ENODATA;
-		p += r;
-		len -= (uint64_t)r;
-		off += (uint64_t)r;
-	}
-	return 0;
-}
-
 /* Elements n of t from element e0 on, as floats into dst (via raw). */
 static int read_f32(int fd, uint64_t data_off, const struct ds_tensor *t,
 		    uint64_t e0, uint64_t n, const struct ds_kernel_ops *k,
 		    void *raw, float *dst)
 {
 	size_t es = ds_dtype_size(t->dtype);
-	int rc = pread_all(fd, raw, n * es, data_off + t->begin + e0 * es);
+	int rc = ds_pread_all(fd, raw, n * es, data_off + t->begin + e0 * es);
 
 	if (!rc)
 		k->load(t->dtype, raw, dst, n);

@@ -76,7 +76,7 @@ void ds_lora_buf_init(struct ds_lora_buf *b, struct ds_model *const *m,
  * x + n * (4 - size of the dtype) bytes (in the room of x's n floats), or
  * does not overlap x; the factors
  * are read with pread from fd, the adapter file, whose data starts at
- * data_off.  Returns 0, -errno, or -ENODATA for a short file.
+ * data_off.  Returns 0, -errno, or -EIO for a short file (ds_pread_all).
  */
 int ds_lora_expand(const struct ds_lora_pair *p, const struct ds_tensor *w,
 		   const struct ds_kernel_ops *k, ds_lora_row_fn *row, int fd,

@@ -436,7 +436,7 @@ static void lora_failed(struct pipe *pp, struct slot *s)
 	pp->err = ds_fail(pp->ctx, s->lerr, "%s: reading the LoRA factors of "
 			  "tensor '%s' failed: %s",
 			  m->shards[m->lora->shard].path, o->in[s->lerr_k]->name,
-			  s->lerr == -ENODATA ? "the file is shorter than its "
+			  s->lerr == -EIO ? "the file is shorter than its "
 			  "header says (truncated?)" : strerror(-s->lerr));
 }
 
