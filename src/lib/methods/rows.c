@@ -162,6 +162,23 @@ static void quarters_init(struct quarters *qs, size_t m, uint32_t mask)
 
 /* Counts into first positions (rev: one past the last ones), in
  * sequence order within a digit (rev: taken from the end). */
+/* The digit (a[t] >> sh) & mask of the m items counted, the quarters
+ * apart, so that runs of equal digits do not wait on one counter. */
+static void quarters_count(struct quarters *qs, const uint64_t *a, size_t m,
+			   unsigned sh, uint32_t mask)
+{
+	size_t L = qs->L, t;
+
+	for (t = 0; t < L; t++) {
+		qs->c[(uint32_t)(a[t] >> sh) & mask][0]++;
+		qs->c[(uint32_t)(a[L + t] >> sh) & mask][1]++;
+		qs->c[(uint32_t)(a[2 * L + t] >> sh) & mask][2]++;
+		qs->c[(uint32_t)(a[3 * L + t] >> sh) & mask][3]++;
+	}
+	for (t = 4 * L; t < m; t++)
+		qs->c[(uint32_t)(a[t] >> sh) & mask][3]++;
+}
+
 static void quarters_prefix(struct quarters *qs, uint32_t mask, bool rev)
 {
 	uint32_t (*q)[4] = qs->c, p = 0, a, b, c, d;
@@ -203,14 +220,7 @@ static void item_pass(const uint64_t *a, size_t m, unsigned sh,
 
 	quarters_init(&qs, m, mask);
 	L = qs.L;
-	for (t = 0; t < L; t++) {
-		qs.c[(uint32_t)(a[t] >> sh) & mask][0]++;
-		qs.c[(uint32_t)(a[L + t] >> sh) & mask][1]++;
-		qs.c[(uint32_t)(a[2 * L + t] >> sh) & mask][2]++;
-		qs.c[(uint32_t)(a[3 * L + t] >> sh) & mask][3]++;
-	}
-	for (t = 4 * L; t < m; t++)
-		qs.c[(uint32_t)(a[t] >> sh) & mask][3]++;
+	quarters_count(&qs, a, m, sh, mask);
 	quarters_prefix(&qs, mask, false);
 	for (t = 0; t < L; t++) {
 		put(qs.c, 0, a[t], sh, mask, to);
@@ -311,14 +321,7 @@ static void last_pass(const uint64_t *a, size_t m, unsigned sh, uint32_t mask,
 
 	quarters_init(&qs, m, top);     /* digits 0 .. top <= mask */
 	L = qs.L;
-	for (t = 0; t < L; t++) {
-		qs.c[(uint32_t)(a[t] >> sh) & mask][0]++;
-		qs.c[(uint32_t)(a[L + t] >> sh) & mask][1]++;
-		qs.c[(uint32_t)(a[2 * L + t] >> sh) & mask][2]++;
-		qs.c[(uint32_t)(a[3 * L + t] >> sh) & mask][3]++;
-	}
-	for (t = 4 * L; t < m; t++)
-		qs.c[(uint32_t)(a[t] >> sh) & mask][3]++;
+	quarters_count(&qs, a, m, sh, mask);
 	quarters_prefix(&qs, top, false);
 #define LAST(q, x) keep_one(r, thr, inv, (uint32_t)(x),			\
 			    qs.c[(uint32_t)((x) >> sh) & mask][q]++)
