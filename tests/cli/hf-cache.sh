@@ -18,49 +18,22 @@ FX=$T/fx
 say "== fixture and fake caches"
 mkfix "$FX" --models 2 --seed 61
 
-rev_of() {
-	printf '%040d' "$(printf '%s' "$1" | cksum | cut -d ' ' -f 1)"
-}
-
-blob_of() {
-	if command -v sha256sum >/dev/null 2>&1; then
-		sha256sum "$1" | cut -c 1-64
-	else
-		printf '%064d' "$(cksum <"$1" | tr ' ' 0)"
-	fi
-}
-
-# cache_add HUB ID SRC [REV]: snapshot REV of model ID (org/name) with the
-# files of SRC, as symlinks into blobs/; refs/main points at REV.
-cache_add() {
-	ds_repo=$1/models--$(printf '%s' "$2" | sed 's|/|--|')
-	ds_rev=${4:-$(rev_of "$2")}
-	mkdir -p "$ds_repo/blobs" "$ds_repo/refs" "$ds_repo/snapshots/$ds_rev"
-	for ds_f in "$3"/*; do
-		ds_b=$(blob_of "$ds_f")
-		cp "$ds_f" "$ds_repo/blobs/$ds_b"
-		ln -s "../../blobs/$ds_b" \
-			"$ds_repo/snapshots/$ds_rev/$(basename "$ds_f")"
-	done
-	printf '%s' "$ds_rev" >"$ds_repo/refs/main"
-}
-
 # fill_cache HUB: org/base, org/ft1, org/ft2, and a stale older snapshot
 # of org/ft1 (holding ft2's files) that refs/main does not point at.
 fill_cache() {
-	cache_add "$1" org/ft1 "$FX/ft2" 1111111111111111111111111111111111111111
-	cache_add "$1" org/base "$FX/base"
-	cache_add "$1" org/ft1 "$FX/ft1"
-	cache_add "$1" org/ft2 "$FX/ft2"
+	hf_cache_add "$1" org/ft1 "$FX/ft2" 1111111111111111111111111111111111111111
+	hf_cache_add "$1" org/base "$FX/base"
+	hf_cache_add "$1" org/ft1 "$FX/ft1"
+	hf_cache_add "$1" org/ft2 "$FX/ft2"
 }
 
 fill_cache "$T/hub"
 fill_cache "$T/hfhome/hub"
 fill_cache "$T/home/.cache/huggingface/hub"
 mkdir -p "$T/wrong"
-cache_add "$T/wrong/hub" org/base "$FX/ft2"
-cache_add "$T/wrong/hub" org/ft1 "$FX/ft2"
-cache_add "$T/wrong/hub" org/ft2 "$FX/ft1"
+hf_cache_add "$T/wrong/hub" org/base "$FX/ft2"
+hf_cache_add "$T/wrong/hub" org/ft1 "$FX/ft2"
+hf_cache_add "$T/wrong/hub" org/ft2 "$FX/ft1"
 inputs_record "$FX" "$T/hub" "$T/hfhome" "$T/home" "$T/wrong"
 cd "$T" || hard_error "cd $T"
 HOME=$T/nohome

@@ -285,6 +285,27 @@ with open(path, "wb") as f:
 PYEOF
 }
 
+# hf_cache_add HUB ID SRC [REV]: snapshot REV (default: one made from ID)
+# of model ID (org/name) in a Hugging Face cache laid out as
+# huggingface_hub lays it out, holding the files of SRC as symlinks into
+# blobs/; refs/main points at REV.
+hf_cache_add() {
+	ds_repo=$1/models--$(printf '%s' "$2" | sed 's|/|--|')
+	ds_rev=${4:-$(printf '%040d' "$(printf '%s' "$2" | cksum | cut -d ' ' -f 1)")}
+	mkdir -p "$ds_repo/blobs" "$ds_repo/refs" "$ds_repo/snapshots/$ds_rev"
+	for ds_f in "$3"/*; do
+		if command -v sha256sum >/dev/null 2>&1; then
+			ds_b=$(sha256sum "$ds_f" | cut -c 1-64)
+		else
+			ds_b=$(printf '%064d' "$(cksum <"$ds_f" | tr ' ' 0)")
+		fi
+		cp "$ds_f" "$ds_repo/blobs/$ds_b"
+		ln -s "../../blobs/$ds_b" \
+			"$ds_repo/snapshots/$ds_rev/$(basename "$ds_f")"
+	done
+	printf '%s' "$ds_rev" >"$ds_repo/refs/main"
+}
+
 # py CODE ARGS...: a line of Python (sys.argv[1:] = ARGS) for small edits.
 py() {
 	ds_code=$1

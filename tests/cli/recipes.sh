@@ -184,19 +184,9 @@ fi
 # snapshot REV holds ft2's files; @REV picks that snapshot.
 hub=$T/hub
 REV=2222222222222222222222222222222222222222
-cache_add() {
-	ds_repo=$hub/models--$(printf '%s' "$1" | sed 's|/|--|')
-	mkdir -p "$ds_repo/blobs" "$ds_repo/refs" "$ds_repo/snapshots/$3"
-	for ds_f in "$2"/*; do
-		ds_b=$(cksum <"$ds_f" | tr ' ' _)
-		cp "$ds_f" "$ds_repo/blobs/$ds_b"
-		ln -s "../../blobs/$ds_b" "$ds_repo/snapshots/$3/$(basename "$ds_f")"
-	done
-	printf '%s' "$3" >"$ds_repo/refs/main"
-}
-cache_add org/ft1 "$FX/ft2" "$REV"
-cache_add org/ft1 "$FX/ft1" 1111111111111111111111111111111111111111
-cache_add org/base "$FX/base" 3333333333333333333333333333333333333333
+hf_cache_add "$hub" org/ft1 "$FX/ft2" "$REV"
+hf_cache_add "$hub" org/ft1 "$FX/ft1" 1111111111111111111111111111111111111111
+hf_cache_add "$hub" org/base "$FX/base" 3333333333333333333333333333333333333333
 recipe hfrev <<EOF
 merge_method: task_arithmetic
 base_model: org/base
