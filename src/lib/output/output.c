@@ -1020,8 +1020,17 @@ static void relayer_lists(struct ds_out *o, json_t *c, json_t **cfg,
 	}
 }
 
+/* The name transformers gives a dtype in config.json ("torch_dtype"). */
+static const char *torch_name(int dt)
+{
+	return dt == DS_DT_BF16 ? "bfloat16" : dt == DS_DT_F16 ? "float16" :
+	       dt == DS_DT_F32 ? "float32" : NULL;
+}
+
 /* config.json of the layout model with the output's layer count, its
- * per-layer lists and the tokenizer model's vocabulary size. */
+ * per-layer lists, the tokenizer model's vocabulary size and the output
+ * dtype, when the merge sets one (as mergekit writes it: torch_dtype, and
+ * dtype where newer transformers keep it). */
 static int write_config(struct ds_out *o, const char *src)
 {
 	static const char *const keys[] = {
@@ -1045,6 +1054,13 @@ static int write_config(struct ds_out *o, const char *src)
 	    json_object_get(tc, "vocab_size"))
 		json_object_set(c, "vocab_size",
 				json_object_get(tc, "vocab_size"));
+	if (c && torch_name(p->r->dtype)) {
+		json_object_set_new(c, "torch_dtype",
+				    json_string(torch_name(p->r->dtype)));
+		if (json_is_string(json_object_get(c, "dtype")))
+			json_object_set_new(c, "dtype",
+					    json_string(torch_name(p->r->dtype)));
+	}
 	if (c)
 		rc = add_json(o, "config.json", c);
 	json_decref(c);
@@ -1082,7 +1098,7 @@ static int companion(struct ds_out *o, const char *dir, const char *name,
 	if (stat(src, &st) || !S_ISREG(st.st_mode))
 		;
 	else if (!strcmp(name, "config.json") &&
-		 (p->layers || p->r->tokenizer >= 0))
+		 (p->layers || p->r->tokenizer >= 0 || torch_name(p->r->dtype)))
 		rc = write_config(o, src);
 	else if (!strcmp(name, "tokenizer_config.json") && p->chat)
 		rc = write_chat(o, src);
