@@ -167,6 +167,34 @@ ref_check() {
 	fi
 }
 
+# ref_groups OUT SPEC ARGS...: tensors whose parameters a recipe resolves
+# per tensor (gradients, filters): params.py groups OUT's tensors by the
+# values SPEC (params.py's JSON) gives them, and dsref.py recomputes each
+# group with ARGS, the group's values and --only its names, exact bits.
+ref_groups() {
+	ds_out=$1
+	printf '%s\n' "$2" >"$T/params.json"
+	shift 2
+	ref list "$ds_out" >"$T/params.list" &&
+		"$PYTHON3" "$(dirname "$DS_REF")/params.py" "$T/params.list" \
+			"$T/params.json" >"$T/params.groups" ||
+		{ fail "params.py for $(basename "$ds_out")"; return 1; }
+	ds_bad=0 ds_groups=0
+	while IFS="$(printf '\t')" read -r ds_args ds_names; do
+		ds_only=
+		for ds_nm in $ds_names; do ds_only="$ds_only --only $ds_nm"; done
+		ds_groups=$((ds_groups + 1))
+		# shellcheck disable=SC2086 # the arguments are words
+		ref check "$ds_out" "$@" $ds_args $ds_only >"$T/ref.out" 2>&1 || {
+			ds_bad=$((ds_bad + 1))
+			say "  > group $ds_args"
+			sed -n '1,5s/^/  > /p' "$T/ref.out"
+		}
+	done <"$T/params.groups"
+	check "reference: $(basename "$ds_out"), every tensor at its own parameters ($ds_groups groups)" \
+		test "$ds_bad" -eq 0 -a "$ds_groups" -gt 0
+}
+
 # ref_validate DIR: format rules, index, CHECKSUMS.xxh128 coverage.
 ref_validate() {
 	if ref validate "$1" >"$T/ref.out" 2>&1; then

@@ -74,9 +74,9 @@ if ds_merge "$T/franklin" --quiet --config "$T/franklin.yml" --shard-size 40K; t
 fi
 
 # gslerp NAME FIXTURE LAYERS: a slerp of FIXTURE's base and ft1 over all
-# LAYERS with t gradients per filter; each tensor's t worked out by hand
-# (layer i of L: x = i/(L-1)), then the reference's slerp of the tensors
-# that share a t, to the bit, and the output's config.json.
+# LAYERS with t gradients per filter; each tensor's t worked out by
+# params.py (layer i of L: x = i/(L-1)), then the reference's slerp of the
+# tensors that share a t, to the bit, and the output's config.json.
 gslerp() {
 	g=$1 fx=$2 L=$3
 	recipe "$g" <<EOF
@@ -103,38 +103,12 @@ EOF
 c = json.load(open(sys.argv[1] + "/config.json"))
 assert c["num_hidden_layers"] == int(sys.argv[2]), c["num_hidden_layers"]
 ' "$T/$g" "$L"
-	ref list "$T/$g" >"$T/list.$g"
-	py '
-import re
-def grad(g, x):
-    f = x * (len(g) - 1); i0 = int(f); i1 = min(len(g) - 1, i0 + 1)
-    return (1 - (f - i0)) * g[i0] + (f - i0) * g[i1]
-L = int(sys.argv[3])
-groups = {}
-for line in open(sys.argv[1]):
-    name = line.split("\t")[0]
-    if name == "total":
-        continue
-    m = re.search(r"layers\.(\d+)\.", name)
-    x = int(m.group(1)) / (L - 1) if m else 0.0
-    t = (grad([0, 0.5, 0.3, 0.7, 1], x) if "self_attn" in name else
-         grad([1, 0.5, 0.7, 0.3, 0], x) if "mlp" in name else 0.5)
-    groups.setdefault(repr(t), []).append(name)
-with open(sys.argv[2], "w") as f:
-    for t, names in groups.items():
-        f.write(t + " " + " ".join(names) + "\n")
-' "$T/list.$g" "$T/$g.t" "$L"
-	bad=0 groups=0
-	while read -r t names; do
-		only=
-		for nm in $names; do only="$only --only $nm"; done
-		groups=$((groups + 1))
-		ref check "$T/$g" --base "$fx/base" --model "$fx/ft1" \
-			--method slerp --t "$t" $only >"$T/ref.out" 2>&1 ||
-			{ bad=$((bad + 1)); sed -n '1,5s/^/  > /p' "$T/ref.out"; }
-	done <"$T/$g.t"
-	check "$g: each tensor is the reference's slerp at its t ($groups values)" \
-		test "$bad" -eq 0 -a "$groups" -gt 2
+	ref_groups "$T/$g" '{"layers": '"$L"', "args": {"--t": [
+  {"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
+  {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]}, {"value": 0.5}]}}' \
+		--base "$fx/base" --model "$fx/ft1" --method slerp
+	check "$g: the t gradients give more than 2 values ($ds_groups)" \
+		test "$ds_groups" -gt 2
 	run_expect 0 "" "$DS_BIN" merge --config "$T/$g.yml" -o "$T/no" \
 		--dry-run
 }
