@@ -33,39 +33,16 @@ BENCH_DIR=${BENCH_DIR:-/var/tmp/dare-stream-packs}
 DS=$build/dare-stream
 IOFLOOR=$build/contrib/bench/iofloor
 NFT=4
+BENCH=packs
+R=$BENCH_DIR/results            # samples: one "key value" a line
+# shellcheck source=contrib/bench/lib.sh disable=SC2034 # BENCH is for lib.sh
+. "$top/contrib/bench/lib.sh"
 
 make -s -C "$build" dare-stream tests/mkfixture contrib/bench/iofloor \
 	>/dev/null
 mkdir -p "$BENCH_DIR"
 [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$BENCH_DIR"' EXIT
-R=$BENCH_DIR/results            # samples: one "key value" a line
 : >"$R"
-
-say() { echo "packs: $*" >&2; }
-put() { echo "$1 $2" >>"$R"; }
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
-get() { awk -v k="$1" '$1 == k { print $2 }' "$R" | median; }
-ratio() {
-	awk -v a="$1" -v b="$2" 'BEGIN {
-		if (a == "" || b == "" || b + 0 == 0) print "-"
-		else printf "%.2f\n", a / b }'
-}
-bytes() {
-	awk -v n="$1" 'BEGIN {
-		if (n >= 1e9) printf "%.2f GB\n", n / 1e9
-		else printf "%.0f MB\n", n / 1e6 }'
-}
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f\n", b - a }'; }
-size() { stat -c %s "$@" | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
-if [ -w /proc/sys/vm/drop_caches ]; then
-	kind=cold
-	prepare() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-else
-	kind=warm
-	say "caches cannot be dropped: every run is warm"
-	prepare() { cat "$@" >/dev/null; }
-fi
 
 # gen DIR SIZE: base + NFT BF16 fine-tunes, 4 shards each, and their packs
 gen() {
@@ -178,10 +155,8 @@ for s in $RSS_SIZES; do
 	gen "$BENCH_DIR/r$s" "$s"
 	for name in extract apply packs; do
 		job "$name" "$BENCH_DIR/r$s" "$BENCH_DIR/time.txt"
-		rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' \
-			"$BENCH_DIR/time.txt")
-		put "rss.$name.$s" "$((rss / 1024))"
-		say "$name, models of $s: peak RSS $((rss / 1024)) MiB"
+		put "rss.$name.$s" "$(rss "$BENCH_DIR/time.txt")"
+		say "$name, models of $s: peak RSS $(get "rss.$name.$s") MiB"
 	done
 	rm -rf "$BENCH_DIR/r$s" "$BENCH_DIR/out" "$BENCH_DIR/out.dsd"
 done

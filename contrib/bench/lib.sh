@@ -1,0 +1,40 @@
+# SPDX-License-Identifier: MIT
+# shellcheck shell=sh disable=SC2034 # kind is for the sourcing script
+# lib.sh - helpers sourced by the benchmark scripts of contrib/bench
+#
+# The sourcing script sets BENCH (its name, for progress lines), build (the
+# build directory) and R (the file of samples, one "key value" a line).
+# Sets kind to cold when the page cache can be dropped (root), else warm,
+# and prepare FILE... to drop the cache (cold) or read FILE... (warm).
+
+say() { echo "$BENCH: $*" >&2; }
+put() { echo "$1 $2" >>"$R"; }
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+# get KEY: the median of KEY's samples, empty when there is none
+get() { awk -v k="$1" '$1 == k { print $2 }' "$R" | median; }
+# ratio A B: A / B to two decimals, "-" when either is missing
+ratio() {
+	awk -v a="$1" -v b="$2" 'BEGIN {
+		if (a == "" || b == "" || b + 0 == 0) print "-"
+		else printf "%.2f\n", a / b }'
+}
+bytes() {
+	awk -v n="$1" 'BEGIN {
+		if (n >= 1e9) printf "%.2f GB\n", n / 1e9
+		else printf "%.0f MB\n", n / 1e6 }'
+}
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f\n", b - a }'; }
+# size FILE...: bytes of the files together
+size() { stat -c %s "$@" | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+# rss FILE: peak RSS in MiB from the output of /usr/bin/time -v
+rss() {
+	echo $(($(sed -n 's/.*Maximum resident set size (kbytes): //p' "$1") / 1024))
+}
+if [ -w /proc/sys/vm/drop_caches ]; then
+	kind=cold
+	prepare() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+else
+	kind=warm
+	prepare() { cat "$@" >/dev/null; }
+fi
