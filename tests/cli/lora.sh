@@ -39,6 +39,21 @@ for m in dare_ties ties linear task_arithmetic; do
 	ds_merge "$T/o-$m" --quiet $ARGS && ref_check "$T/o-$m" $ARGS
 done
 
+# The adapted models' W is taken from the base's window when their BASE is
+# the base's files (here also through a symlink), and read from a copy of
+# the base otherwise: the same bytes either way.
+say "== BASE+ADAPTER over a copy of the base and through a symlink"
+cp -r "$B" "$T/bcopy"
+ln -s "$B" "$T/blink"
+for b2 in bcopy blink; do
+	ds_merge "$T/o-$b2" --quiet --base "$B" --model "$T/$b2+$T/a1" \
+		--model "$T/$b2+$T/a2" --method dare_ties -p 0.4 &&
+		check "$b2: the bytes of base+a1, base+a2" sh -c '
+			for f in "$1"/*.safetensors; do
+				cmp -s "$f" "$2/$(basename "$f")" || exit 1
+			done' sh "$T/o-$b2" "$T/o-dare_ties"
+done
+
 say "== fan_in_fan_out, embeddings and modules_to_save, with a full model"
 ARGS="--base $B --model $B+$T/a3 --model $B+$T/a4 --model $FX/ft1 --method dare_ties --densities 0.7,0.5,0.9 --seed 77"
 ds_merge "$T/o-mix" --quiet $ARGS && ref_check "$T/o-mix" $ARGS

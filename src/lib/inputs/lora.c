@@ -525,15 +525,22 @@ int ds_lora_expand(const struct ds_lora_pair *p, const struct ds_tensor *w,
 				b->u[i * r + j] = b->tmp[j * nr + i];
 	}
 	/*
-	 * x = W in binary32, forward a chunk at a time: each chunk is
-	 * converted before its floats are stored, and x never overtakes the
-	 * W values still to be read (wraw lies at or after x).
+	 * x = W in binary32: at once when W lies outside x; else forward a
+	 * chunk at a time, each chunk converted before its floats are stored,
+	 * so x never overtakes the W values still to be read (wraw lies at or
+	 * after x).
 	 */
-	for (pos = 0; pos < n; pos += CHUNK) {
-		size_t len = n - pos < CHUNK ? (size_t)(n - pos) : CHUNK;
+	if ((const char *)wraw >= (const char *)(x + n) ||
+	    (const char *)wraw + n * es <= (const char *)x) {
+		k->load(w->dtype, wraw, x, n);
+	} else {
+		for (pos = 0; pos < n; pos += CHUNK) {
+			size_t len = n - pos < CHUNK ? (size_t)(n - pos) : CHUNK;
 
-		k->load(w->dtype, (const char *)wraw + pos * es, b->w, len);
-		memcpy(x + pos, b->w, len * sizeof(float));
+			k->load(w->dtype, (const char *)wraw + pos * es, b->w,
+				len);
+			memcpy(x + pos, b->w, len * sizeof(float));
+		}
 	}
 	/*
 	 * Then x += s * (u_i . v) a tile of columns at a time, every row of
