@@ -8,7 +8,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 #include "common/cancel.h"
@@ -94,7 +93,6 @@ struct pipe {
 	void *acc;                      /* the method's accumulators */
 	uint64_t packs;                 /* bit k: input slot k reads a pack */
 	uint64_t loras;                 /* bit k: input k is BASE+ADAPTER */
-	uint64_t lbase;                 /* bit k: and its BASE is the base's files */
 	ds_lora_row_fn *lrow;
 	uint64_t lora_bytes;            /* of each worker's ds_lora_buf */
 	XXH3_state_t *base_hash;        /* of the base tensor, when packs */
@@ -149,25 +147,14 @@ static void *lora_raw(const struct slot *s, unsigned k, enum ds_dtype dt)
 	return (char *)s->in[k] + s->n * (4 - ds_dtype_size(dt));
 }
 
-/*
- * Whether LoRA input k of slot s adapts the very bytes the slot reads as
- * its base (--model BASE+ADAPTER with the merge's BASE, the usual case):
- * the same file and range.  Its W is then taken from the base's window
- * instead of being read again.
- */
+/* Whether LoRA input k of slot s takes its W from the base's window
+ * (ds_plan_lora_on_base), which this window reads. */
 static bool lora_on_base(const struct pipe *pp, const struct slot *s,
 			 unsigned k)
 {
-	const struct ds_otensor *o = &pp->p->ot[s->t];
-	const struct ds_tensor *w = o->in[k], *b = o->in[0];
-
-	return (pp->lbase >> o->src[k] & 1) && b && o->src[0] == 0 &&
-	       !o->tail && lora_at(pp, o, k) &&
-	       (s->ts->mp.uses_base || pp->packs) &&
-	       w->shard == b->shard && w->begin == b->begin &&
-	       w->end == b->end && w->dtype == b->dtype;
+	return (s->ts->mp.uses_base || pp->packs) &&
+	       ds_plan_lora_on_base(pp->p, &pp->p->ot[s->t], k);
 }
-
 
 /* The window of slot s as the methods see it. */
 static void window_of(const struct pipe *pp, const struct slot *s,
@@ -764,32 +751,6 @@ static int loop(struct pipe *pp)
 
 /* ---- set-up --------------------------------------------------------------- */
 
-/* pp->lbase: the BASE+ADAPTER inputs whose BASE files are the base's
- * (input 0's), shard by shard, the same inodes. */
-static int same_base(struct pipe *pp)
-{
-	const struct ds_plan *p = pp->p;
-
-	for (unsigned k = 1; k < p->ninputs && k < 64; k++) {
-		const struct ds_model *m = p->in[k];
-		bool same = m->lora && m->lora->shard == p->in[0]->nshards;
-
-		for (unsigned s = 0; same && s < m->lora->shard; s++) {
-			struct stat a, b;
-
-			if (fstat(pp->fds[s], &a) ||
-			    fstat(pp->fds[k * pp->maxshards + s], &b))
-				return ds_fail(pp->ctx, -errno, "%s: %s",
-					       m->shards[s].path,
-					       strerror(errno));
-			same = a.st_dev == b.st_dev && a.st_ino == b.st_ino;
-		}
-		if (same)
-			pp->lbase |= 1ull << k;
-	}
-	return 0;
-}
-
 static int open_inputs(struct pipe *pp)
 {
 	const struct ds_plan *p = pp->p;
@@ -812,7 +773,7 @@ static int open_inputs(struct pipe *pp)
 					       strerror(errno));
 			pp->fds[k * pp->maxshards + s] = fd;
 		}
-	return same_base(pp);
+	return 0;
 }
 
 /* Every window buffer and the workers' scratch, in one allocation. */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 #include "common/ctx.h"
@@ -272,6 +273,27 @@ static unsigned src_input(const struct ds_source *s)
 	return s->m == DS_SRC_BASE ? 0 : 1 + s->m;
 }
 
+/* p->lbase: the BASE+ADAPTER inputs whose BASE files are the base's,
+ * shard by shard (the same inodes; a file that cannot be looked at is
+ * not the same). */
+static void same_base(struct ds_plan *p)
+{
+	for (unsigned k = 1; k < p->ninputs && k < 64; k++) {
+		const struct ds_model *m = p->in[k];
+		bool same = m->lora && m->lora->shard == p->in[0]->nshards;
+
+		for (unsigned s = 0; same && s < m->lora->shard; s++) {
+			struct stat a, b;
+
+			same = !stat(p->in[0]->shards[s].path, &a) &&
+			       !stat(m->shards[s].path, &b) &&
+			       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+		}
+		if (same)
+			p->lbase |= 1ull << k;
+	}
+}
+
 static int open_inputs(ds_ctx *ctx, const struct ds_recipe *r,
 		       struct ds_plan *p)
 {
@@ -295,6 +317,8 @@ static int open_inputs(ds_ctx *ctx, const struct ds_recipe *r,
 			       "cannot be the base%s; merge it as a model", 
 			       p->in[0]->arg, r->base ? "" : " (without --base, "
 			       "the first model is)");
+	if (!rc)
+		same_base(p);
 	return rc;
 }
 
@@ -744,19 +768,35 @@ static void count_reads(struct ds_plan *p)
 	}
 }
 
+bool ds_plan_lora_on_base(const struct ds_plan *p, const struct ds_otensor *o,
+			  unsigned k)
+{
+	const struct ds_tensor *w = o->in[k], *b = o->in[0];
+	const struct ds_model *m = p->in[o->src[k]];
+
+	return (p->lbase >> o->src[k] & 1) && w && b && o->src[0] == 0 &&
+	       !o->tail && ds_lora_pair_of(m, (size_t)(w - m->tensors)) &&
+	       w->shard == b->shard && w->begin == b->begin &&
+	       w->end == b->end && w->dtype == b->dtype;
+}
+
 uint64_t ds_plan_pass_bytes(const struct ds_plan *p, const struct ds_otensor *o)
 {
-	bool packs = false;
+	bool packs = false, base;
 	uint64_t b = 0;
 
+	for (unsigned k = 1; k <= o->nsrc; k++)
+		packs |= p->in[o->src[k]]->pack != NULL;
+	base = p->mp.uses_base || packs;
 	for (unsigned k = 1; k <= o->nsrc; k++) {
 		const struct ds_model *m = p->in[o->src[k]];
 
-		packs |= m->pack != NULL;
+		if (base && ds_plan_lora_on_base(p, o, k))
+			continue;
 		b += m->pack ? m->pack->pt[o->in[k] - m->tensors].bytes :
 		     o->numel * ds_dtype_size(o->in[k]->dtype);
 	}
-	if (p->mp.uses_base || packs)
+	if (base)
 		b += o->numel * ds_dtype_size(o->in[0]->dtype);
 	return b;
 }

@@ -78,6 +78,8 @@ struct ds_plan {
 	struct ds_tensor tails[4];  /* rows of the tokenizer model */
 	unsigned ntails;
 	uint64_t bytes_read, bytes_written;
+	uint64_t lbase;             /* bit k: input k is BASE+ADAPTER over the
+				       base's own files (the same inodes) */
 	size_t merged;
 	/* buffers */
 	uint64_t window;            /* elements per window */
@@ -119,7 +121,15 @@ void ds_plan_free(struct ds_plan *p);
 int ds_plan_share(const struct ds_plan *p, unsigned n, unsigned *part);
 /* The resolved parameters of output tensor t (0 or DS_E_USAGE). */
 int ds_plan_tparams(const struct ds_plan *p, size_t t, struct ds_tparams *tp);
-/* Input bytes one pass over tensor o reads (a pack's: its frames'). */
+/*
+ * Whether input slot k of o is a LoRA model adapting the very bytes slot 0
+ * holds (--model BASE+ADAPTER with the merge's BASE): its W is then taken
+ * from the base's window, not read again, whenever the base is read.
+ */
+bool ds_plan_lora_on_base(const struct ds_plan *p, const struct ds_otensor *o,
+			  unsigned k);
+/* Input bytes one pass over tensor o reads (a pack's: its frames'; none
+ * for a LoRA model's W taken from the base's window). */
 uint64_t ds_plan_pass_bytes(const struct ds_plan *p, const struct ds_otensor *o);
 /* The layer number in a tensor name (DESIGN 5.3), -1 when none; *at and
  * *len locate its digits. */
