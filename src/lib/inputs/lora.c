@@ -444,32 +444,47 @@ static uint64_t up64(uint64_t x)
 	return (x + 63) & ~(uint64_t)63;
 }
 
-uint64_t ds_lora_bytes(struct ds_model *const *m, unsigned nm,
-		       uint64_t window)
+/* Bytes of one model's buffer. */
+static uint64_t buf_bytes(struct need n)
 {
-	struct need n = need_of(m, nm, window);
-
 	if (!n.v)
 		return 0;
 	return up64(n.v * 4) + up64(n.u * 4) + 2 * up64(n.tmp * 4) +
 	       up64(CHUNK * 4);
 }
 
+uint64_t ds_lora_bytes(struct ds_model *const *m, unsigned nm,
+		       uint64_t window)
+{
+	uint64_t total = 0;
+
+	for (unsigned j = 0; j < nm; j++)
+		total += buf_bytes(need_of(&m[j], 1, window));
+	return total;
+}
+
 void ds_lora_buf_init(struct ds_lora_buf *b, struct ds_model *const *m,
 		      unsigned nm, uint64_t window, void *mem)
 {
-	struct need n = need_of(m, nm, window);
 	char *p = mem;
 
-	b->v = (float *)p;
-	p += up64(n.v * 4);
-	b->u = (float *)p;
-	p += up64(n.u * 4);
-	b->tmp = (float *)p;
-	p += up64(n.tmp * 4);
-	b->raw = p;
-	p += up64(n.tmp * 4);
-	b->w = (float *)p;
+	for (unsigned j = 0; j < nm; j++) {
+		struct need n = need_of(&m[j], 1, window);
+
+		memset(&b[j], 0, sizeof(b[j]));
+		if (!n.v)
+			continue;
+		b[j].v = (float *)p;
+		p += up64(n.v * 4);
+		b[j].u = (float *)p;
+		p += up64(n.u * 4);
+		b[j].tmp = (float *)p;
+		p += up64(n.tmp * 4);
+		b[j].raw = p;
+		p += up64(n.tmp * 4);
+		b[j].w = (float *)p;
+		p += up64(CHUNK * 4);
+	}
 }
 
 /* Elements n of t from element e0 on, as floats into dst (via raw). */
@@ -501,21 +516,31 @@ int ds_lora_expand(const struct ds_lora_pair *p, const struct ds_tensor *w,
 	first = i0 / cols;
 	last = (i0 + n - 1) / cols;
 	nr = last - first + 1;
+	if (b->vfor != p) {
+		b->vfor = NULL;
+		if (!p->trans) {
+			/* v = A [r, cols] */
+			if ((rc = read_f32(fd, data_off, p->a, 0, r * cols, k,
+					   b->raw, b->v)))
+				return rc;
+		} else {
+			/* v = B^T of B [cols, r] */
+			if ((rc = read_f32(fd, data_off, p->b, 0, cols * r, k,
+					   b->raw, b->tmp)))
+				return rc;
+			for (uint64_t c = 0; c < cols; c++)
+				for (unsigned j = 0; j < r; j++)
+					b->v[j * cols + c] = b->tmp[c * r + j];
+		}
+		b->vfor = p;
+	}
 	if (!p->trans) {
-		/* v = A [r, cols]; u = rows first..last of B [rows, r] */
-		if ((rc = read_f32(fd, data_off, p->a, 0, r * cols, k, b->raw,
-				   b->v)) ||
-		    (rc = read_f32(fd, data_off, p->b, first * r, nr * r, k,
+		/* u = rows first..last of B [rows, r] */
+		if ((rc = read_f32(fd, data_off, p->b, first * r, nr * r, k,
 				   b->raw, b->u)))
 			return rc;
 	} else {
-		/* v = B^T of B [cols, r]; u = columns first..last of A [r, rows] */
-		if ((rc = read_f32(fd, data_off, p->b, 0, cols * r, k, b->raw,
-				   b->tmp)))
-			return rc;
-		for (uint64_t c = 0; c < cols; c++)
-			for (unsigned j = 0; j < r; j++)
-				b->v[j * cols + c] = b->tmp[c * r + j];
+		/* u = columns first..last of A [r, rows] */
 		for (unsigned j = 0; j < r; j++)
 			if ((rc = read_f32(fd, data_off, p->a, j * rows + first,
 					   nr, k, b->raw, b->tmp + j * nr)))

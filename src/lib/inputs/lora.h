@@ -56,15 +56,20 @@ ds_lora_pair_of(const struct ds_model *m, size_t ti)
 	return &m->lora->pairs[m->lora->pair_of[ti]];
 }
 
-/* Per-worker buffers of ds_lora_expand, sized by ds_lora_bytes. */
+/*
+ * Per-worker buffers of ds_lora_expand for one adapted model.  v, the
+ * factor every row of a tensor shares, is kept from one window to the next
+ * of the same tensor (vfor: the pair it holds, NULL for none).
+ */
 struct ds_lora_buf {
 	float *v, *u, *tmp, *w;
 	void *raw;
+	const struct ds_lora_pair *vfor;
 };
 
-/* Bytes of one ds_lora_buf for the pairs of models m[0..nm) and windows of
- * window elements (0 when none has an adapter); ds_lora_buf_init carves
- * it from mem. */
+/* Bytes of the ds_lora_buf of each model of m[0..nm) that has an adapter,
+ * for windows of window elements (0 when none has); ds_lora_buf_init
+ * carves them from mem into b[j] for m[j]. */
 uint64_t ds_lora_bytes(struct ds_model *const *m, unsigned nm,
 		       uint64_t window);
 void ds_lora_buf_init(struct ds_lora_buf *b, struct ds_model *const *m,
@@ -76,7 +81,8 @@ void ds_lora_buf_init(struct ds_lora_buf *b, struct ds_model *const *m,
  * x + n * (4 - size of the dtype) bytes (in the room of x's n floats), or
  * does not overlap x; the factors
  * are read with pread from fd, the adapter file, whose data starts at
- * data_off.  Returns 0, -errno, or -EIO for a short file (ds_pread_all).
+ * data_off (v only when b does not hold p's already).  Returns 0, -errno,
+ * or -EIO for a short file (ds_pread_all).
  */
 int ds_lora_expand(const struct ds_lora_pair *p, const struct ds_tensor *w,
 		   const struct ds_kernel_ops *k, ds_lora_row_fn *row, int fd,

@@ -94,7 +94,7 @@ struct pipe {
 	uint64_t packs;                 /* bit k: input slot k reads a pack */
 	uint64_t loras;                 /* bit k: input k is BASE+ADAPTER */
 	ds_lora_row_fn *lrow;
-	uint64_t lora_bytes;            /* of each worker's ds_lora_buf */
+	uint64_t lora_bytes;            /* of each worker's ds_lora_bufs */
 	XXH3_state_t *base_hash;        /* of the base tensor, when packs */
 	uint64_t seq_issue, seq_write, seq_retire;
 	struct range behind[BEHIND];    /* written windows, to drop later */
@@ -125,7 +125,7 @@ struct worker_arg {
 	void *vals;
 	uint32_t *u;
 	void *lmem;                     /* for LoRA models */
-	struct ds_lora_buf lb;
+	struct ds_lora_buf lb[DS_MAX_INPUTS];  /* per adapted model */
 };
 
 /* The LoRA pair of input k of output tensor o, or NULL. */
@@ -225,7 +225,7 @@ static int expand_loras(struct pipe *pp, struct slot *s,
 				    m->shards[m->lora->shard].data_off,
 				    lora_on_base(pp, s, k) ? s->in[0] :
 				    lora_raw(s, k, o->in[k]->dtype), s->i0,
-				    s->n, s->in[k], &wa->lb);
+				    s->n, s->in[k], &wa->lb[o->src[k]]);
 		if (rc) {
 			s->lerr_k = k;
 			return rc;
@@ -858,7 +858,7 @@ static int start_workers(struct pipe *pp, struct worker_arg *wa)
 				return ds_fail(pp->ctx, -ENOMEM, "cannot allocate "
 					       "%llu bytes for the LoRA factors",
 					       (unsigned long long)pp->lora_bytes);
-			ds_lora_buf_init(&wa[i].lb, pp->p->in,
+			ds_lora_buf_init(wa[i].lb, pp->p->in,
 					 pp->p->ninputs, pp->p->window,
 					 wa[i].lmem);
 		}

@@ -862,14 +862,14 @@ uint64_t ds_plan_slot_bytes(const struct ds_plan *p, uint64_t window)
 }
 
 /*
- * Each worker holds one LoRA factor of the widest adapted tensor and the
- * coefficients of a window's rows (inputs/lora.h); that must leave most
- * of the budget to the windows.
+ * Each worker holds, for each adapted model, one LoRA factor of its widest
+ * adapted tensor and the coefficients of a window's rows (inputs/lora.h);
+ * that must leave most of the budget to the windows.
  */
 static int lora_budget(struct ds_plan *p, uint64_t budget)
 {
-	uint64_t most = 0;
-	unsigned at = 0;
+	uint64_t most = 0, total;
+	unsigned at = 0, nl = 0;
 
 	for (size_t i = 0; i < p->not; i++) {
 		const struct ds_otensor *o = &p->ot[i];
@@ -882,20 +882,28 @@ static int lora_budget(struct ds_plan *p, uint64_t budget)
 				       "layout source; merge it as a model",
 				       o->name, m->arg);
 	}
-	most = ds_lora_bytes(p->in, p->ninputs, p->window);
-	for (unsigned k = 1; k < p->ninputs; k++)
-		if (p->in[k]->lora && ds_lora_bytes(&p->in[k], 1, p->window) ==
-				      most)
+	/* Each worker holds the factors of every adapted model. */
+	total = ds_lora_bytes(p->in, p->ninputs, p->window);
+	for (unsigned k = 1; k < p->ninputs; k++) {
+		uint64_t b = ds_lora_bytes(&p->in[k], 1, p->window);
+
+		nl += b > 0;
+		if (b > most) {
+			most = b;
 			at = k;
-	if (most && p->threads * most > budget / 2)
+		}
+	}
+	if (total && p->threads * total > budget / 2)
 		return ds_fail(p->ctx, DS_E_USAGE, "--memory %llu bytes is too "
-			       "small for the LoRA adapter of %s: its factors "
+			       "small for the LoRA adapter%s of %s%s: %s factors "
 			       "need %llu bytes per thread (%u threads); give "
 			       "at least %llu bytes or fewer --threads",
-			       (unsigned long long)budget, p->in[at]->arg,
-			       (unsigned long long)most, p->threads,
-			       (unsigned long long)(2 * p->threads * most));
-	p->overhead += p->threads * most;
+			       (unsigned long long)budget, nl > 1 ? "s" : "",
+			       p->in[at]->arg, nl > 1 ? " and the others" : "",
+			       nl > 1 ? "their" : "its",
+			       (unsigned long long)total, p->threads,
+			       (unsigned long long)(2 * p->threads * total));
+	p->overhead += p->threads * total;
 	return 0;
 }
 
