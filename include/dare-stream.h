@@ -97,6 +97,9 @@ const char *ds_shape_str(const uint64_t *shape, unsigned ndim, char *buf,
 const char *ds_method_name(enum ds_method m);
 /* Parse a method name; returns 0 or DS_E_USAGE. */
 int ds_method_parse(const char *name, enum ds_method *out);
+/* 1 when name is a merge method of mergekit that dare-stream does not
+ * have (arcee_fusion, multislerp, nearswap, ram, ramplus_tl), else 0. */
+int ds_method_mergekit_only(const char *name);
 
 /* ---- recipe ------------------------------------------------------------ */
 

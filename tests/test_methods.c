@@ -421,6 +421,16 @@ START_TEST(method_names)
 	ck_assert_ptr_null(ds_method_name(DS_M_COUNT));
 	ck_assert_int_eq(ds_method_parse("arcee_fusion", &m), DS_E_USAGE);
 	ck_assert_int_eq(ds_method_parse("", &m), DS_E_USAGE);
+	/* mergekit's methods dare-stream lacks are told from unknown names */
+	ck_assert_int_eq(ds_method_mergekit_only("arcee_fusion"), 1);
+	ck_assert_int_eq(ds_method_mergekit_only("multislerp"), 1);
+	ck_assert_int_eq(ds_method_mergekit_only("nearswap"), 1);
+	ck_assert_int_eq(ds_method_mergekit_only("ram"), 1);
+	ck_assert_int_eq(ds_method_mergekit_only("ramplus_tl"), 1);
+	ck_assert_int_eq(ds_method_mergekit_only("RAM"), 0);
+	ck_assert_int_eq(ds_method_mergekit_only("dare_ties"), 0);
+	ck_assert_int_eq(ds_method_mergekit_only(""), 0);
+	ck_assert_int_eq(ds_method_mergekit_only(NULL), 0);
 	ck_assert(!ds_method_needs_base(DS_M_LINEAR));
 	ck_assert(ds_method_needs_base(DS_M_DARE_TIES));
 	ck_assert(ds_method_default_normalize(DS_M_LINEAR));

@@ -281,11 +281,6 @@ static int opt_unit_list(const char *opt, const char *arg, bool list,
 	return 0;
 }
 
-/* Methods of mergekit that dare-stream does not have. */
-static const char *const missing_methods[] = {
-	"arcee_fusion", "multislerp", "ram", "nearswap", NULL
-};
-
 static int opt_method_name(struct mopts *m, const char *arg)
 {
 	enum ds_method meth;
@@ -294,11 +289,10 @@ static int opt_method_name(struct mopts *m, const char *arg)
 		m->method = (int)meth;
 		return 0;
 	}
-	for (int i = 0; missing_methods[i]; i++)
-		if (!strcmp(arg, missing_methods[i]))
-			return usage_error("--method %s: mergekit's %s is not "
-					   "implemented in dare-stream; methods: "
-					   "%s", arg, arg, method_list());
+	if (ds_method_mergekit_only(arg))
+		return usage_error("--method %s: mergekit's %s is not "
+				   "implemented in dare-stream; methods: %s",
+				   arg, arg, method_list());
 	return usage_error("--method %s: unknown method; expected one of %s",
 			   arg, method_list());
 }

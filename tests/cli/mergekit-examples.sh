@@ -196,7 +196,7 @@ base_model: acme/orca-mini-13b
 dtype: bfloat16
 EOF
 say "== arcee_fusion"
-run_expect 2 'fusion.yml:4: .*arcee_fusion.*(methods|one of).*slerp' \
+run_expect 2 "fusion.yml:4: merge_method 'arcee_fusion': mergekit's arcee_fusion is not implemented in dare-stream \(methods: .*slerp" \
 	"$DS_BIN" merge --config "$T/fusion.yml" -o "$T/no"
 no_output "$T/no"
 

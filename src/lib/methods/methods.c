@@ -109,6 +109,18 @@ int ds_method_parse(const char *name, enum ds_method *out)
 	return DS_E_USAGE;
 }
 
+int ds_method_mergekit_only(const char *name)
+{
+	static const char *const missing[] = {
+		"arcee_fusion", "multislerp", "nearswap", "ram", "ramplus_tl"
+	};
+
+	for (size_t i = 0; name && i < sizeof(missing) / sizeof(*missing); i++)
+		if (!strcmp(name, missing[i]))
+			return 1;
+	return 0;
+}
+
 bool ds_method_default_normalize(enum ds_method m)
 {
 	return (unsigned)m < DS_M_COUNT && methods[m].normalize;

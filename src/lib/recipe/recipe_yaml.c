@@ -1212,6 +1212,10 @@ static int ymethod(struct yctx *y, yaml_node_t *n)
 		snprintf(list + strlen(list), sizeof(list) - strlen(list),
 			 "%s%s", i ? ", " : "",
 			 ds_method_name((enum ds_method)i));
+	if (ds_method_mergekit_only(s))
+		return ybadc(y, DS_E_USAGE, n, "merge_method '%s': mergekit's "
+			     "%s is not implemented in dare-stream (methods: "
+			     "%s)", s, s, list);
 	return ybadc(y, DS_E_USAGE, n, "unknown merge_method '%s' (methods: "
 		     "%s)", s ? s : "(not a name)", list);
 }
