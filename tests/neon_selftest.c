@@ -290,6 +290,60 @@ static void cross_steps(void)
 	}
 }
 
+/*
+ * kept_axpy (the mask as bits, only the kept values, in a buffer of
+ * exactly their number) against the scalar one, and the scalar one
+ * against dare_axpy given every value and that mask's Philox stream.
+ */
+static void cross_kept(void)
+{
+	static const uint32_t thrs[] = { 0, 1, 0x80000000u, 3865470566u,
+		0xffffffffu };
+	static float b[MAXN + 1], x[MAXN + 1], a0[MAXN + 1], a1[MAXN + 1];
+	static float r0[MAXN + 1];
+	static uint32_t u[MAXN + 1];
+	uint64_t keep[MAXN / 64 + 2];
+	struct ds_dare dp;
+	size_t t, h, n, k, nv;
+	float *v;
+
+	for (t = 0; t < NLENS; t++)
+		for (h = 0; h < 5; h++) {
+			n = lens[t];
+			dp = (struct ds_dare){ SEED2 + t, (uint32_t)h, 0x60b84adf,
+				thrs[h], 10.0f, h ? -0.75f : 2.0f };
+			R->philox(dp.seed, dp.j, dp.name_hash, 77 + t, n, u);
+			fill(DS_DT_F32, b, n + 1);
+			fill(DS_DT_F32, x, n + 1);
+			for (k = 0; k < MAXN / 64 + 2; k++)
+				keep[k] = rnd();        /* bits past n */
+			for (k = 0, nv = 0; k < n; k++) {
+				keep[k / 64] &= ~(1ull << (k % 64));
+				if (u[k] >= dp.thr) {
+					keep[k / 64] |= 1ull << (k % 64);
+					nv++;
+				}
+			}
+			v = malloc((nv ? nv : 1) * sizeof(float));
+			if (!v) {
+				check(0, "kept_axpy malloc", (long)t, (long)nv);
+				return;
+			}
+			for (k = 0, nv = 0; k < n; k++)
+				if (u[k] >= dp.thr)
+					v[nv++] = x[k + 1];
+			fill(DS_DT_F32, a0, n + 1);
+			memcpy(a1, a0, sizeof(a0));
+			memcpy(r0, a0, sizeof(a0));
+			R->dare_axpy(r0 + 1, b + 1, x + 1, &dp, 77 + t, n);
+			R->kept_axpy(a0 + 1, b + 1, v, nv, keep, dp.s, dp.w, n);
+			K->kept_axpy(a1 + 1, b + 1, v, nv, keep, dp.s, dp.w, n);
+			same_f(r0, a0, n + 1, "kept_axpy = dare_axpy");
+			same_f(a0, a1, n + 1, "kept_axpy");
+			free(v);
+		}
+}
+
 /* The rank selection steps on special values and a shared magnitude,
  * with bounds at the edges and at that magnitude's key. */
 static void cross_select(void)
@@ -407,6 +461,7 @@ int main(int argc, char **argv)
 	conversions();
 	cross_basic();
 	cross_steps();
+	cross_kept();
 	cross_select();
 	cross_methods();
 	cross_lora();

@@ -523,6 +523,115 @@ START_TEST(cross_dare_axpy)
 }
 END_TEST
 
+/*
+ * kept_axpy by hand: elements 1, 2 and 4 of 5 kept (bits 10110), values
+ * 3, -1, 0.5 for them, base 1..5, s 2.  A dropped element adds w * +0:
+ * +0 for w = 0.5, which turns an accumulator of -0 into +0, and -0 for
+ * w = -0.5, which leaves it -0.  A set bit past n is not an element.
+ */
+START_TEST(kept_axpy_known)
+{
+	const uint64_t keep = 0x16 | 1ull << 5 | 1ull << 63;
+	const float v[3] = { 3.0f, -1.0f, 0.5f };
+	const float b[5] = { 1.0f, 2.0f, 3.0f, 4.0f, 5.0f };
+	/* w 0.5: +0, 1 + 0.5 * 2, -0 + 0.5 * -8, inf + 0, 10 + 0.5 * -9 */
+	const uint32_t want_pos[5] = { 0x00000000, 0x40000000, 0xc0800000,
+				       0x7f800000, 0x40b00000 };
+	/* w -0.5: -0, 1 - 0.5 * 2, -0 - 0.5 * -8, inf - 0, 10 - 0.5 * -9 */
+	const uint32_t want_neg[5] = { 0x80000000, 0x00000000, 0x40800000,
+				       0x7f800000, 0x41680000 };
+	float acc[6];
+	int p, k;
+
+	for (p = 0; p < npaths; p++)
+		for (k = 0; k < 2; k++) {
+			acc[0] = -0.0f;
+			acc[1] = 1.0f;
+			acc[2] = -0.0f;
+			acc[3] = INFINITY;
+			acc[4] = 10.0f;
+			acc[5] = 42.0f;
+			paths[p]->kept_axpy(acc, b, v, 3, &keep, 2.0f,
+					    k ? -0.5f : 0.5f, 5);
+			for (int e = 0; e < 5; e++)
+				ck_assert_msg(fb(acc[e]) == (k ? want_neg :
+							     want_pos)[e],
+					      "%s w %s element %d: %08x",
+					      paths[p]->name, k ? "-0.5" : "0.5",
+					      e, fb(acc[e]));
+			ck_assert(acc[5] == 42.0f);
+		}
+}
+END_TEST
+
+/*
+ * kept_axpy against dare_axpy (the scalar references, one fed the mask's
+ * bits and the kept values, the other Philox and every value), then every
+ * path against the scalar one, at odd starts and lengths, with random
+ * bits past n, and the kept values in a buffer of exactly their number
+ * (ASan sees a read past them).
+ */
+START_TEST(cross_kept_axpy)
+{
+	static const uint32_t thrs[] = { 0, 1, 0x80000000u, 3865470566u,
+		0xffffffffu };
+	static float b[MAXN + 2], x[MAXN + 2], a0[MAXN + 2], a1[MAXN + 2];
+	static float ref[MAXN + 2];
+	static uint32_t u[MAXN + 2];
+	uint64_t keep[MAXN / 64 + 2];
+	struct ds_dare dp;
+	size_t t, n, h, k, nv;
+	float *v;
+	int p;
+
+	FOR_LENS(t)
+		for (h = 0; h < 5; h++) {
+			n = LEN(t);
+			dp = (struct ds_dare){ SEED2 ^ t, (uint32_t)h, 0x60b84adf,
+				thrs[h], bf(special_bits()),
+				h ? bf(special_bits()) : -0.5f };
+			ds_kernel_scalar_ops.philox(dp.seed, dp.j, dp.name_hash,
+						    1001 + t, n, u);
+			for (k = 0; k < MAXN / 64 + 2; k++)
+				keep[k] = rnd();        /* bits past n */
+			fill_f(b, n + 1);
+			fill_f(x, n + 1);
+			nv = 0;
+			for (k = 0; k < n; k++) {
+				uint64_t bit = 1ull << (k % 64);
+
+				keep[k / 64] &= ~bit;
+				if (u[k] >= thrs[h]) {
+					keep[k / 64] |= bit;
+					nv++;
+				}
+			}
+			v = malloc((nv ? nv : 1) * sizeof(float));
+			ck_assert_ptr_nonnull(v);
+			for (k = 0, nv = 0; k < n; k++)
+				if (u[k] >= thrs[h])
+					v[nv++] = x[k + 1];
+			fill_f(ref, n + 1);
+			memcpy(a0, ref, sizeof(a0));
+			ds_kernel_scalar_ops.dare_axpy(ref + 1, b + 1, x + 1, &dp,
+						       1001 + t, n);
+			ds_kernel_scalar_ops.kept_axpy(a0 + 1, b + 1, v, nv, keep,
+						       dp.s, dp.w, n);
+			same_f(ref, a0, MAXN + 2);
+			for (p = 1; p < npaths; p++) {
+				fill_f(a0, n + 1);
+				memcpy(a1, a0, sizeof(a0));
+				ds_kernel_scalar_ops.kept_axpy(a0 + 1, b + 1, v, nv,
+							       keep, dp.s, dp.w, n);
+				paths[p]->kept_axpy(a1 + 1, b + 1, v, nv, keep,
+						    dp.s, dp.w, n);
+				same_f(a0, a1, MAXN + 2);
+			}
+			free(v);
+		}
+}
+END_TEST
+
 /* TIES election and finish, 1 to 5 rows, with and without D. */
 START_TEST(cross_ties_finish)
 {
@@ -871,6 +980,8 @@ static Suite *kernels_suite(void)
 	tcase_add_test(tc, cross_philox);
 	tcase_add_test(tc, cross_elementwise);
 	tcase_add_test(tc, cross_dare_axpy);
+	tcase_add_test(tc, kept_axpy_known);
+	tcase_add_test(tc, cross_kept_axpy);
 	tcase_add_test(tc, cross_ties_finish);
 	tcase_add_test(tc, rank_keys_known);
 	tcase_add_test(tc, cross_range);

@@ -524,6 +524,79 @@ static void dare_axpy_avx2(float *acc, const float *b, const float *x,
 }
 
 /*
+ * For each 8-bit mask m: byte l is how many of bits 0 .. l-1 are set, the
+ * place among the kept values of lane l's value when lane l is kept.
+ * Byte 7 plus bit 7 is how many are kept.
+ */
+#define POP7(x) (((x) & 1) + ((x) >> 1 & 1) + ((x) >> 2 & 1) + \
+		 ((x) >> 3 & 1) + ((x) >> 4 & 1) + ((x) >> 5 & 1) + \
+		 ((x) >> 6 & 1))
+#define BELOW(m, l) ((uint64_t)POP7((m) & ((1u << (l)) - 1)) << 8 * (l))
+#define PLACES(m) (BELOW(m, 1) | BELOW(m, 2) | BELOW(m, 3) | BELOW(m, 4) | \
+		   BELOW(m, 5) | BELOW(m, 6) | BELOW(m, 7))
+#define PL4(m) PLACES(m), PLACES((m) + 1), PLACES((m) + 2), PLACES((m) + 3)
+#define PL16(m) PL4(m), PL4((m) + 4), PL4((m) + 8), PL4((m) + 12)
+#define PL64(m) PL16(m), PL16((m) + 16), PL16((m) + 32), PL16((m) + 48)
+static const uint64_t places[256] = { PL64(0), PL64(64), PL64(128), PL64(192) };
+
+/* The constants of one kept_axpy call. */
+struct kv {
+	__m256 s, w;
+	__m256i bit;    /* 1 << lane */
+	__m256i lane;   /* lane */
+};
+
+/*
+ * dare8_acc with the mask given (m) and only the kept values: the kept
+ * ones at v are loaded (vmaskmovps: no lane past them is read) and put
+ * in their lanes by vpermps.  Returns how many were read.
+ */
+static inline unsigned kept8(float *acc, const float *b, const float *v,
+			     unsigned m, const struct kv *c)
+{
+	uint64_t pl = places[m];
+	unsigned pc = (unsigned)(pl >> 56) + (m >> 7);
+	__m256i mv = _mm256_set1_epi32((int)m);
+	__m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+		_mm256_and_si256(mv, c->bit), c->bit));
+	__m256 x = _mm256_maskload_ps(v, _mm256_cmpgt_epi32(
+		_mm256_set1_epi32((int)pc), c->lane));
+	__m256 d;
+
+	x = _mm256_permutevar8x32_ps(x, _mm256_cvtepu8_epi32(
+		_mm_cvtsi64_si128((long long)pl)));
+	d = _mm256_sub_ps(x, _mm256_loadu_ps(b));
+	d = _mm256_and_ps(_mm256_mul_ps(d, c->s), keep);
+	d = _mm256_add_ps(_mm256_loadu_ps(acc), _mm256_mul_ps(c->w, d));
+	_mm256_storeu_ps(acc, d);
+	return pc;
+}
+
+/* dare_axpy with the mask as bits and v the kept values (kernels.h);
+ * the scalar reference takes the last n % 8, from the rest of a word. */
+static void kept_axpy_avx2(float *acc, const float *b, const float *v,
+			   size_t nv, const uint64_t *keep, float s, float w,
+			   size_t n)
+{
+	const struct kv c = {
+		_mm256_set1_ps(s), _mm256_set1_ps(w),
+		_mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128),
+		_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+	};
+	size_t i, r = 0;
+	uint64_t rest;
+
+	for (i = 0; i + 8 <= n; i += 8)
+		r += kept8(acc + i, b + i, v + r,
+			   (unsigned)(keep[i / 64] >> (i % 64)) & 0xff, &c);
+	if (i < n) {
+		rest = keep[i / 64] >> (i % 64);
+		REF->kept_axpy(acc + i, b + i, v + r, nv - r, &rest, s, w,
+			       n - i);
+	}
+}
+
+/*
  * TIES for 8 elements.  The elected terms are added as (a ? e : +0):
  * acc and D start at +0 and are never -0, so adding +0 leaves them as the
  * reference leaves them when it skips.  e > 0 already implies e != 0.
@@ -695,6 +768,7 @@ const struct ds_kernel_ops ds_kernel_avx2_ops = {
 	.delta = delta_avx2,
 	.axpy = axpy_avx2,
 	.dare_axpy = dare_axpy_avx2,
+	.kept_axpy = kept_axpy_avx2,
 	.ties = ties_avx2,
 	.finish = finish_avx2,
 	.rank_keys = rank_keys_avx2,

@@ -8,10 +8,11 @@
 #include "kernels/philox.h"
 
 /*
- * Built with -mavx512f -mavx512bw -mavx512vl -mf16c -mavx2 and, like every
- * file, -ffp-contract=off: AVX-512F has fused multiply-adds, and only that
- * flag keeps the compiler from fusing a product and a sum the reference
- * rounds apart.  Nothing here needs AVX512DQ or later extensions (NaN
+ * Built with -mavx512f -mavx512bw -mavx512vl -mf16c -mavx2 -mpopcnt and,
+ * like every file, -ffp-contract=off: AVX-512F has fused multiply-adds,
+ * and only that flag keeps the compiler from fusing a product and a sum
+ * the reference rounds apart.  Nothing here needs AVX512DQ or later
+ * extensions (NaN
  * tests use vcmpps, not vfpclassps).  Only dispatch.c hands these
  * functions out, after checking CPU and OS support.  Loops run 16 or 32
  * elements a step (Philox: 256); the last partial vector uses masked
@@ -603,6 +604,46 @@ static void dare_axpy_avx512(float *acc, const float *b, const float *x,
 }
 
 /*
+ * dare16 with the mask given (keep, within k) and only the kept values:
+ * the popcount(keep) values at v are loaded (no lane past them is read)
+ * and spread to the kept lanes by vexpandps in its register form (the
+ * memory form is microcoded on AMD Zen 4).  Returns how many were read.
+ */
+static inline unsigned kept16(float *acc, const float *b, const float *v,
+			      __mmask16 keep, const struct dv *c, __mmask16 k)
+{
+	unsigned pc = (unsigned)__builtin_popcount(keep);
+	__m512 x = _mm512_maskz_expand_ps(keep, _mm512_maskz_loadu_ps(
+		(__mmask16)((1u << pc) - 1), v));
+	__m512 d = _mm512_sub_ps(x, _mm512_maskz_loadu_ps(k, b));
+
+	d = _mm512_mul_ps(c->w, _mm512_maskz_mul_ps(keep, d, c->s));
+	d = _mm512_add_ps(_mm512_maskz_loadu_ps(k, acc), d);
+	_mm512_mask_storeu_ps(acc, k, d);
+	return pc;
+}
+
+/* dare_axpy with the mask as bits and v the kept values (kernels.h). */
+static void kept_axpy_avx512(float *acc, const float *b, const float *v,
+			     size_t nv, const uint64_t *keep, float s, float w,
+			     size_t n)
+{
+	const struct dv c = { _mm512_set1_ps(s), _mm512_set1_ps(w), BC(0) };
+	size_t i, r = 0;
+	__mmask16 k;
+
+	(void)nv;       /* masked loads read only the kept values */
+	for (i = 0; i + 16 <= n; i += 16)
+		r += kept16(acc + i, b + i, v + r,
+			    (__mmask16)(keep[i / 64] >> (i % 64)), &c, ALL16);
+	if (i < n) {
+		k = lanes16(n - i);
+		kept16(acc + i, b + i, v + r,
+		       (__mmask16)(keep[i / 64] >> (i % 64)) & k, &c, k);
+	}
+}
+
+/*
  * TIES for the lanes of k.  S sums from +0 in row order as the reference
  * does; flipping the sign of every e_j when S < 0 (or NaN) turns the
  * election into e > 0, which is false for zeros and NaN as the reference
@@ -802,6 +843,7 @@ const struct ds_kernel_ops ds_kernel_avx512_ops = {
 	.delta = delta_avx512,
 	.axpy = axpy_avx512,
 	.dare_axpy = dare_axpy_avx512,
+	.kept_axpy = kept_axpy_avx512,
 	.ties = ties_avx512,
 	.finish = finish_avx512,
 	.rank_keys = rank_keys_avx512,

@@ -49,16 +49,18 @@ static int avx2_usable(void)
 #define LEAF7_AVX512 ((1u << 16) | (1u << 30) | (1u << 31))  /* F, BW, VL */
 
 /*
- * AVX-512 F, BW and VL (leaf 7 EBX bits 16, 30, 31) on top of the AVX2 and
- * F16C that avx512.c also uses, and the OS saving the opmask and all of
- * the ZMM state (XCR0): an OS (or hypervisor) that leaves AVX-512 off
- * still reports the CPUID bits, and the first ZMM instruction faults.
+ * AVX-512 F, BW and VL (leaf 7 EBX bits 16, 30, 31) on top of the AVX2,
+ * F16C and POPCNT (leaf 1 ECX bit 23) that avx512.c also uses, and the
+ * OS saving the opmask and all of the ZMM state (XCR0): an OS (or
+ * hypervisor) that leaves AVX-512 off still reports the CPUID bits, and
+ * the first ZMM instruction faults.
  */
 static int avx512_usable(void)
 {
 	unsigned a, b, c, d;
 
-	if (!avx2_usable())
+	if (!avx2_usable() || !__get_cpuid(1, &a, &b, &c, &d) ||
+	    !(c & bit_POPCNT))
 		return 0;
 	if ((xgetbv0() & XCR0_AVX512) != XCR0_AVX512)
 		return 0;

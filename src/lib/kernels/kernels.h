@@ -35,6 +35,14 @@
  *   dare_axpy: acc = acc + w * d, d = (u >= thr) ? (x - b) * s : +0.0f with
  *             u from philox for i = i0 + k; thr 0 keeps every element
  *             (u is then not computed).
+ *   kept_axpy: the same with the mask given as bits and only the kept
+ *             values: acc = acc + w * d, d = kept ? (v[r] - b) * s : +0.0f,
+ *             kept = bit k % 64 of keep[k / 64], r = the number of kept
+ *             elements before k.  v holds nv >= that many values; nothing
+ *             past v[nv - 1] is read.  With keep the bits of dare_axpy's
+ *             mask and v the values x has where it keeps, both give the
+ *             same acc: this is dare_axpy for a delta pack, whose reader
+ *             has drawn the mask already (inputs/pack.h).
  *   ties:     for each element, over the nm rows e_j (stride floats
  *             apart): S = +0 + e_0 + e_1 ...; m = S >= 0 ? +1 : -1;
  *             a_j = e_j != 0 && (m > 0 ? e_j > 0 : e_j < 0);
@@ -75,6 +83,9 @@ struct ds_kernel_ops {
 	void (*axpy)(float *acc, float w, const float *d, size_t n);
 	void (*dare_axpy)(float *acc, const float *b, const float *x,
 			  const struct ds_dare *dp, uint64_t i0, size_t n);
+	void (*kept_axpy)(float *acc, const float *b, const float *v,
+			  size_t nv, const uint64_t *keep, float s, float w,
+			  size_t n);
 	void (*ties)(const float *e, size_t stride, unsigned nm,
 		     const float *w, float *acc, float *dsum, size_t n);
 	void (*finish)(float *acc, const float *b, const float *dsum,

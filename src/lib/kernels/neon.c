@@ -240,6 +240,72 @@ static void dare_axpy_neon(float *acc, const float *b, const float *x,
 	REF->dare_axpy(acc + i, b + i, x + i, dp, i0 + i, n - i);
 }
 
+/*
+ * For each 4-bit mask m, the TBL index that moves the kept values (packed
+ * at the start of a vector) to their lanes: lane l, when kept, takes the
+ * bytes of value popcount(m & ((1 << l) - 1)); 0xff gives a dropped lane 0.
+ */
+#define POP3(x) (((x) & 1) + ((x) >> 1 & 1) + ((x) >> 2 & 1))
+#define SB(m, l, c) ((m) >> (l) & 1 ? 4 * POP3((m) & ((1u << (l)) - 1)) + (c) \
+		     : 0xff)
+#define SL(m, l) SB(m, l, 0), SB(m, l, 1), SB(m, l, 2), SB(m, l, 3)
+#define SROW(m) { SL(m, 0), SL(m, 1), SL(m, 2), SL(m, 3) }
+static const uint8_t spread[16][16] = {
+	SROW(0), SROW(1), SROW(2), SROW(3), SROW(4), SROW(5), SROW(6),
+	SROW(7), SROW(8), SROW(9), SROW(10), SROW(11), SROW(12), SROW(13),
+	SROW(14), SROW(15),
+};
+static const uint8_t pop4[16] = { 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3,
+				   3, 4 };
+
+/*
+ * dare4 with the mask given (m) and only the kept values, avail of them
+ * left at v: 4 are loaded when there are, else the kept ones alone, so
+ * nothing past the last is read.  Returns how many were used.
+ */
+static inline unsigned kept4(float *acc, const float *b, const float *v,
+			     size_t avail, unsigned m, float s, float w)
+{
+	static const uint32_t bit[4] = { 1, 2, 4, 8 };
+	float t[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+	unsigned pc = pop4[m], q;
+	uint32x4_t keep = vtstq_u32(vdupq_n_u32(m), vld1q_u32(bit));
+	float32x4_t x, d;
+
+	if (avail >= 4) {
+		x = vld1q_f32(v);
+	} else {
+		for (q = 0; q < pc; q++)
+			t[q] = v[q];
+		x = vld1q_f32(t);
+	}
+	x = vreinterpretq_f32_u8(vqtbl1q_u8(vreinterpretq_u8_f32(x),
+					    vld1q_u8(spread[m])));
+	d = vmulq_n_f32(vsubq_f32(x, vld1q_f32(b)), s);
+	d = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(d), keep));
+	vst1q_f32(acc, vaddq_f32(vld1q_f32(acc), vmulq_n_f32(d, w)));
+	return pc;
+}
+
+/* dare_axpy with the mask as bits and v the kept values (kernels.h);
+ * the scalar reference takes the last n % 4, from the rest of a word. */
+static void kept_axpy_neon(float *acc, const float *b, const float *v,
+			   size_t nv, const uint64_t *keep, float s, float w,
+			   size_t n)
+{
+	size_t i, r = 0;
+	uint64_t rest;
+
+	for (i = 0; i + 4 <= n; i += 4)
+		r += kept4(acc + i, b + i, v + r, nv - r,
+			   (unsigned)(keep[i / 64] >> (i % 64)) & 15, s, w);
+	if (i < n) {
+		rest = keep[i / 64] >> (i % 64);
+		REF->kept_axpy(acc + i, b + i, v + r, nv - r, &rest, s, w,
+			       n - i);
+	}
+}
+
 /* TIES for 4 elements; see avx2.c for why masked adds equal skipping. */
 static inline void ties4(const float *e, size_t stride, unsigned nm,
 			 const float *w, float *acc, float *dsum)
@@ -374,6 +440,7 @@ const struct ds_kernel_ops ds_kernel_neon_ops = {
 	.delta = delta_neon,
 	.axpy = axpy_neon,
 	.dare_axpy = dare_axpy_neon,
+	.kept_axpy = kept_axpy_neon,
 	.ties = ties_neon,
 	.finish = finish_neon,
 	.rank_keys = rank_keys_neon,

@@ -166,6 +166,23 @@ static void dare_axpy_scalar(float *acc, const float *b, const float *x,
 	}
 }
 
+/* dare_axpy with the mask as bits and v the kept values, in order. */
+static void kept_axpy_scalar(float *acc, const float *b, const float *v,
+			     size_t nv, const uint64_t *keep, float s, float w,
+			     size_t n)
+{
+	size_t k, r = 0;
+	float d;
+
+	(void)nv;       /* the bits say how many are read */
+	for (k = 0; k < n; k++) {
+		d = 0.0f;
+		if (keep[k / 64] >> (k % 64) & 1)
+			d = (v[r++] - b[k]) * s;
+		acc[k] = acc[k] + w * d;
+	}
+}
+
 /* TIES sign election of one element over the nm rows of e. */
 static inline void ties_el(const float *e, size_t stride, unsigned nm,
 			   const float *w, float *acc, float *dsum)
@@ -264,6 +281,7 @@ const struct ds_kernel_ops ds_kernel_scalar_ops = {
 	.delta = delta_scalar,
 	.axpy = axpy_scalar,
 	.dare_axpy = dare_axpy_scalar,
+	.kept_axpy = kept_axpy_scalar,
 	.ties = ties_scalar,
 	.finish = finish_scalar,
 	.rank_keys = rank_keys_scalar,
