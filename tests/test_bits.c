@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* test_bits.c - ds_keep_bits against the definition, bit by bit
+/* test_bits.c - ds_keep_bits and ds_bits_count against the definition
  *
  * Built natively (the SSE2 path on x86-64, the scalar one elsewhere) and by
  * tests/neon-cross.sh for AArch64 under qemu (the NEON path).  Prints
@@ -54,6 +54,14 @@ static void one(size_t n, uint32_t thr)
 	}
 	bad |= bits[nw] != 0xa5a5a5a5a5a5a5a5ull;   /* nothing past the end */
 	bad |= got != want;
+	/* counting the first m bits ignores the ones after them */
+	for (size_t m = n; m + 70 > n && m > 0; m -= m > 7 ? 7 : m) {
+		size_t c = 0;
+
+		for (size_t i = 0; i < m; i++)
+			c += bits[i / 64] >> (i % 64) & 1;
+		bad |= ds_bits_count(bits, m) != c;
+	}
 	checks++;
 	if (bad) {
 		failures++;

@@ -93,6 +93,7 @@ static int read_tensor(ds_ctx *ctx, const char *path, json_t *e,
 		    ds_mul_u64(numel, t->shape[d], &numel))
 			return bad(ctx, path, "a shape is not a list of sizes");
 	t->numel = pt->numel = numel;
+	pt->name_hash = XXH32(name, strlen(name), 0);
 	t->begin = 0;
 	t->end = numel * ds_dtype_size(t->dtype);
 	pt->whole = !strcmp(kind, "whole");
@@ -310,14 +311,19 @@ int ds_pack_window(int fd, const struct ds_pack *pk, size_t t, uint64_t i0,
 	return 0;
 }
 
+/* Random words drawn at a time for a mask: they stay in the L1 cache
+ * between the generator and the comparison (a multiple of 64). */
+#define MASK_PIECE 4096u
+
 /* The mask of the pack for elements i0 .. i0+m-1 of tensor t (m at most
  * DS_PACK_FRAME), as bits: bit i of bits[i / 64] set where element i0+i is
- * kept; u: room for m random words.  Returns how many are kept. */
+ * kept, the rest of the last word clear; u: room for MASK_PIECE random
+ * words.  Returns how many are kept. */
 static size_t pack_mask(const struct ds_kernel_ops *k, const struct ds_pack *pk,
 			size_t t, uint32_t name_hash, uint64_t i0, size_t m,
 			uint32_t *u, uint64_t *bits)
 {
-	size_t nw = (m + 63) / 64;
+	size_t nw = (m + 63) / 64, kept = 0;
 	uint32_t thr = (uint32_t)pk->thr;
 
 	if (pk->pt[t].whole || pk->thr == 0 || pk->thr > UINT32_MAX) {
@@ -330,8 +336,13 @@ static size_t pack_mask(const struct ds_kernel_ops *k, const struct ds_pack *pk,
 			bits[nw - 1] &= (1ull << (m % 64)) - 1;
 		return all ? m : 0;
 	}
-	k->philox(pk->seed, pk->stream, name_hash, i0, m, u);
-	return ds_keep_bits(u, m, thr, bits);
+	for (size_t a = 0; a < m; a += MASK_PIECE) {
+		size_t c = m - a < MASK_PIECE ? m - a : MASK_PIECE;
+
+		k->philox(pk->seed, pk->stream, name_hash, i0 + a, c, u);
+		kept += ds_keep_bits(u, c, thr, bits + a / 64);
+	}
+	return kept;
 }
 
 /* Elements [a, b) of a frame into o (element a of the window): the base's
@@ -376,10 +387,9 @@ static size_t kept_before(const uint64_t *bits, size_t a)
 	size_t v = 0;
 
 	for (size_t w = 0; w < a / 64; w++)
-		v += (size_t)__builtin_popcountll(bits[w]);
+		v += ds_popcount64(bits[w]);
 	if (a % 64)
-		v += (size_t)__builtin_popcountll(bits[a / 64] &
-						  ((1ull << (a % 64)) - 1));
+		v += ds_popcount64(bits[a / 64] & ((1ull << (a % 64)) - 1));
 	return v;
 }
 
@@ -436,6 +446,45 @@ int ds_pack_expand(ZSTD_DCtx *dc, const struct ds_kernel_ops *k,
 			place_uint64_t(o, bits, a, b, vals, v);
 		else
 			place_any(o, es, bits, a, b, vals, v);
+	}
+	return 0;
+}
+
+bool ds_pack_mask_is(const struct ds_pack *pk, size_t t, uint32_t name_hash,
+		     uint64_t seed, uint32_t j, uint64_t thr)
+{
+	return !pk->pt[t].whole && pk->thr <= UINT32_MAX && pk->thr == thr &&
+	       pk->seed == seed && pk->stream == j &&
+	       pk->pt[t].name_hash == name_hash;
+}
+
+int ds_pack_kept(ZSTD_DCtx *dc, const struct ds_kernel_ops *k,
+		 const struct ds_pack *pk, size_t t, enum ds_dtype dt,
+		 const void *src, const struct ds_pack_frame *fr, unsigned nfr,
+		 uint64_t i0, void *vals, uint64_t *bits, uint32_t *u,
+		 uint64_t *bad_frame)
+{
+	size_t es = ds_dtype_size(dt);
+	const char *s = src;
+	char *o = vals;
+	uint64_t f = i0 / DS_PACK_FRAME, numel = pk->pt[t].numel;
+
+	for (unsigned q = 0; q < nfr; q++, f++) {
+		uint64_t fs = f * DS_PACK_FRAME;
+		size_t m = (size_t)(numel - fs < DS_PACK_FRAME ? numel - fs :
+				    DS_PACK_FRAME), kept, got;
+
+		*bad_frame = f;
+		kept = pack_mask(k, pk, t, pk->pt[t].name_hash, fs, m, u,
+				 bits + (fs - i0) / 64);
+		/* room for exactly the values the mask keeps: a frame that
+		 * holds more fails here, one that holds fewer below */
+		got = ZSTD_decompressDCtx(dc, o, kept * es, s, fr[q].clen);
+		if (ZSTD_isError(got) || got != kept * es ||
+		    XXH3_64bits(o, got) != fr[q].xxh3)
+			return DS_E_FORMAT;
+		s += fr[q].clen;
+		o += got;
 	}
 	return 0;
 }

@@ -33,6 +33,7 @@ struct ds_pack_tensor {
 	uint64_t frames;
 	uint64_t base_xxh3;      /* of the base tensor's bytes */
 	uint64_t bytes;          /* of its frames */
+	uint32_t name_hash;      /* XXH32 of its name: its mask's counter word 3 */
 	bool whole;              /* every value stored, no mask */
 };
 
@@ -84,5 +85,30 @@ int ds_pack_expand(ZSTD_DCtx *dc, const struct ds_kernel_ops *k,
 		   const struct ds_pack_frame *fr, unsigned nfr, uint64_t i0,
 		   uint64_t n, const void *base, enum ds_dtype bdt, void *out,
 		   void *vals, uint32_t *u, uint64_t *bad);
+
+/*
+ * True when tensor t of the pack (not stored whole) has the mask of model
+ * stream j of a merge with this seed, drop threshold thr (< 2^32) and
+ * name hash: the merge may then take the pack's mask and kept values as
+ * they are (ds_pack_kept) instead of a rebuilt window (DESIGN 7).
+ */
+bool ds_pack_mask_is(const struct ds_pack *pk, size_t t, uint32_t name_hash,
+		     uint64_t seed, uint32_t j, uint64_t thr);
+
+/*
+ * Elements i0 .. i0+n-1 of tensor t (dtype dt), from the window's nfr
+ * frames in src (ds_pack_window), as their mask and kept values
+ * (methods.h, ds_window.keep): bit i of bits[i / 64] set where element
+ * i0+i is kept (the rest of the last word clear; room for n / 64 + 1
+ * words), the kept values in order into vals (room for n elements).  The
+ * window holds whole frames: i0 is a multiple of DS_PACK_FRAME, and so is
+ * n unless the window ends the tensor.  u: DS_PACK_FRAME words.  0, or
+ * DS_E_FORMAT as ds_pack_expand.
+ */
+int ds_pack_kept(ZSTD_DCtx *dc, const struct ds_kernel_ops *k,
+		 const struct ds_pack *pk, size_t t, enum ds_dtype dt,
+		 const void *src, const struct ds_pack_frame *fr, unsigned nfr,
+		 uint64_t i0, void *vals, uint64_t *bits, uint32_t *u,
+		 uint64_t *bad);
 
 #endif

@@ -54,6 +54,32 @@ static inline uint64_t ds_bits16(const uint32_t *u, uint32_t thr)
 #endif
 }
 
+/* Set bits of x, without the POPCNT instruction x86-64's baseline lacks
+ * (__builtin_popcountll would call libgcc there). */
+static inline unsigned ds_popcount64(uint64_t x)
+{
+#if defined(__POPCNT__) || defined(__aarch64__)
+	return (unsigned)__builtin_popcountll(x);
+#else
+	x = x - (x >> 1 & 0x5555555555555555ull);
+	x = (x & 0x3333333333333333ull) + (x >> 2 & 0x3333333333333333ull);
+	x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+	return (unsigned)((x * 0x0101010101010101ull) >> 56);
+#endif
+}
+
+/* Set bits among the first n of bits (bit i of word i / 64). */
+static inline size_t ds_bits_count(const uint64_t *bits, size_t n)
+{
+	size_t c = 0, w;
+
+	for (w = 0; w < n / 64; w++)
+		c += ds_popcount64(bits[w]);
+	if (n % 64)
+		c += ds_popcount64(bits[w] & ((1ull << (n % 64)) - 1));
+	return c;
+}
+
 /* thr > 0 (a threshold of 0 keeps everything and needs no mask). */
 static inline size_t ds_keep_bits(const uint32_t *u, size_t n, uint32_t thr,
 				  uint64_t *bits)
@@ -66,7 +92,7 @@ static inline size_t ds_keep_bits(const uint32_t *u, size_t n, uint32_t thr,
 		for (unsigned q = 0; q < 4; q++)
 			b |= ds_bits16(u + 64 * w + 16 * q, thr) << 16 * q;
 		bits[w] = b;
-		kept += (size_t)__builtin_popcountll(b);
+		kept += ds_popcount64(b);
 	}
 	if (n % 64) {
 		uint64_t b = 0;
@@ -74,7 +100,7 @@ static inline size_t ds_keep_bits(const uint32_t *u, size_t n, uint32_t thr,
 		for (size_t j = 0; j < n % 64; j++)
 			b |= (uint64_t)(u[64 * w + j] >= thr) << j;
 		bits[w] = b;
-		kept += (size_t)__builtin_popcountll(b);
+		kept += ds_popcount64(b);
 	}
 	return kept;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <xxhash.h>
 #include "common/ctx.h"
+#include "kernels/bits.h"
 #include "kernels/philox.h"
 #include "methods/steps.h"
 #include "recipe/recipe.h"
@@ -388,6 +389,18 @@ static void dare_of(const struct ds_mparams *mp, unsigned j,
 	dp->w = mp->w[j];
 }
 
+/* acc = acc + w_j * d_j for model j given by its mask and kept values:
+ * only those are converted, and no Philox is drawn. */
+static void kept_chunk(const struct ds_kernel_ops *k,
+		       const struct ds_mparams *mp, const struct ds_window *win,
+		       const struct ds_chunk *c, unsigned j, float *acc)
+{
+	k->load(win->xdt[j], ds_at(win->x[j], win->xdt[j], c->kv[j]), c->x,
+		c->nk[j]);
+	k->kept_axpy(acc, c->b, c->x, c->nk[j], win->keep[j] + c->off / 64,
+		     mp->s[j], mp->w[j], c->m);
+}
+
 /* acc += w_j * d_j for every model, d_j as the method defines it. */
 static void combine(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 		    const struct ds_window *win, const struct ds_chunk *c)
@@ -399,6 +412,10 @@ static void combine(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 		/* p = 1: d_j = +0 everywhere, which leaves acc unchanged. */
 		if (mp->dare && mp->thr[j] > UINT32_MAX)
 			continue;
+		if (mp->dare && win->keep[j]) {
+			kept_chunk(k, mp, win, c, j, c->acc);
+			continue;
+		}
 		k->load(win->xdt[j], ds_at(win->x[j], win->xdt[j], c->off),
 			c->x, c->m);
 		if (mp->method == DS_M_LINEAR) {
@@ -430,6 +447,10 @@ static void ties(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 		memset(ej, 0, c->m * sizeof(float));
 		if (mp->thr[j] > UINT32_MAX)
 			continue;
+		if (win->keep[j]) {
+			kept_chunk(k, mp, win, c, j, ej);
+			continue;
+		}
 		k->load(win->xdt[j], ds_at(win->x[j], win->xdt[j], c->off),
 			c->x, c->m);
 		dare_of(mp, j, &dp);
@@ -470,9 +491,17 @@ void ds_method_window(const struct ds_kernel_ops *k,
 	struct ds_chunk c;
 
 	ds_chunk_carve(&c, scratch, mp->n);
+	memset(c.kv, 0, mp->n * sizeof(c.kv[0]));
 	for (c.off = 0; c.off < win->n; c.off += DS_CHUNK) {
 		c.m = win->n - c.off < DS_CHUNK ? win->n - c.off : DS_CHUNK;
 		c.i0 = win->i0 + c.off;
+		for (unsigned j = 0; j < mp->n; j++)
+			if (win->keep[j])
+				c.nk[j] = ds_bits_count(win->keep[j] +
+							c.off / 64, c.m);
 		window_chunk(k, mp, win, &c);
+		for (unsigned j = 0; j < mp->n; j++)
+			if (win->keep[j])
+				c.kv[j] += c.nk[j];
 	}
 }

@@ -100,12 +100,21 @@ int ds_mparams_from(ds_ctx *ctx, struct ds_mparams *mp, enum ds_method m,
 /* Set the per-tensor part of mp (the XXH32 of the name). */
 void ds_mparams_tensor(struct ds_mparams *mp, const char *name);
 
-/* One window of one tensor: element i0 .. i0+n-1 of every input. */
+/*
+ * One window of one tensor: element i0 .. i0+n-1 of every input.  A delta
+ * pack whose mask is the merge's own for its model j (DESIGN 7: seed, p,
+ * stream index and name hash all match; dare_linear and dare_ties only,
+ * in ds_method_window) may come as that mask instead of a full window:
+ * keep[j] has bit i % 64 of word i / 64 set where element i0 + i is kept,
+ * and x[j] holds only the kept elements, in order.  The merge is the
+ * same; what a dropped element's value is never matters to it.
+ */
 struct ds_window {
 	const void *base;              /* NULL when the method reads none */
 	enum ds_dtype bdt;
 	const void *x[DS_MAX_MODELS];
 	enum ds_dtype xdt[DS_MAX_MODELS];
+	const uint64_t *keep[DS_MAX_MODELS];   /* NULL: x[j] is every element */
 	void *out;
 	enum ds_dtype odt;
 	uint64_t i0;                   /* flat index of the first element */

@@ -15,6 +15,7 @@
  * falls in, so the output does not depend on this number.
  */
 #define DS_CHUNK 2048
+_Static_assert(DS_CHUNK % 64 == 0, "a chunk starts on a word of a mask");
 
 /* Bytes per element of a window dtype (F32, F16 or BF16). */
 static inline size_t ds_elsize(enum ds_dtype dt)
@@ -40,6 +41,9 @@ struct ds_chunk {
 	uint32_t *u, *key;
 	size_t off, m;                  /* chunk start in the window, length */
 	uint64_t i0;                    /* flat index of its first element */
+	/* models given by their mask (ds_window.keep): where the chunk's kept
+	 * values start in x[j], and how many there are */
+	size_t kv[DS_MAX_MODELS], nk[DS_MAX_MODELS];
 };
 
 /* Carve the chunk buffers of ds_method_scratch_floats(n) floats. */

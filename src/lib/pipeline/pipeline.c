@@ -48,10 +48,14 @@ struct slot {
 	uint64_t tdigest;               /* then: XXH3-64 of the tensor */
 	struct ds_tstate *ts;           /* its tensor's state (merged ones) */
 	void *red;                      /* reduction buffer */
-	/* delta packs: compressed frames read, expanded into in[k] */
+	/* delta packs: compressed frames read, expanded into in[k], or (the
+	 * merge's mask: methods.h, ds_window.keep) their mask into kbits[k]
+	 * and keep[k] set, the kept values into in[k] */
 	void *cbuf[DS_MAX_INPUTS];
 	struct ds_pack_frame *fr[DS_MAX_INPUTS];
 	unsigned nfr[DS_MAX_INPUTS];
+	uint64_t *kbits[DS_MAX_INPUTS];
+	const uint64_t *keep[DS_MAX_INPUTS];
 	int perr;                       /* a frame that did not expand */
 	int lerr;                       /* a LoRA factor that did not read */
 	unsigned lerr_k;
@@ -171,6 +175,7 @@ static void window_of(const struct pipe *pp, const struct slot *s,
 		w->x[j] = s->in[1 + j];
 		w->xdt[j] = lora_at(pp, o, 1 + j) ? DS_DT_F32 :
 			    o->in[1 + j]->dtype;
+		w->keep[j] = s->keep[1 + j];
 	}
 }
 
@@ -179,7 +184,28 @@ static bool writing(const struct slot *s)
 	return !s->ts || s->ts->pass[s->pass] == DS_PASS_WRITE;
 }
 
-/* Rebuild each pack input's window from its frames and the base's. */
+/*
+ * Whether pack input k can come to the merge as its mask and kept values
+ * (methods.h, ds_window.keep): its mask is the one the merge draws for
+ * it, the method is dare_linear or dare_ties in one pass (with l1 rescale
+ * a pass reads whole windows first), and the window holds whole frames,
+ * as every window of a method that is not row by row does.
+ */
+static bool as_kept(const struct pipe *pp, const struct slot *s, unsigned k)
+{
+	const struct ds_otensor *o = &pp->p->ot[s->t];
+	const struct ds_model *m = pp->p->in[o->src[k]];
+	const struct ds_mparams *mp = &s->ts->mp;
+	unsigned j = k - 1;
+
+	return s->kbits[k] && mp->dare && s->ts->npass == 1 && writing(s) &&
+	       j < mp->n && s->i0 % DS_PACK_FRAME == 0 &&
+	       ds_pack_mask_is(m->pack, (size_t)(o->in[k] - m->tensors),
+			       mp->name_hash, mp->seed, mp->sj[j], mp->thr[j]);
+}
+
+/* Rebuild each pack input's window from its frames and the base's, or
+ * hand the merge its mask and kept values when it draws the same mask. */
 static int expand_packs(struct pipe *pp, struct slot *s,
 			const struct worker_arg *wa)
 {
@@ -188,16 +214,26 @@ static int expand_packs(struct pipe *pp, struct slot *s,
 	for (unsigned k = 1; k <= o->nsrc; k++) {
 		const struct ds_model *m = pp->p->in[o->src[k]];
 		const struct ds_tensor *t = o->in[k];
+		size_t ti = (size_t)(t - m->tensors);
 		int rc;
 
+		s->keep[k] = NULL;
 		if (!m->pack)
 			continue;
-		rc = ds_pack_expand(wa->dc, pp->k, m->pack,
-				    (size_t)(t - m->tensors),
-				    XXH32(t->name, strlen(t->name), 0), t->dtype,
-				    s->cbuf[k], s->fr[k], s->nfr[k], s->i0, s->n,
-				    s->in[0], o->in[0]->dtype, s->in[k], wa->vals,
-				    wa->u, &s->perr_frame);
+		if (as_kept(pp, s, k)) {
+			rc = ds_pack_kept(wa->dc, pp->k, m->pack, ti, t->dtype,
+					  s->cbuf[k], s->fr[k], s->nfr[k], s->i0,
+					  s->in[k], s->kbits[k], wa->u,
+					  &s->perr_frame);
+			s->keep[k] = s->kbits[k];
+		} else {
+			rc = ds_pack_expand(wa->dc, pp->k, m->pack, ti,
+					    m->pack->pt[ti].name_hash, t->dtype,
+					    s->cbuf[k], s->fr[k], s->nfr[k],
+					    s->i0, s->n, s->in[0],
+					    o->in[0]->dtype, s->in[k], wa->vals,
+					    wa->u, &s->perr_frame);
+		}
 		if (rc) {
 			s->perr_k = k;
 			return rc;
@@ -785,7 +821,7 @@ static int alloc_buffers(struct pipe *pp)
 	size_t scratch = pp->scratch_floats * sizeof(float) * p->threads;
 	size_t red = (p->needs.red_bytes + 63) & ~(size_t)63;
 	size_t acc = (p->needs.acc_bytes + 63) & ~(size_t)63;
-	size_t total, cbytes, frb;
+	size_t total, cbytes, frb, kb;
 	char *m;
 
 	pp->nslots = p->depth;
@@ -801,8 +837,9 @@ static int alloc_buffers(struct pipe *pp)
 	cbytes = (ds_pack_window_bound(p->window, DS_DT_F32) + 63) & ~63ull;
 	frb = ((p->window / DS_PACK_FRAME + 3) * sizeof(struct ds_pack_frame) +
 	       63) & ~(size_t)63;
+	kb = ((p->window / 64 + 1) * sizeof(uint64_t) + 63) & ~(size_t)63;
 	total = pp->nslots * (slot + red + (size_t)__builtin_popcountll(
-			      pp->packs) * (cbytes + frb)) + scratch + acc;
+			      pp->packs) * (cbytes + frb + kb)) + scratch + acc;
 	pp->slots = calloc(pp->nslots, sizeof(*pp->slots));
 	pp->ts = calloc(pp->nts, sizeof(*pp->ts));
 	pp->mem = aligned_alloc(4096, (total + 4095) & ~(size_t)4095);
@@ -824,7 +861,8 @@ static int alloc_buffers(struct pipe *pp)
 			if (pp->packs >> k & 1) {
 				s->cbuf[k] = m;
 				s->fr[k] = (struct ds_pack_frame *)(m + cbytes);
-				m += cbytes + frb;
+				s->kbits[k] = (uint64_t *)(m + cbytes + frb);
+				m += cbytes + frb + kb;
 			}
 		s->wake.user = s;
 	}
