@@ -422,6 +422,63 @@ static void cross_methods(void)
 		}
 }
 
+/*
+ * dare windows where model 0 comes as its mask and kept values (methods.h,
+ * ds_window.keep): the bytes of the same window with every value.
+ */
+static void cross_kept_methods(void)
+{
+	static char raw[3][4 * 3000 + 4], kv[4 * 3000], o0[4 * 3000];
+	static char o1[4 * 3000];
+	static float scratch[2048 * 6] __attribute__((aligned(64)));
+	static uint64_t keep[3000 / 64 + 1];
+	static uint32_t u[3000];
+	double w[2] = { 0.75, -1.5 }, p[2] = { 0.9, 0.3 };
+	struct ds_window win, wk;
+	struct ds_mparams mp;
+	size_t k, nv, es;
+	int m, c;
+
+	for (m = DS_M_DARE_LINEAR; m <= DS_M_DARE_TIES; m++) {
+		if (ds_mparams_init(NULL, &mp, (enum ds_method)m, 2, w, p, 0.5,
+				    -1, DS_RESCALE_INVERSE, SEED2))
+			check(0, "mparams", m, 0);
+		ds_mparams_tensor(&mp, "lm_head.weight");
+		for (c = 0; c < 27; c++) {
+			memset(&win, 0, sizeof(win));
+			win.bdt = dts[c % 3];
+			win.xdt[0] = dts[c / 3 % 3];
+			win.xdt[1] = dts[c / 9 % 3];
+			win.odt = dts[(c + 1) % 3];
+			win.base = raw[2];
+			win.x[0] = raw[0];
+			win.x[1] = raw[1];
+			win.n = c % 2 ? 3000 - (size_t)c : (size_t)c * 37 % 71;
+			win.i0 = (uint64_t)c * 7919;
+			fill(win.bdt, raw[2], win.n);
+			fill(win.xdt[0], raw[0], win.n);
+			fill(win.xdt[1], raw[1], win.n);
+			es = win.xdt[0] == DS_DT_F32 ? 4 : 2;
+			R->philox(SEED2, 0, mp.name_hash, win.i0, win.n, u);
+			memset(keep, 0, sizeof(keep));
+			for (k = 0, nv = 0; k < win.n; k++)
+				if (u[k] >= (uint32_t)mp.thr[0]) {
+					keep[k / 64] |= 1ull << (k % 64);
+					memcpy(kv + nv++ * es, raw[0] + k * es, es);
+				}
+			wk = win;
+			wk.x[0] = kv;
+			wk.keep[0] = keep;
+			win.out = o0;
+			ds_method_window(R, &mp, &win, scratch);
+			wk.out = o1;
+			ds_method_window(K, &mp, &wk, scratch);
+			check(!memcmp(o0, o1, win.n * (win.odt == DS_DT_F32 ? 4 : 2)),
+			      "kept method window", m, c);
+		}
+	}
+}
+
 /* The path of argv[1] (default neon): every check, then the count. */
 /* The LoRA row update of the path against the scalar one (kernels.h). */
 static void cross_lora(void)
@@ -464,6 +521,7 @@ int main(int argc, char **argv)
 	cross_kept();
 	cross_select();
 	cross_methods();
+	cross_kept_methods();
 	cross_lora();
 	printf("%s: %d checks, %d failures\n", K->name, checks, failures);
 	return failures ? 1 : 0;

@@ -722,6 +722,83 @@ START_TEST(cross_methods)
 }
 END_TEST
 
+/*
+ * A window where models 0 and 2 come as their masks and kept values
+ * (methods.h, ds_window.keep), as a delta pack whose mask is the merge's
+ * does, gives the bytes of the same window with every value, on every
+ * path.  The mask is written out here from Philox (DESIGN 4); dropped
+ * elements of the full windows hold NaN, inf and the rest, which must not
+ * matter; window lengths cross chunk and word boundaries.
+ */
+static void cross_kept_window(enum ds_method m, int normalize, double p0)
+{
+	static char raw[4][4 * 5000 + 8], kv[3][4 * 5000 + 8];
+	static char o0[4 * 5000 + 8], o1[4 * 5000 + 8];
+	static float scratch[2048 * 8] __attribute__((aligned(64)));
+	static uint64_t keep[3][5000 / 64 + 2];
+	static uint32_t u[5000];
+	static const size_t lens[] = { 1, 63, 64, 65, 2047, 2048, 2049, 4159,
+				       5000 };
+	double w[3] = { 0.75, -1.5, 2.0 }, pp[3] = { p0, 0.5, 0.99 };
+	struct ds_mparams mp;
+	struct ds_window win, wk;
+	unsigned c, j;
+	size_t k, es, nv;
+	int p;
+
+	ck_assert_int_eq(ds_mparams_init(NULL, &mp, m, 3, w, pp, 0.5,
+					 normalize, DS_RESCALE_INVERSE, SEED2), 0);
+	ds_mparams_tensor(&mp, NAME1);
+	for (c = 0; c < 27 * sizeof(lens) / sizeof(lens[0]); c++) {
+		memset(&win, 0, sizeof(win));
+		win.bdt = dts[c % 3];
+		win.odt = dts[c / 3 % 3];
+		win.n = lens[c / 27];
+		win.i0 = (c * 7919ull) % 100003;
+		win.base = raw[3];
+		fill_raw(win.bdt, raw[3], win.n);
+		for (j = 0; j < 3; j++) {
+			win.xdt[j] = dts[(c / 9 + j) % 3];
+			win.x[j] = raw[j];
+			fill_raw(win.xdt[j], raw[j], win.n);
+		}
+		wk = win;
+		for (j = 0; j < 3; j += 2) {
+			es = win.xdt[j] == DS_DT_F32 ? 4 : 2;
+			ds_kernel_scalar_ops.philox(SEED2, j, mp.name_hash,
+						    win.i0, win.n, u);
+			memset(keep[j], 0, sizeof(keep[j]));
+			for (k = 0, nv = 0; k < win.n; k++)
+				if (u[k] >= (uint32_t)mp.thr[j]) {
+					keep[j][k / 64] |= 1ull << (k % 64);
+					memcpy(kv[j] + nv++ * es,
+					       raw[j] + k * es, es);
+				}
+			wk.x[j] = kv[j];
+			wk.keep[j] = keep[j];
+		}
+		win.out = o0;
+		ds_method_window(&ds_kernel_scalar_ops, &mp, &win, scratch);
+		for (p = 0; p < npaths; p++) {
+			wk.out = o1;
+			ds_method_window(paths[p], &mp, &wk, scratch);
+			ck_assert_msg(!memcmp(o0, o1, win.n * (win.odt ==
+							       DS_DT_F32 ? 4 : 2)),
+				      "%s, case %u", paths[p]->name, c);
+		}
+	}
+}
+
+/* dare_linear and dare_ties, with and without normalize, p from 0. */
+START_TEST(cross_kept_methods)
+{
+	cross_kept_window(DS_M_DARE_LINEAR, 0, 0.9);
+	cross_kept_window(DS_M_DARE_LINEAR, 1, 0.0);
+	cross_kept_window(DS_M_DARE_TIES, 0, 0.3);
+	cross_kept_window(DS_M_DARE_TIES, 1, 0.9);
+}
+END_TEST
+
 /* ---- rank selection steps ------------------------------------------- */
 
 /* DESIGN 5.1's key, written out here: |v|'s bits, every NaN above inf. */
@@ -987,6 +1064,7 @@ static Suite *kernels_suite(void)
 	tcase_add_test(tc, cross_range);
 	tcase_add_test(tc, count_range_long);
 	tcase_add_test(tc, cross_methods);
+	tcase_add_test(tc, cross_kept_methods);
 	tcase_add_test(tc, lora_known);
 	tcase_add_test(tc, cross_lora);
 	tcase_add_test(tc, dispatch);
