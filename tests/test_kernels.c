@@ -205,6 +205,33 @@ START_TEST(keep_patterns)
 }
 END_TEST
 
+/* The same patterns as keep_bits, bit k of the word for element k. */
+START_TEST(keep_bits_patterns)
+{
+	static const char *const want[2] = { "1000111100010110",
+					     "1110001011110100" };
+	const uint64_t seed[2] = { 0, SEED2 };
+	const uint32_t j[2] = { 0, 2 }, hash[2] = { 0xda893b3c, 0x60b84adf };
+	const size_t ones[2] = { 8, 9 };
+	uint32_t thr = (uint32_t)ds_drop_threshold(0.5);
+	uint64_t bits;
+	char got[17];
+	int p, e, k;
+
+	for (p = 0; p < npaths; p++)
+		for (e = 0; e < 2; e++) {
+			bits = ~0ull;
+			ck_assert_uint_eq(paths[p]->keep_bits(seed[e], j[e],
+				hash[e], 0, 16, thr, &bits), ones[e]);
+			for (k = 0; k < 16; k++)
+				got[k] = bits >> k & 1 ? '1' : '0';
+			got[16] = 0;
+			ck_assert_str_eq(got, want[e]);
+			ck_assert_uint_eq(bits >> 16, 0);
+		}
+}
+END_TEST
+
 /* T = floor(p * 2^32); T(0.5), T(0.9) from DESIGN 4, and the ends. */
 START_TEST(thresholds)
 {
@@ -488,6 +515,53 @@ START_TEST(cross_elementwise)
 			paths[p]->axpy(d1 + 1, w, x + 1, n);
 			same_f(d0, d1, MAXN + 2);
 		}
+}
+END_TEST
+
+/*
+ * keep_bits against u >= thr from the scalar Philox, on every path: odd
+ * and aligned starts, counter word 1 changing inside, lengths from 0 to
+ * several steps, every kind of threshold; nothing past the last word.
+ */
+START_TEST(cross_keep_bits)
+{
+	static const uint32_t thrs[] = { 1, 0x80000000u, 3865470566u,
+		0xfffffffeu, 0xffffffffu };
+	static const size_t ns[] = { 0, 1, 63, 64, 65, 255, 256, 257, 300,
+		511, 512, 1000, 4096, 4099 };
+	static uint32_t u[4099];
+	static uint64_t bits[4099 / 64 + 2];
+	uint64_t i0;
+	size_t a, t, h, k, n, want;
+	int p;
+
+	for (a = 0; a < 4; a++)
+		for (t = 0; t < sizeof(ns) / sizeof(ns[0]); t++)
+			for (h = 0; h < 5; h++) {
+				n = ns[t];
+				i0 = a == 0 ? 65536 * 3 : a == 1 ? 4097 + t :
+				     a == 2 ? (1ull << 34) - 4 * (h + 1) * 64 :
+				     (1ull << 34) - 130 + t;
+				ds_kernel_scalar_ops.philox(SEED2 ^ h, (uint32_t)t,
+							    0x60b84adf, i0, n, u);
+				for (k = 0, want = 0; k < n; k++)
+					want += u[k] >= thrs[h];
+				for (p = 0; p < npaths; p++) {
+					memset(bits, 0xa5, sizeof(bits));
+					ck_assert_uint_eq(paths[p]->keep_bits(
+						SEED2 ^ h, (uint32_t)t, 0x60b84adf,
+						i0, n, thrs[h], bits), want);
+					for (k = 0; k < (n + 63) / 64 * 64; k++)
+						if ((bits[k / 64] >> k % 64 & 1) !=
+						    (k < n && u[k] >= thrs[h]))
+							break;
+					ck_assert_msg(k == (n + 63) / 64 * 64,
+						      "%s: bit %zu of %zu",
+						      paths[p]->name, k, n);
+					ck_assert_uint_eq(bits[(n + 63) / 64],
+							  0xa5a5a5a5a5a5a5a5ull);
+				}
+			}
 }
 END_TEST
 
@@ -1046,6 +1120,7 @@ static Suite *kernels_suite(void)
 	tcase_add_test(tc, xxh32_names);
 	tcase_add_test(tc, philox_examples);
 	tcase_add_test(tc, keep_patterns);
+	tcase_add_test(tc, keep_bits_patterns);
 	tcase_add_test(tc, thresholds);
 	tcase_add_test(tc, keep_rate);
 	tcase_add_test(tc, bf16_round);
@@ -1055,6 +1130,7 @@ static Suite *kernels_suite(void)
 	tcase_add_test(tc, bf16_exhaustive);
 	tcase_add_test(tc, cross_load_store);
 	tcase_add_test(tc, cross_philox);
+	tcase_add_test(tc, cross_keep_bits);
 	tcase_add_test(tc, cross_elementwise);
 	tcase_add_test(tc, cross_dare_axpy);
 	tcase_add_test(tc, kept_axpy_known);

@@ -16,15 +16,16 @@
 
 /*
  * Every tensor of an accepted pack is read back window by window, as a
- * merge reads it: its frames must lie inside the file, and each either
- * expands or is refused as damaged, never anything else.
+ * merge reads it (rebuilt, and as its mask and kept values): its frames
+ * must lie inside the file, and each either expands or is refused as
+ * damaged, never anything else.
  */
 static void expand_all(const struct ds_model *m, const char *path)
 {
 	static struct ds_pack_frame fr[MAXWIN / DS_PACK_FRAME + 3];
 	static char src[MAXWIN * 8 + 4096], out[MAXWIN * 8], base[MAXWIN * 8];
 	static char vals[DS_PACK_FRAME * 8];
-	static uint32_t u[DS_PACK_FRAME];
+	static uint64_t bits[MAXWIN / 64 + 1];
 	ZSTD_DCtx *dc = ZSTD_createDCtx();
 	FILE *f = fopen(path, "rb");
 
@@ -49,9 +50,14 @@ static void expand_all(const struct ds_model *m, const char *path)
 			fuzz_fail("cannot read frames the table names", NULL);
 		rc = ds_pack_expand(dc, &ds_kernel_scalar_ops, m->pack, t,
 				    0x12345678u, ti->dtype, src, fr, nfr, 0,
-				    ti->numel, base, ti->dtype, out, vals, u, &bad);
+				    ti->numel, base, ti->dtype, out, vals, &bad);
 		if (rc && rc != DS_E_FORMAT)
 			fuzz_fail("expand: unexpected error code", NULL);
+		/* as a merge with the pack's own mask reads it */
+		rc = ds_pack_kept(dc, &ds_kernel_scalar_ops, m->pack, t,
+				  ti->dtype, src, fr, nfr, 0, out, bits, &bad);
+		if (rc && rc != DS_E_FORMAT)
+			fuzz_fail("kept: unexpected error code", NULL);
 	}
 	if (f)
 		fclose(f);

@@ -311,20 +311,14 @@ int ds_pack_window(int fd, const struct ds_pack *pk, size_t t, uint64_t i0,
 	return 0;
 }
 
-/* Random words drawn at a time for a mask: they stay in the L1 cache
- * between the generator and the comparison (a multiple of 64). */
-#define MASK_PIECE 4096u
-
 /* The mask of the pack for elements i0 .. i0+m-1 of tensor t (m at most
  * DS_PACK_FRAME), as bits: bit i of bits[i / 64] set where element i0+i is
- * kept, the rest of the last word clear; u: room for MASK_PIECE random
- * words.  Returns how many are kept. */
+ * kept, the rest of the last word clear.  Returns how many are kept. */
 static size_t pack_mask(const struct ds_kernel_ops *k, const struct ds_pack *pk,
 			size_t t, uint32_t name_hash, uint64_t i0, size_t m,
-			uint32_t *u, uint64_t *bits)
+			uint64_t *bits)
 {
-	size_t nw = (m + 63) / 64, kept = 0;
-	uint32_t thr = (uint32_t)pk->thr;
+	size_t nw = (m + 63) / 64;
 
 	if (pk->pt[t].whole || pk->thr == 0 || pk->thr > UINT32_MAX) {
 		uint64_t all = pk->thr > UINT32_MAX && !pk->pt[t].whole ? 0 :
@@ -336,13 +330,8 @@ static size_t pack_mask(const struct ds_kernel_ops *k, const struct ds_pack *pk,
 			bits[nw - 1] &= (1ull << (m % 64)) - 1;
 		return all ? m : 0;
 	}
-	for (size_t a = 0; a < m; a += MASK_PIECE) {
-		size_t c = m - a < MASK_PIECE ? m - a : MASK_PIECE;
-
-		k->philox(pk->seed, pk->stream, name_hash, i0 + a, c, u);
-		kept += ds_keep_bits(u, c, thr, bits + a / 64);
-	}
-	return kept;
+	return k->keep_bits(pk->seed, pk->stream, name_hash, i0, m,
+			    (uint32_t)pk->thr, bits);
 }
 
 /* Elements [a, b) of a frame into o (element a of the window): the base's
@@ -398,7 +387,7 @@ int ds_pack_expand(ZSTD_DCtx *dc, const struct ds_kernel_ops *k,
 		   enum ds_dtype dt, const void *src,
 		   const struct ds_pack_frame *fr, unsigned nfr, uint64_t i0,
 		   uint64_t n, const void *base, enum ds_dtype bdt, void *out,
-		   void *vals, uint32_t *u, uint64_t *bad_frame)
+		   void *vals, uint64_t *bad_frame)
 {
 	size_t es = ds_dtype_size(dt), bes = ds_dtype_size(bdt);
 	const char *s = src;
@@ -416,7 +405,7 @@ int ds_pack_expand(ZSTD_DCtx *dc, const struct ds_kernel_ops *k,
 		char *o;
 
 		*bad_frame = f;
-		kept = pack_mask(k, pk, t, name_hash, fs, m, u, bits);
+		kept = pack_mask(k, pk, t, name_hash, fs, m, bits);
 		got = ZSTD_decompressDCtx(dc, vals, DS_PACK_FRAME * es, s,
 					  fr[q].clen);
 		if (ZSTD_isError(got) || got != kept * es ||
@@ -461,8 +450,7 @@ bool ds_pack_mask_is(const struct ds_pack *pk, size_t t, uint32_t name_hash,
 int ds_pack_kept(ZSTD_DCtx *dc, const struct ds_kernel_ops *k,
 		 const struct ds_pack *pk, size_t t, enum ds_dtype dt,
 		 const void *src, const struct ds_pack_frame *fr, unsigned nfr,
-		 uint64_t i0, void *vals, uint64_t *bits, uint32_t *u,
-		 uint64_t *bad_frame)
+		 uint64_t i0, void *vals, uint64_t *bits, uint64_t *bad_frame)
 {
 	size_t es = ds_dtype_size(dt);
 	const char *s = src;
@@ -475,7 +463,7 @@ int ds_pack_kept(ZSTD_DCtx *dc, const struct ds_kernel_ops *k,
 				    DS_PACK_FRAME), kept, got;
 
 		*bad_frame = f;
-		kept = pack_mask(k, pk, t, pk->pt[t].name_hash, fs, m, u,
+		kept = pack_mask(k, pk, t, pk->pt[t].name_hash, fs, m,
 				 bits + (fs - i0) / 64);
 		/* room for exactly the values the mask keeps: a frame that
 		 * holds more fails here, one that holds fewer below */

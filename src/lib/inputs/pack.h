@@ -75,7 +75,7 @@ uint64_t ds_pack_window_bound(uint64_t n, enum ds_dtype dt);
  * Rebuild elements i0 .. i0+n-1 of tensor t (dtype dt) into out from the
  * window's frames in src: kept positions get their stored values, the
  * others the base's (base, of dtype bdt, converted to dt).  vals: scratch
- * of DS_PACK_FRAME elements of dt; u: DS_PACK_FRAME words.  0, or
+ * of DS_PACK_FRAME elements of dt.  0, or
  * DS_E_FORMAT (a frame that does not decompress, has the wrong size or
  * digest), with *bad the frame's index within the tensor.
  */
@@ -84,7 +84,7 @@ int ds_pack_expand(ZSTD_DCtx *dc, const struct ds_kernel_ops *k,
 		   enum ds_dtype dt, const void *src,
 		   const struct ds_pack_frame *fr, unsigned nfr, uint64_t i0,
 		   uint64_t n, const void *base, enum ds_dtype bdt, void *out,
-		   void *vals, uint32_t *u, uint64_t *bad);
+		   void *vals, uint64_t *bad);
 
 /*
  * True when tensor t of the pack (not stored whole) has the mask of model
@@ -102,13 +102,12 @@ bool ds_pack_mask_is(const struct ds_pack *pk, size_t t, uint32_t name_hash,
  * i0+i is kept (the rest of the last word clear; room for n / 64 + 1
  * words), the kept values in order into vals (room for n elements).  The
  * window holds whole frames: i0 is a multiple of DS_PACK_FRAME, and so is
- * n unless the window ends the tensor.  u: DS_PACK_FRAME words.  0, or
- * DS_E_FORMAT as ds_pack_expand.
+ * n unless the window ends the tensor.  0, or DS_E_FORMAT as
+ * ds_pack_expand.
  */
 int ds_pack_kept(ZSTD_DCtx *dc, const struct ds_kernel_ops *k,
 		 const struct ds_pack *pk, size_t t, enum ds_dtype dt,
 		 const void *src, const struct ds_pack_frame *fr, unsigned nfr,
-		 uint64_t i0, void *vals, uint64_t *bits, uint32_t *u,
-		 uint64_t *bad);
+		 uint64_t i0, void *vals, uint64_t *bits, uint64_t *bad);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 #include "kernels/kernels.h"
+#include "kernels/bits.h"
 #include "kernels/convert.h"
 #include "kernels/philox.h"
 
@@ -364,6 +365,45 @@ static void philox_avx2(uint64_t seed, uint32_t j, uint32_t name_hash,
 			REF->philox(seed, j, name_hash, i0 + i, m, u + i);
 		}
 	}
+}
+
+/*
+ * The mask of u >= thr: a full step's 8 vectors (biased, so a signed
+ * compare is the unsigned one) compared as they come out of the
+ * generator, one movemask byte each, a word a step; a step that is not
+ * full (the end, an odd start, a change of counter word 1) draws into u.
+ */
+static size_t keep_bits_avx2(uint64_t seed, uint32_t j, uint32_t name_hash,
+			     uint64_t i0, size_t n, uint32_t thr,
+			     uint64_t *bits)
+{
+	const uint32_t bias = 0x80000000u;
+	const __m256i tb = BC((thr - 1) ^ bias);
+	__m256i v[2 * NCHAIN];
+	uint32_t u[STEP];
+	size_t i, c, kept = 0;
+	struct pk pk;
+	uint64_t blk, w;
+	int q;
+
+	pk_init(&pk, seed, j, name_hash, bias);
+	for (i = 0; i < n; i += c) {
+		c = n - i < STEP ? n - i : STEP;
+		blk = (i0 + i) >> 2;
+		if (i0 % 4 || c < STEP || step_len(&pk, blk, c) != STEP) {
+			philox_avx2(seed, j, name_hash, i0 + i, c, u);
+			kept += ds_keep_bits(u, c, thr, bits + i / 64);
+			continue;
+		}
+		philox_step(&pk, (uint32_t)blk, NCHAIN, v);
+		for (w = 0, q = 0; q < 2 * NCHAIN; q++)
+			w |= (uint64_t)(uint32_t)_mm256_movemask_ps(
+				_mm256_castsi256_ps(_mm256_cmpgt_epi32(v[q], tb)))
+			     << 8 * q;
+		bits[i / 64] = w;
+		kept += ds_popcount64(w);
+	}
+	return kept;
 }
 
 /* ---- elementwise steps ------------------------------------------------ */
@@ -764,6 +804,7 @@ const struct ds_kernel_ops ds_kernel_avx2_ops = {
 	.load = load_avx2,
 	.store = store_avx2,
 	.philox = philox_avx2,
+	.keep_bits = keep_bits_avx2,
 	.sparsify = sparsify_avx2,
 	.delta = delta_avx2,
 	.axpy = axpy_avx2,

@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 #include "kernels/kernels.h"
+#include "kernels/bits.h"
 #include "kernels/convert.h"
 #include "kernels/philox.h"
 
@@ -442,6 +443,45 @@ static void philox_avx512(uint64_t seed, uint32_t j, uint32_t name_hash,
 	}
 }
 
+/*
+ * The mask of u >= thr: a full step's 16 vectors compared as they come
+ * out of the generator, 4 masks of 16 to a word, never stored as words
+ * of u; a step that is not full (the end, an odd start, a change of
+ * counter word 1) draws into u first.
+ */
+static size_t keep_bits_avx512(uint64_t seed, uint32_t j, uint32_t name_hash,
+			       uint64_t i0, size_t n, uint32_t thr,
+			       uint64_t *bits)
+{
+	const __m512i tv = BC(thr);
+	__m512i v[2 * NCHAIN];
+	uint32_t u[STEP];
+	size_t i, c, kept = 0;
+	struct pk pk;
+	uint64_t blk, w;
+	int q, r;
+
+	pk_init(&pk, seed, j, name_hash);
+	for (i = 0; i < n; i += c) {
+		c = n - i < STEP ? n - i : STEP;
+		blk = (i0 + i) >> 2;
+		if (i0 % 4 || c < STEP || step_len(&pk, blk, c) != STEP) {
+			philox_avx512(seed, j, name_hash, i0 + i, c, u);
+			kept += ds_keep_bits(u, c, thr, bits + i / 64);
+			continue;
+		}
+		philox_step(&pk, (uint32_t)blk, NCHAIN, v);
+		for (q = 0; q < STEP / 64; q++) {
+			for (w = 0, r = 0; r < 4; r++)
+				w |= (uint64_t)_mm512_cmpge_epu32_mask(
+					v[4 * q + r], tv) << 16 * r;
+			bits[i / 64 + (size_t)q] = w;
+			kept += (size_t)__builtin_popcountll(w);
+		}
+	}
+	return kept;
+}
+
 /* ---- elementwise steps ------------------------------------------------ */
 
 /* d = kept ? (x - b) * s : +0 for the lanes of k (thr 0 keeps all). */
@@ -839,6 +879,7 @@ const struct ds_kernel_ops ds_kernel_avx512_ops = {
 	.load = load_avx512,
 	.store = store_avx512,
 	.philox = philox_avx512,
+	.keep_bits = keep_bits_avx512,
 	.sparsify = sparsify_avx512,
 	.delta = delta_avx512,
 	.axpy = axpy_avx512,

@@ -26,6 +26,9 @@
  *   philox:   u[k] = lane (i mod 4) of Philox4x32-10 with counter
  *             (b mod 2^32, b div 2^32, j, name_hash), b = i div 4,
  *             key (seed mod 2^32, seed div 2^32), for i = i0 + k.
+ *   keep_bits: the mask of philox's u: bit k % 64 of bits[k / 64] set
+ *             where u[k] >= thr, for k < n, the rest of the last word
+ *             clear; returns how many are set.  thr >= 1.
  *   sparsify: d = (u >= thr) ? (x - b) * s : +0.0f
  *   delta:    d = x - b
  *   axpy:     acc = acc + w * d
@@ -77,6 +80,8 @@ struct ds_kernel_ops {
 	void (*store)(enum ds_dtype dt, const float *src, void *dst, size_t n);
 	void (*philox)(uint64_t seed, uint32_t j, uint32_t name_hash,
 		       uint64_t i0, size_t n, uint32_t *u);
+	size_t (*keep_bits)(uint64_t seed, uint32_t j, uint32_t name_hash,
+			    uint64_t i0, size_t n, uint32_t thr, uint64_t *bits);
 	void (*sparsify)(const float *b, const float *x, const uint32_t *u,
 			 uint32_t thr, float s, float *d, size_t n);
 	void (*delta)(const float *b, const float *x, float *d, size_t n);

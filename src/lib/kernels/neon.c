@@ -5,6 +5,7 @@
 #if defined(DS_HAVE_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #include "kernels/kernels.h"
+#include "kernels/bits.h"
 #include "kernels/convert.h"
 #include "kernels/philox.h"
 
@@ -149,6 +150,21 @@ static void philox_neon(uint64_t seed, uint32_t j, uint32_t name_hash,
 		vst4q_u32(u + i, v);
 	}
 	REF->philox(seed, j, name_hash, i0 + i, n - i, u + i);
+}
+
+/* The mask of u >= thr: 256 draws at a time, compared by bits.h (NEON). */
+static size_t keep_bits_neon(uint64_t seed, uint32_t j, uint32_t name_hash,
+			     uint64_t i0, size_t n, uint32_t thr, uint64_t *bits)
+{
+	uint32_t u[256];
+	size_t a, c, kept = 0;
+
+	for (a = 0; a < n; a += c) {
+		c = n - a < 256 ? n - a : 256;
+		philox_neon(seed, j, name_hash, i0 + a, c, u);
+		kept += ds_keep_bits(u, c, thr, bits + a / 64);
+	}
+	return kept;
 }
 
 /* ---- elementwise steps ------------------------------------------------ */
@@ -436,6 +452,7 @@ const struct ds_kernel_ops ds_kernel_neon_ops = {
 	.load = load_neon,
 	.store = store_neon,
 	.philox = philox_neon,
+	.keep_bits = keep_bits_neon,
 	.sparsify = sparsify_neon,
 	.delta = delta_neon,
 	.axpy = axpy_neon,

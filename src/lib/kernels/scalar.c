@@ -120,6 +120,28 @@ static void philox_scalar(uint64_t seed, uint32_t j, uint32_t name_hash,
 	}
 }
 
+/* The mask of u >= thr, a bit per element, 256 draws at a time. */
+static size_t keep_bits_scalar(uint64_t seed, uint32_t j, uint32_t name_hash,
+			       uint64_t i0, size_t n, uint32_t thr,
+			       uint64_t *bits)
+{
+	uint32_t u[256];
+	size_t a, k, c, kept = 0;
+
+	for (k = 0; k < (n + 63) / 64; k++)
+		bits[k] = 0;
+	for (a = 0; a < n; a += c) {
+		c = n - a < 256 ? n - a : 256;
+		philox_scalar(seed, j, name_hash, i0 + a, c, u);
+		for (k = 0; k < c; k++)
+			if (u[k] >= thr) {
+				bits[(a + k) / 64] |= 1ull << ((a + k) % 64);
+				kept++;
+			}
+	}
+	return kept;
+}
+
 /* d = kept ? (x - b) * s : +0 */
 static void sparsify_scalar(const float *b, const float *x, const uint32_t *u,
 			    uint32_t thr, float s, float *d, size_t n)
@@ -277,6 +299,7 @@ const struct ds_kernel_ops ds_kernel_scalar_ops = {
 	.load = load_scalar,
 	.store = store_scalar,
 	.philox = philox_scalar,
+	.keep_bits = keep_bits_scalar,
 	.sparsify = sparsify_scalar,
 	.delta = delta_scalar,
 	.axpy = axpy_scalar,

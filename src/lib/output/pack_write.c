@@ -16,7 +16,6 @@
 #include <zstd.h>
 #include "common/ctx.h"
 #include "inputs/pack.h"
-#include "kernels/bits.h"
 #include "kernels/philox.h"
 
 /*
@@ -35,7 +34,6 @@ struct writer {
 	uint64_t pos, frame, thr;
 	ZSTD_CCtx *cc;
 	char *raw, *kept, *z;
-	uint32_t *u;
 	uint64_t *bits;
 	size_t zcap;
 	json_t *tensors;
@@ -113,8 +111,8 @@ static size_t gather(struct writer *w, uint32_t hash, bool whole,
 	}
 	if (w->thr > UINT32_MAX)
 		return 0;
-	w->k->philox(w->o->seed, w->o->stream, hash, i0, m, w->u);
-	ds_keep_bits(w->u, m, (uint32_t)w->thr, w->bits);
+	w->k->keep_bits(w->o->seed, w->o->stream, hash, i0, m,
+			(uint32_t)w->thr, w->bits);
 	if (es == 2)
 		return gather_uint16_t(w->kept, raw, w->bits, m);
 	if (es == 4)
@@ -467,11 +465,10 @@ int ds_extract(ds_ctx *ctx, const char *base, const char *model,
 	w.raw = malloc(DS_PACK_FRAME * 8);
 	w.kept = malloc(DS_PACK_FRAME * 8);
 	w.z = malloc(w.zcap);
-	w.u = malloc(DS_PACK_FRAME * sizeof(uint32_t));
 	w.bits = malloc(DS_PACK_FRAME / 8);
 	w.cc = ZSTD_createCCtx();
 	w.tensors = json_array();
-	if (!rc && (!w.raw || !w.kept || !w.z || !w.u || !w.bits || !w.cc ||
+	if (!rc && (!w.raw || !w.kept || !w.z || !w.bits || !w.cc ||
 		    !w.tensors))
 		rc = ds_fail(ctx, -ENOMEM, "out of memory");
 	if (!rc && (w.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
@@ -490,7 +487,6 @@ int ds_extract(ds_ctx *ctx, const char *base, const char *model,
 	free(w.raw);
 	free(w.kept);
 	free(w.z);
-	free(w.u);
 	free(w.bits);
 	free(tmp);
 	ds_model_free(b);

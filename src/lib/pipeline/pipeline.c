@@ -127,7 +127,6 @@ struct worker_arg {
 	float *scratch;
 	ZSTD_DCtx *dc;                  /* for packs */
 	void *vals;
-	uint32_t *u;
 	void *lmem;                     /* for LoRA models */
 	struct ds_lora_buf lb[DS_MAX_INPUTS];  /* per adapted model */
 };
@@ -223,8 +222,7 @@ static int expand_packs(struct pipe *pp, struct slot *s,
 		if (as_kept(pp, s, k)) {
 			rc = ds_pack_kept(wa->dc, pp->k, m->pack, ti, t->dtype,
 					  s->cbuf[k], s->fr[k], s->nfr[k], s->i0,
-					  s->in[k], s->kbits[k], wa->u,
-					  &s->perr_frame);
+					  s->in[k], s->kbits[k], &s->perr_frame);
 			s->keep[k] = s->kbits[k];
 		} else {
 			rc = ds_pack_expand(wa->dc, pp->k, m->pack, ti,
@@ -232,7 +230,7 @@ static int expand_packs(struct pipe *pp, struct slot *s,
 					    s->cbuf[k], s->fr[k], s->nfr[k],
 					    s->i0, s->n, s->in[0],
 					    o->in[0]->dtype, s->in[k], wa->vals,
-					    wa->u, &s->perr_frame);
+					    &s->perr_frame);
 		}
 		if (rc) {
 			s->perr_k = k;
@@ -885,8 +883,7 @@ static int start_workers(struct pipe *pp, struct worker_arg *wa)
 		if (pp->packs) {
 			wa[i].dc = ZSTD_createDCtx();
 			wa[i].vals = malloc(DS_PACK_FRAME * 8);
-			wa[i].u = malloc(DS_PACK_FRAME * sizeof(uint32_t));
-			if (!wa[i].dc || !wa[i].vals || !wa[i].u)
+			if (!wa[i].dc || !wa[i].vals)
 				return ds_fail(pp->ctx, -ENOMEM, "out of memory");
 		}
 		if (pp->loras) {
@@ -1002,7 +999,6 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 	for (unsigned i = 0; i < 64; i++) {
 		ZSTD_freeDCtx(wa[i].dc);
 		free(wa[i].vals);
-		free(wa[i].u);
 		free(wa[i].lmem);
 	}
 	return rc;
