@@ -290,6 +290,35 @@ static void cross_steps(void)
 	}
 }
 
+/* keep_bits against u >= thr of the scalar Philox, at odd starts. */
+static void cross_keep_bits(void)
+{
+	static const uint32_t thrs[] = { 1, 0x80000000u, 3865470566u,
+		0xffffffffu };
+	static uint32_t u[MAXN];
+	static uint64_t bits[MAXN / 64 + 2];
+	size_t t, h, k, n, want, got;
+
+	for (t = 0; t < NLENS; t++)
+		for (h = 0; h < 4; h++) {
+			n = lens[t];
+			R->philox(SEED2, (uint32_t)h, 99, 4093 + t, n, u);
+			memset(bits, 0xa5, sizeof(bits));
+			got = K->keep_bits(SEED2, (uint32_t)h, 99, 4093 + t, n,
+					   thrs[h], bits);
+			for (k = 0, want = 0; k < (n + 63) / 64 * 64; k++) {
+				int should = k < n && u[k] >= thrs[h];
+
+				want += (size_t)should;
+				if ((int)(bits[k / 64] >> k % 64 & 1) != should)
+					break;
+			}
+			check(k == (n + 63) / 64 * 64 && got == want &&
+			      bits[(n + 63) / 64] == 0xa5a5a5a5a5a5a5a5ull,
+			      "keep_bits", (long)h, (long)n);
+		}
+}
+
 /*
  * kept_axpy (the mask as bits, only the kept values, in a buffer of
  * exactly their number) against the scalar one, and the scalar one
@@ -518,6 +547,7 @@ int main(int argc, char **argv)
 	conversions();
 	cross_basic();
 	cross_steps();
+	cross_keep_bits();
 	cross_kept();
 	cross_select();
 	cross_methods();
