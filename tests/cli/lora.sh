@@ -54,6 +54,13 @@ for b2 in bcopy blink; do
 			done' sh "$T/o-$b2" "$T/o-dare_ties"
 done
 
+# The 64th model, the most a merge takes, adapted by a LoRA.
+say "== base+a1 as the 64th model"
+M63=
+for j in $(seq 63); do M63="$M63 --model $FX/ft1"; done
+ARGS="--base $B $M63 --model $B+$T/a1 --method dare_ties -p 0.5"
+ds_merge "$T/o-64" --quiet --memory 128M $ARGS && ref_check "$T/o-64" $ARGS
+
 say "== fan_in_fan_out, embeddings and modules_to_save, with a full model"
 ARGS="--base $B --model $B+$T/a3 --model $B+$T/a4 --model $FX/ft1 --method dare_ties --densities 0.7,0.5,0.9 --seed 77"
 ds_merge "$T/o-mix" --quiet $ARGS && ref_check "$T/o-mix" $ARGS

@@ -125,4 +125,21 @@ for c in j1 p8; do
 		same_shards "$T/ref-$c" "$T/mixed-$c"
 done
 
+# The 64th model, the most a merge takes, read from a pack: input 64 of
+# the pipeline has its frame buffers like every other.
+say "== a pack as the 64th model"
+mkfix "$T/m64" --models 64 --seed 12 --layers 1 --hidden 16 --vocab 32 \
+	--shards 1
+extract --base "$T/m64/base" --model "$T/m64/ft64" -p 0.5 --stream 63 \
+	-o "$P/ft64.dsd"
+M63=
+for j in $(seq 63); do M63="$M63 --model $T/m64/ft$j"; done
+if ds_merge "$T/o64p" -q --base "$T/m64/base" $M63 --model "$P/ft64.dsd" \
+	--method dare_ties -p 0.5 &&
+	ds_merge "$T/o64f" -q --base "$T/m64/base" $M63 --model "$T/m64/ft64" \
+		--method dare_ties -p 0.5; then
+	check "64 models, the last a pack: the bytes of the full models" \
+		same_shards "$T/o64f" "$T/o64p"
+fi
+
 ds_finish

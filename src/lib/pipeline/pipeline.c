@@ -95,8 +95,8 @@ struct pipe {
 	struct ds_tstate *ts;           /* ring of nts tensor states */
 	unsigned nts;
 	void *acc;                      /* the method's accumulators */
-	uint64_t packs;                 /* bit k: input slot k reads a pack */
-	uint64_t loras;                 /* bit k: input k is BASE+ADAPTER */
+	uint64_t packs;                 /* bit k-1: input k reads a pack */
+	uint64_t loras;                 /* bit k-1: input k is BASE+ADAPTER */
 	ds_lora_row_fn *lrow;
 	uint64_t lora_bytes;            /* of each worker's ds_lora_bufs */
 	XXH3_state_t *base_hash;        /* of the base tensor, when packs */
@@ -138,7 +138,7 @@ static const struct ds_lora_pair *lora_at(const struct pipe *pp,
 {
 	const struct ds_model *m = pp->p->in[o->src[k]];
 
-	if (!(pp->loras >> o->src[k] & 1) || !o->in[k])
+	if (!m->lora || !o->in[k])
 		return NULL;
 	return ds_lora_pair_of(m, (size_t)(o->in[k] - m->tensors));
 }
@@ -826,11 +826,11 @@ static int alloc_buffers(struct pipe *pp)
 	pp->lora_bytes = ds_lora_bytes(p->in, p->ninputs, p->window);
 	pp->chunk = per;
 	pp->nts = pp->nslots + 1;
-	for (unsigned k = 1; k < p->ninputs && k < 64; k++) {
+	for (unsigned k = 1; k < p->ninputs; k++) {
 		if (p->in[k]->pack)
-			pp->packs |= 1ull << k;
+			pp->packs |= 1ull << (k - 1);
 		if (p->in[k]->lora)
-			pp->loras |= 1ull << k;
+			pp->loras |= 1ull << (k - 1);
 	}
 	cbytes = (ds_pack_window_bound(p->window, DS_DT_F32) + 63) & ~63ull;
 	frb = ((p->window / DS_PACK_FRAME + 3) * sizeof(struct ds_pack_frame) +
@@ -856,7 +856,7 @@ static int alloc_buffers(struct pipe *pp)
 		s->red = m;
 		m += red;
 		for (unsigned k = 1; k < p->ninputs; k++)
-			if (pp->packs >> k & 1) {
+			if (pp->packs >> (k - 1) & 1) {
 				s->cbuf[k] = m;
 				s->fr[k] = (struct ds_pack_frame *)(m + cbytes);
 				s->kbits[k] = (uint64_t *)(m + cbytes + frb);

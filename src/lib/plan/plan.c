@@ -278,7 +278,7 @@ static unsigned src_input(const struct ds_source *s)
  * not the same). */
 static void same_base(struct ds_plan *p)
 {
-	for (unsigned k = 1; k < p->ninputs && k < 64; k++) {
+	for (unsigned k = 1; k < p->ninputs; k++) {
 		const struct ds_model *m = p->in[k];
 		bool same = m->lora && m->lora->shard == p->in[0]->nshards;
 
@@ -290,7 +290,7 @@ static void same_base(struct ds_plan *p)
 			       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 		}
 		if (same)
-			p->lbase |= 1ull << k;
+			p->lbase |= 1ull << (k - 1);
 	}
 }
 
@@ -774,7 +774,8 @@ bool ds_plan_lora_on_base(const struct ds_plan *p, const struct ds_otensor *o,
 	const struct ds_tensor *w = o->in[k], *b = o->in[0];
 	const struct ds_model *m = p->in[o->src[k]];
 
-	return (p->lbase >> o->src[k] & 1) && w && b && o->src[0] == 0 &&
+	return o->src[k] && (p->lbase >> (o->src[k] - 1) & 1) && w && b &&
+	       o->src[0] == 0 &&
 	       !o->tail && ds_lora_pair_of(m, (size_t)(w - m->tensors)) &&
 	       w->shard == b->shard && w->begin == b->begin &&
 	       w->end == b->end && w->dtype == b->dtype;

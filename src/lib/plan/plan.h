@@ -78,8 +78,8 @@ struct ds_plan {
 	struct ds_tensor tails[4];  /* rows of the tokenizer model */
 	unsigned ntails;
 	uint64_t bytes_read, bytes_written;
-	uint64_t lbase;             /* bit k: input k is BASE+ADAPTER over the
-				       base's own files (the same inodes) */
+	uint64_t lbase;             /* bit k-1: input k is BASE+ADAPTER over
+				       the base's own files (the same inodes) */
 	size_t merged;
 	/* buffers */
 	uint64_t window;            /* elements per window */
