@@ -15,11 +15,12 @@
  *
  * The tensor goes through the engine's pass API exactly as the pipeline
  * drives it (ds_tensor_begin, then per reducing pass ds_pass_reduce and
- * ds_pass_fold on every window and ds_pass_finalize, then ds_pass_write on
- * every window), on one thread.  Two rates are printed: the writing pass
- * alone (the kernel the merge's last pass runs), and all passes together
- * (what one core delivers for the whole tensor, which is what has to keep
- * up with the disk).  For single-pass methods the two are the same.
+ * ds_pass_fold on every window and ds_pass_finalize, then ds_write_begin,
+ * ds_pass_write and ds_write_check on every window), on one thread.  Two
+ * rates are printed: the writing pass alone (the kernel the merge's last
+ * pass runs), and all passes together (what one core delivers for the
+ * whole tensor, which is what has to keep up with the disk).  For
+ * single-pass methods the two are the same.
  * Build it from the top of a configured tree (config.h from configure):
  *
  *   cc -O2 -ffp-contract=off -DDS_HAVE_AVX2=1 -I. -Iinclude -Isrc/lib \
@@ -169,7 +170,9 @@ static int run(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 	for (done = 0; done < total; done += win->n) {
 		win->i0 = done;
 		win->n = total - done < WINDOW ? total - done : WINDOW;
-		ds_pass_write(k, &w->ts, win, w->scratch, w->acc);
+		ds_write_begin(&w->ts, win, w->red);
+		ds_pass_write(k, &w->ts, win, w->scratch, w->acc, w->red);
+		ds_write_check(&w->ts, win, w->red);
 	}
 	*tr = t1 - t0;
 	*tw = now() - t1;
