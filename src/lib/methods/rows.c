@@ -337,12 +337,63 @@ static void last_pass(const uint64_t *a, size_t m, unsigned sh, uint32_t mask,
 }
 
 /*
+ * Codes in place of the keys in code (row_narrow's), counted on digit
+ * code & mask into qs, the sequence in four quarters.
+ */
+static void count_codes(struct quarters *qs, uint32_t *code, size_t m,
+			const struct narrow *nw, uint32_t mask)
+{
+	size_t L = qs->L, t;
+
+#define CODE(q, i) (code[i] = code_of(code[i], nw), qs->c[code[i] & mask][q]++)
+	for (t = 0; t < L; t++) {
+		CODE(0, t);
+		CODE(1, L + t);
+		CODE(2, 2 * L + t);
+		CODE(3, 3 * L + t);
+	}
+	for (t = 4 * L; t < m; t++)
+		CODE(3, t);
+#undef CODE
+}
+
+/*
+ * The first pass of a sort of the codes, on digit code & mask, making
+ * the items (the code in the high half, the index in the low) as it
+ * places them: each digit's positions are handed out from its top, so
+ * equal digits go in reverse index order, which is the order the ranks
+ * need (the lower index ranks higher); the later passes are stable.
+ */
+static void first_pass(uint32_t *code, size_t m, const struct narrow *nw,
+		       uint32_t mask, uint64_t *to)
+{
+	struct quarters qs;
+	size_t L, t;
+
+	quarters_init(&qs, m, mask);
+	L = qs.L;
+	count_codes(&qs, code, m, nw, mask);
+	quarters_prefix(&qs, mask, true);
+#define FIRST(q, i) (to[--qs.c[code[i] & mask][q]] =			\
+		     (uint64_t)code[i] << 32 | (uint32_t)(i))
+	for (t = 0; t < L; t++) {
+		FIRST(0, t);
+		FIRST(1, L + t);
+		FIRST(2, 2 * L + t);
+		FIRST(3, 3 * L + t);
+	}
+	for (t = 4 * L; t < m; t++)
+		FIRST(3, t);
+#undef FIRST
+}
+
+/*
  * della's keep of each element of the row, by its rank: a counting sort
  * on the codes' digits, least significant first (as few digits of at
  * most 11 bits as make the cheapest sort), whose last digit's positions
  * are the ranks.  A row whose span fits one digit is ranked with no data
- * movement: the stable order of the codes taken from the last index to
- * the first, each index getting its digit's positions from the top down.
+ * movement: the order of the codes with equal ones in reverse index
+ * order, each index getting its digit's positions from the top down.
  */
 static void sort_keep(uint32_t span, const struct narrow *nw, size_t m,
 		      const uint64_t *thr, const float *inv, struct rowbuf *r)
@@ -359,18 +410,9 @@ static void sort_keep(uint32_t span, const struct narrow *nw, size_t m,
 		uint32_t (*c)[4] = qs.c;
 		size_t L, i;
 
-		for (i = 0; i < m; i++)         /* codes, in place */
-			code[i] = code_of(code[i], nw);
 		quarters_init(&qs, m, span);    /* codes 0 .. span */
 		L = qs.L;
-		for (i = 0; i < L; i++) {
-			c[code[i]][0]++;
-			c[code[L + i]][1]++;
-			c[code[2 * L + i]][2]++;
-			c[code[3 * L + i]][3]++;
-		}
-		for (i = 4 * L; i < m; i++)
-			c[code[i]][3]++;
+		count_codes(&qs, code, m, nw, UINT32_MAX);
 		quarters_prefix(&qs, span, true);
 		for (i = 0; i < L; i++) {
 			keep_one(r, thr, inv, i, --c[code[i]][0]);
@@ -382,14 +424,8 @@ static void sort_keep(uint32_t span, const struct narrow *nw, size_t m,
 			keep_one(r, thr, inv, i, --c[code[i]][3]);
 		return;
 	}
-	/* items: the code in the high half, the index in the low; last
-	 * index first */
-	for (size_t i = 0; i < m; i++) {
-		size_t e = m - 1 - i;
-
-		a[i] = (uint64_t)code_of(code[e], nw) << 32 | (uint32_t)e;
-	}
-	for (unsigned p = 0; p + 1 < np; p++) {
+	first_pass(code, m, nw, mask, a);
+	for (unsigned p = 1; p + 1 < np; p++) {
 		item_pass(a, m, 32 + p * w, mask, t);
 		swap = a;
 		a = t;
