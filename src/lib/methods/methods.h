@@ -187,6 +187,7 @@ struct ds_wsel {
 	uint64_t r[DS_MAX_MODELS][2];
 	uint64_t g[DS_MAX_MODELS][2];
 	uint64_t eq[DS_MAX_MODELS][2];
+	bool settled[DS_MAX_MODELS][2]; /* r = 0 exact: nothing to count */
 	bool redo;
 	uint16_t cnt[];                /* [chunk][nchan][2] */
 };

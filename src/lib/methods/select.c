@@ -148,6 +148,9 @@ void ds_select_run(const struct ds_tstate *ts, uint64_t win_i0,
 
 			run->n[ch][w] = 0;
 			run->at[ch][w] = 0;
+			run->tally[ch][w] = counts(ts, c) && ts->wcount &&
+					    !(ws->settled[ch][w] &&
+					      ws->r[ch][w] == 0);
 			if (!counts(ts, c))
 				run->r[ch][w] = UINT64_MAX;
 			else if (ts->wcount)
@@ -182,7 +185,7 @@ static inline bool above(const struct ds_cut *c, uint64_t n, uint32_t key,
 static int64_t cut_floor(const struct ds_kernel_ops *k,
 			 const struct ds_tstate *ts, const struct ds_cut *c,
 			 const float *v, size_t m, uint64_t r, uint64_t cnt,
-			 uint64_t *add)
+			 bool tally, uint64_t *add)
 {
 	uint64_t eq;
 
@@ -193,9 +196,9 @@ static int64_t cut_floor(const struct ds_kernel_ops *k,
 		return 0;
 	/* every equal key above, or none: counted only where the writing
 	 * pass counts them for its check */
-	if (r == UINT64_MAX && !(ts->wcount && counts(ts, c)))
+	if (r == UINT64_MAX && !tally)
 		return c->key;
-	if (cnt >= r && !ts->wcount)
+	if (cnt >= r && !tally)
 		return (int64_t)c->key + 1;
 	eq = k->count_range(v, (int32_t)c->key - 1, (int32_t)c->key, m);
 	if (cnt < r && cnt + eq > r)
@@ -212,9 +215,9 @@ bool ds_select_keep(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 	int64_t lo, hi;
 
 	hi = cut_floor(k, ts, &ts->cut[ch][1], v, c->m, run->r[ch][1],
-		       run->n[ch][1], &add[1]);
+		       run->n[ch][1], run->tally[ch][1], &add[1]);
 	lo = cut_floor(k, ts, &ts->cut[ch][0], v, c->m, run->r[ch][0],
-		       run->n[ch][0], &add[0]);
+		       run->n[ch][0], run->tally[ch][0], &add[0]);
 	if (hi < 0 || lo < 0)
 		return false;
 	run->n[ch][1] += add[1];
@@ -350,12 +353,15 @@ void ds_write_begin(const struct ds_tstate *ts, const struct ds_window *win,
 
 	if (!ts->wcount)
 		return;
+	/* once the checked windows hold every equal key above a cut, the
+	 * windows after them have none above it, and need not count */
 	for (unsigned ch = 0; ch < ts->nchan; ch++)
 		for (unsigned w = 0; w < 2; w++) {
 			const struct ds_cut *c = &ts->cut[ch][w];
 
 			ws->r[ch][w] = !counts(ts, c) ? UINT64_MAX :
 				       budget_guess(ts, c, win->i0);
+			ws->settled[ch][w] = counts(ts, c) && c->seen >= c->q;
 		}
 	ws->redo = false;
 }

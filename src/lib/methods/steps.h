@@ -65,12 +65,15 @@ void ds_select_keys(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 /*
  * A window's running counts of keys equal to each cut's (n), and its
  * budgets (r): how many of them are above the cut, in index order
- * (UINT64_MAX: all).  at: n at the start of the chunk.
+ * (UINT64_MAX: all).  at: n at the start of the chunk; tally: the cut's
+ * equal keys are counted in every chunk (the writing pass's check needs
+ * them), not only where the budget runs out.
  */
 struct ds_eqrun {
 	uint64_t n[DS_MAX_MODELS][2];
 	uint64_t r[DS_MAX_MODELS][2];
 	uint64_t at[DS_MAX_MODELS][2];
+	bool tally[DS_MAX_MODELS][2];
 };
 /*
  * Start a window at win_i0: counts from zero, budgets from ws (the
