@@ -51,59 +51,118 @@ static void params(struct ds_mparams *mp, enum ds_method m, unsigned n,
 
 /* Passes the last stream() took, skipped ones not counted. */
 static unsigned ran;
+/* Windows of the writing pass computed again, over every stream(). */
+static unsigned long redos;
+
+/*
+ * How the writing pass's windows are scheduled (the pipeline runs any mix
+ * of these): each computed and checked before the next is begun (budgets
+ * exact); all begun, then computed last to first, then checked in order
+ * (every budget after the first guessed); the same with the budgets
+ * replaced by wrong ones (0, all, 1, the window's index) before computing.
+ */
+enum order { SEQUENTIAL, ALL_BEGUN, WRONG_GUESS, ORDERS };
+
+/* Write windows [0, nw) of wins in order ord, each with its own red. */
+static void write_pass(const struct ds_kernel_ops *k, struct ds_tstate *ts,
+		       const struct ds_window *wins, size_t nw, char *red,
+		       size_t rb, float *scratch, void *acc, enum order ord)
+{
+	for (size_t i = 0; i < nw; i++) {
+		void *r = red + (ord == SEQUENTIAL ? 0 : i * rb);
+
+		ds_write_begin(ts, &wins[i], r);
+		if (ord == WRONG_GUESS && ts->wcount) {
+			static const uint64_t bad[] = { 0, UINT64_MAX, 1 };
+			struct ds_wsel *ws = r;
+
+			uint64_t g = i % 4 < 3 ? bad[i % 4] : i;
+
+			for (unsigned ch = 0; ch < ts->nchan; ch++)
+				for (unsigned c = 0; c < 2; c++)
+					ws->r[ch][c] = g;
+		}
+		if (ord != SEQUENTIAL)
+			continue;
+		ds_pass_write(k, ts, &wins[i], scratch, acc, r);
+		ck_assert(!ds_write_check(ts, &wins[i], r));
+	}
+	if (ord == SEQUENTIAL)
+		return;
+	for (size_t i = nw; i-- > 0;)
+		ds_pass_write(k, ts, &wins[i], scratch, acc, red + i * rb);
+	for (size_t i = 0; i < nw; i++) {
+		void *r = red + i * rb;
+
+		if (ds_write_check(ts, &wins[i], r)) {
+			redos++;
+			ds_pass_write(k, ts, &wins[i], scratch, acc, r);
+			ck_assert_msg(!ds_write_check(ts, &wins[i], r),
+				      "window %zu: wrong after its redo", i);
+		}
+	}
+}
 
 /*
  * Stream one F32 tensor of n elements through every pass of mp's method,
  * in windows of w elements, as the pipeline does: reduce, fold in order,
- * finalize (passes found unneeded are left out); then write.  out gets
- * the result on kernel path k.
+ * finalize (passes found unneeded are left out); then write in order ord.
+ * out gets the result on kernel path k.
  */
 static void stream(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 		   const uint64_t *shape, unsigned ndim, const float *b,
-		   const float *const *x, size_t n, size_t w, float *out)
+		   const float *const *x, size_t n, size_t w, float *out,
+		   enum order ord)
 {
 	struct ds_tstate *ts = calloc(1, sizeof(*ts));
 	struct ds_method_needs nd;
 	uint64_t rows = ndim >= 2 ? shape[0] : 1;
-	void *red, *acc;
+	size_t nw = (n + w - 1) / w, rb;
+	struct ds_window *wins = calloc(nw, sizeof(*wins));
+	char *red;
+	void *acc;
 	float *scratch;
 
 	ck_assert_ptr_nonnull(ts);
 	ds_method_needs(mp, w, n / rows, &nd);
-	red = calloc(1, nd.red_bytes + 64);
+	rb = (nd.red_bytes + 63) & ~(size_t)63;
+	red = calloc(nw, rb + 64);
 	acc = calloc(1, nd.acc_bytes + 64);
 	scratch = aligned_alloc(64, (nd.scratch_floats + 16) * sizeof(float));
-	ck_assert(red && acc && scratch);
+	ck_assert(wins && red && acc && scratch);
 	ck_assert_int_eq(ds_tensor_begin(NULL, ts, mp, shape, ndim, n, w,
 					 n / rows), 0);
+	for (size_t i = 0; i < nw; i++) {
+		size_t i0 = i * w;
+
+		wins[i] = (struct ds_window){
+			.base = b + i0, .bdt = DS_DT_F32,
+			.out = out + i0, .odt = DS_DT_F32,
+			.i0 = i0, .n = n - i0 < w ? n - i0 : w,
+		};
+		for (unsigned j = 0; j < mp->n; j++) {
+			wins[i].x[j] = x[j] + i0;
+			wins[i].xdt[j] = DS_DT_F32;
+		}
+	}
 	ran = 0;
 	for (unsigned p = 0; p < ts->npass; p++) {
 		if (ds_pass_skipped(ts, p))
 			continue;
 		ran++;
-		for (size_t i0 = 0; i0 < n; i0 += w) {
-			struct ds_window win = {
-				.base = b + i0, .bdt = DS_DT_F32,
-				.out = out + i0, .odt = DS_DT_F32,
-				.i0 = i0, .n = n - i0 < w ? n - i0 : w,
-			};
-
-			for (unsigned j = 0; j < mp->n; j++) {
-				win.x[j] = x[j] + i0;
-				win.xdt[j] = DS_DT_F32;
-			}
-			if (ts->pass[p] == DS_PASS_WRITE) {
-				ds_pass_write(k, ts, &win, scratch, acc);
-				continue;
-			}
-			ds_pass_reduce(k, ts, p, &win, red, scratch);
-			ds_pass_fold(k, ts, p, &win, red, acc);
+		if (ts->pass[p] == DS_PASS_WRITE) {
+			write_pass(k, ts, wins, nw, red, rb, scratch, acc, ord);
+			continue;
 		}
-		if (ts->pass[p] != DS_PASS_WRITE)
-			ds_pass_finalize(ts, p, acc);
+		for (size_t i = 0; i < nw; i++) {
+			ds_pass_reduce(k, ts, p, &wins[i], red, scratch);
+			ds_pass_fold(k, ts, p, &wins[i], red, acc);
+		}
+		ds_pass_finalize(ts, p, acc);
 		ts->ready = ds_pass_ready(ts, p);
 	}
 	free(ts);
+	free(wins);
 	free(red);
 	free(acc);
 	free(scratch);
@@ -122,13 +181,17 @@ static void expect(const struct ds_mparams *mp, const uint64_t *shape,
 
 		if (!k)
 			continue;
-		memset(out, 0xff, n * sizeof(float));
-		stream(k, mp, shape, ndim, b, x, n, w, out);
-		for (size_t i = 0; i < n; i++)
-			ck_assert_msg(!memcmp(&out[i], &want[i], sizeof(float)),
-				      "%s, window %zu: element %zu is %a, "
-				      "expected %a", paths[p], w, i,
-				      (double)out[i], (double)want[i]);
+		for (unsigned o = 0; o < ORDERS; o++) {
+			memset(out, 0xff, n * sizeof(float));
+			stream(k, mp, shape, ndim, b, x, n, w, out, o);
+			for (size_t i = 0; i < n; i++)
+				ck_assert_msg(!memcmp(&out[i], &want[i],
+						      sizeof(float)),
+					      "%s, window %zu, order %u: "
+					      "element %zu is %a, expected %a",
+					      paths[p], w, o, i,
+					      (double)out[i], (double)want[i]);
+		}
 	}
 	free(out);
 }
@@ -179,8 +242,8 @@ static void ties_passes(const float *xs, size_t n, double density,
  * high 16 bits: 1 and e = 1 + 2^-20 share a bin, 0.25, 2 and 3 each have
  * their own; all but e have zero low bits.  The low-bits histogram runs
  * only when the cut's bin is not all kept and the cut falls among its
- * keys of non-zero low bits (here e); the count of equal keys only when
- * some but not all keys equal to the cut's are kept.
+ * keys of non-zero low bits (here e).  Where the cut falls among keys
+ * equal to its own the writing pass finds itself.
  */
 START_TEST(ties_passes_taken)
 {
@@ -199,23 +262,23 @@ START_TEST(ties_passes_taken)
 	static const float w_twos[8] = { 2, 2, 2 };
 	static const float none[8];
 
-	/* k = 3 of the four 3s, alone in their bin: hist_hi, count_eq, write */
-	ties_passes(xt, 8, 0.375, w_run, 3);
+	/* k = 3 of the four 3s, alone in their bin: hist_hi, write */
+	ties_passes(xt, 8, 0.375, w_run, 2);
 	/* k = 4, all four 3s (the cut between 3 and 2): hist_hi, write */
 	ties_passes(xt, 8, 0.5, w_all3, 2);
 	/* k = 1: the bin of 1 and e decides nothing; e is the only one of
 	 * its key: hist_hi, hist_lo, write */
 	ties_passes(mix, 4, 0.25, w_mix1, 3);
-	/* k = 1 of the two es: every pass */
-	ties_passes(mix2, 5, 0.2, w_mix2, 4);
+	/* k = 1 of the two es: hist_hi, hist_lo, write */
+	ties_passes(mix2, 5, 0.2, w_mix2, 3);
 	/* k = 3: the whole bin of 1 and e is kept: hist_hi, write */
 	ties_passes(mix, 4, 0.75, w_mix3, 2);
-	/* k = 2: e, then one of the three 1s below it: hist_hi, count_eq,
-	 * write; k = 4: all of them: hist_hi, write */
-	ties_passes(low, 5, 0.4, w_low2, 3);
+	/* k = 2: e, then one of the three 1s below it; k = 4: all of them:
+	 * hist_hi, write */
+	ties_passes(low, 5, 0.4, w_low2, 2);
 	ties_passes(low, 5, 0.8, w_low4, 2);
-	/* all equal, k = 3 of 8: hist_hi, count_eq, write */
-	ties_passes(twos, 8, 0.375, w_twos, 3);
+	/* all equal, k = 3 of 8: hist_hi, write */
+	ties_passes(twos, 8, 0.375, w_twos, 2);
 	/* the same cuts in two models: model 0's known after the first
 	 * pass, model 1's not; (1 + e) / 2 = 1 + 2^-21 */
 	{
@@ -228,7 +291,7 @@ START_TEST(ties_passes_taken)
 		params(&mp, DS_M_TIES, 2, d2, NULL);
 		for (size_t w = 1; w <= 5; w++) {
 			expect(&mp, shape, 1, none, x2, 5, w, want2);
-			ck_assert_uint_eq(ran, 4);
+			ck_assert_uint_eq(ran, 3);
 		}
 	}
 	/* k = 0 and k = n: no rank is needed, the writing pass only */
@@ -279,8 +342,99 @@ START_TEST(ties_equal_run)
 	}
 	d[0] = ((double)(larger + q) + 0.25) / N;    /* k = larger + q */
 	params(&mp, DS_M_TIES, 1, d, NULL);
-	for (size_t w = 0; w < sizeof(ws) / sizeof(ws[0]); w++)
+	for (size_t w = 0; w < sizeof(ws) / sizeof(ws[0]); w++) {
 		expect(&mp, shape, 1, b, x, N, ws[w], want);
+		ck_assert_uint_eq(ran, 2);
+	}
+}
+END_TEST
+
+/*
+ * Every cut of a run of equal magnitudes (n = 48 ones): ties keeps the
+ * first k in index order, for every k and every window size, so the cut
+ * falls inside windows, on their first and last elements and between
+ * them, in one window and in 48.  The writing pass alone finds it: two
+ * passes.  The windows computed again after a wrong budget are counted.
+ */
+START_TEST(ties_run_every_cut)
+{
+	enum { N = 48 };
+	static float ones[N], want[N], b[N];
+	const float *x[1] = { ones };
+	uint64_t shape[1] = { N };
+	struct ds_mparams mp;
+	unsigned long before = redos;
+
+	for (size_t i = 0; i < N; i++)
+		ones[i] = i % 3 ? 1.0f : -1.0f;
+	for (size_t k = 1; k < N; k++) {
+		double d[1] = { ((double)k + 0.25) / N };
+		static const size_t ws[] = { 1, 2, 5, 7, 16, 24, 47, 48 };
+
+		for (size_t i = 0; i < N; i++)
+			want[i] = i < k ? ones[i] : 0.0f;
+		params(&mp, DS_M_TIES, 1, d, NULL);
+		for (size_t w = 0; w < sizeof(ws) / sizeof(ws[0]); w++) {
+			expect(&mp, shape, 1, b, x, N, ws[w], want);
+			ck_assert_uint_eq(ran, 2);
+		}
+	}
+	ck_assert_uint_gt(redos, before);
+}
+END_TEST
+
+/*
+ * Two models, each its own run of equal magnitudes (1 and 2, all of
+ * them positive) cut at its own place: element i is kept by model 0 for
+ * i < 17 and by model 1 for i < 30, so ties gives (1 + 2) / 2, then 2,
+ * then 0.  Both cuts are decided in the writing pass, in every window.
+ */
+START_TEST(ties_two_runs)
+{
+	enum { N = 40 };
+	static float x0[N], x1[N], b[N], want[N];
+	const float *x[2] = { x0, x1 };
+	double d[2] = { 17.25 / N, 30.25 / N };
+	uint64_t shape[1] = { N };
+	struct ds_mparams mp;
+
+	for (size_t i = 0; i < N; i++) {
+		x0[i] = 1.0f;
+		x1[i] = 2.0f;
+		want[i] = i < 17 ? 1.5f : i < 30 ? 2.0f : 0.0f;
+	}
+	params(&mp, DS_M_TIES, 2, d, NULL);
+	for (size_t w = 1; w <= N; w++) {
+		expect(&mp, shape, 1, b, x, N, w, want);
+		ck_assert_uint_eq(ran, 2);
+	}
+}
+END_TEST
+
+static void rescale_l1(struct ds_tparams *tp)
+{
+	tp->rescale = DS_RESCALE_L1;
+}
+
+/*
+ * ties with --rescale l1: the sums pass needs the kept elements, so the
+ * count_eq pass comes before it (hist_hi, count_eq, sums, write).  k = 3
+ * of the four 3s; s = (float)(16.5 / 9), the L1 norm over the kept one.
+ */
+START_TEST(ties_l1_counts_first)
+{
+	const float s = (float)(16.5 / 9.0);
+	const float want[8] = { 0, -3.0f * s, 3.0f * s, 0, -3.0f * s, 0, 0, 0 };
+	const float *x[1] = { xt };
+	double d[1] = { 0.375 };
+	uint64_t shape[1] = { 8 };
+	struct ds_mparams mp;
+
+	params(&mp, DS_M_TIES, 1, d, rescale_l1);
+	for (size_t w = 1; w <= 8; w++) {
+		expect(&mp, shape, 1, zero8, x, 8, w, want);
+		ck_assert_uint_eq(ran, 4);
+	}
 }
 END_TEST
 
@@ -514,6 +668,9 @@ int main(void)
 	tcase_add_test(tc, ties_index_rule);
 	tcase_add_test(tc, ties_equal_run);
 	tcase_add_test(tc, ties_passes_taken);
+	tcase_add_test(tc, ties_run_every_cut);
+	tcase_add_test(tc, ties_two_runs);
+	tcase_add_test(tc, ties_l1_counts_first);
 	tcase_add_test(tc, breadcrumbs_ranks);
 	tcase_add_test(tc, nan_ranks_first);
 	tcase_add_test(tc, ties_two_models);

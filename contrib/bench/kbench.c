@@ -10,16 +10,18 @@
  *   dare_linear, dare_ties  2 models, p 0.9            1 pass
  *   ties                    2 models, p 0.9            rank passes + write
  *   della                   2 models, p 0.9, eps 0.05  1 pass, whole rows
+ *   della (wide)            the same on wider deltas   1 pass, whole rows
  *   slerp                   1 model, t 0.5             sums + write
  *   model_stock             2 models                   sums + write
  *
  * The tensor goes through the engine's pass API exactly as the pipeline
  * drives it (ds_tensor_begin, then per reducing pass ds_pass_reduce and
- * ds_pass_fold on every window and ds_pass_finalize, then ds_pass_write on
- * every window), on one thread.  Two rates are printed: the writing pass
- * alone (the kernel the merge's last pass runs), and all passes together
- * (what one core delivers for the whole tensor, which is what has to keep
- * up with the disk).  For single-pass methods the two are the same.
+ * ds_pass_fold on every window and ds_pass_finalize, then ds_write_begin,
+ * ds_pass_write and ds_write_check on every window), on one thread.  Two
+ * rates are printed: the writing pass alone (the kernel the merge's last
+ * pass runs), and all passes together (what one core delivers for the
+ * whole tensor, which is what has to keep up with the disk).  For
+ * single-pass methods the two are the same.
  * Build it from the top of a configured tree (config.h from configure):
  *
  *   cc -O2 -ffp-contract=off -DDS_HAVE_AVX2=1 -I. -Iinclude -Isrc/lib \
@@ -44,6 +46,8 @@
  */
 #include "config.h"
 
+#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +81,52 @@ static void fill(uint16_t *b, uint16_t *x0, uint16_t *x1, size_t n)
 	}
 }
 
+/* Round to nearest even (the values here are finite). */
+static uint16_t bf16_of(float f)
+{
+	uint32_t x;
+
+	memcpy(&x, &f, 4);
+	return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+
+static float f32_of(uint16_t h)
+{
+	uint32_t x = (uint32_t)h << 16;
+	float f;
+
+	memcpy(&f, &x, 4);
+	return f;
+}
+
+/* A normal draw (Box-Muller) from the generator state r. */
+static double normal(uint32_t *r)
+{
+	double u, v;
+
+	*r = *r * 1664525u + 1013904223u;
+	u = ((double)(*r >> 8) + 0.5) / 16777216.0;
+	*r = *r * 1664525u + 1013904223u;
+	v = (double)(*r >> 8) / 16777216.0;
+	return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/*
+ * BF16 weights of stddev 0.02 with fine-tune deltas of stddev 0.002 (as
+ * tests/mkfixture makes them): |delta| spans many binades, so della's
+ * rows take two counting digits, as those of real fine-tunes do.
+ */
+static void fill_wide(uint16_t *b, uint16_t *x0, uint16_t *x1, size_t n)
+{
+	uint32_t r = 54321;
+
+	for (size_t k = 0; k < n; k++) {
+		b[k] = bf16_of((float)(0.02 * normal(&r)));
+		x0[k] = bf16_of(f32_of(b[k]) + (float)(0.002 * normal(&r)));
+		x1[k] = bf16_of(f32_of(b[k]) + (float)(0.002 * normal(&r)));
+	}
+}
+
 /* qsort order of doubles. */
 static int cmp_double(const void *a, const void *b)
 {
@@ -90,15 +140,17 @@ struct bench {
 	enum ds_method m;
 	unsigned n;                     /* models */
 	double p, epsilon;              /* epsilon 0: the default */
+	bool wide;                      /* fill_wide()'s inputs */
 };
 
 static const struct bench benches[] = {
-	{ DS_M_DARE_LINEAR, 2, 0.9, 0.0 },
-	{ DS_M_DARE_TIES, 2, 0.9, 0.0 },
-	{ DS_M_TIES, 2, 0.9, 0.0 },
-	{ DS_M_DELLA, 2, 0.9, 0.05 },
-	{ DS_M_SLERP, 1, 0.0, 0.0 },    /* t: the default, 0.5 */
-	{ DS_M_MODEL_STOCK, 2, 0.0, 0.0 },
+	{ DS_M_DARE_LINEAR, 2, 0.9, 0.0, false },
+	{ DS_M_DARE_TIES, 2, 0.9, 0.0, false },
+	{ DS_M_TIES, 2, 0.9, 0.0, false },
+	{ DS_M_DELLA, 2, 0.9, 0.05, false },
+	{ DS_M_DELLA, 2, 0.9, 0.05, true },
+	{ DS_M_SLERP, 1, 0.0, 0.0, false },     /* t: the default, 0.5 */
+	{ DS_M_MODEL_STOCK, 2, 0.0, 0.0, false },
 };
 
 /* The parameters of b, as ds_mparams_init() would set them, with epsilon. */
@@ -169,7 +221,9 @@ static int run(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 	for (done = 0; done < total; done += win->n) {
 		win->i0 = done;
 		win->n = total - done < WINDOW ? total - done : WINDOW;
-		ds_pass_write(k, &w->ts, win, w->scratch, w->acc);
+		ds_write_begin(&w->ts, win, w->red);
+		ds_pass_write(k, &w->ts, win, w->scratch, w->acc, w->red);
+		ds_write_check(&w->ts, win, w->red);
 	}
 	*tr = t1 - t0;
 	*tw = now() - t1;
@@ -185,16 +239,26 @@ int main(int argc, char **argv)
 	int runs = argc > 2 ? atoi(argv[2]) : 7;
 	uint16_t *b = malloc(WINDOW * 2), *x0 = malloc(WINDOW * 2);
 	uint16_t *x1 = malloc(WINDOW * 2), *out = malloc(WINDOW * 2);
+	uint16_t *wb = malloc(WINDOW * 2), *w0 = malloc(WINDOW * 2);
+	uint16_t *w1 = malloc(WINDOW * 2);
 	struct ds_window win = { .base = b, .bdt = DS_DT_BF16, .out = out,
 		.odt = DS_DT_BF16, .n = WINDOW,
 		.x = { x0, x1 }, .xdt = { DS_DT_BF16, DS_DT_BF16 } };
+	struct ds_window wwin = win;
 	static struct work w;
 	double wr[64], all[64];
 
 	total = (total + ROWLEN - 1) / ROWLEN * ROWLEN;
-	if (!b || !x0 || !x1 || !out || runs < 1 || runs > 64 || !total)
+	if (!b || !x0 || !x1 || !out || !wb || !w0 || !w1 || runs < 1 ||
+	    runs > 64 || !total)
 		return 1;
 	fill(b, x0, x1, WINDOW);
+	/* the normal draws take a while: only for a della run */
+	if (argc <= 4 || !strcmp(argv[4], "della"))
+		fill_wide(wb, w0, w1, WINDOW);
+	wwin.base = wb;
+	wwin.x[0] = w0;
+	wwin.x[1] = w1;
 	printf("%-12s %-7s %6s %11s %11s   Gelem/s per core, median of %d"
 	       " (best)\n", "method", "path", "passes", "write pass",
 	       "all passes", runs);
@@ -225,7 +289,8 @@ int main(int argc, char **argv)
 				   strcmp(argv[3], "all")))
 				continue;
 			for (r = 0; r < runs; r++) {
-				if (run(k, &mp, &win, &w, total, &tr, &tw)) {
+				if (run(k, &mp, benches[m].wide ? &wwin : &win,
+					&w, total, &tr, &tw)) {
 					fprintf(stderr, "kbench: %s: a row does"
 						" not fit the window\n",
 						ds_method_name(benches[m].m));
@@ -237,6 +302,7 @@ int main(int argc, char **argv)
 			qsort(wr, (size_t)runs, sizeof(wr[0]), cmp_double);
 			qsort(all, (size_t)runs, sizeof(all[0]), cmp_double);
 			printf("%-12s %-7s %6u %11.3f %11.3f   (%.3f, %.3f)\n",
+			       benches[m].wide ? "della-wide" :
 			       ds_method_name(benches[m].m), k->name,
 			       w.ts.npass - (unsigned)__builtin_popcount(
 				       w.ts.skip), wr[runs / 2] / 1e9,
@@ -252,5 +318,8 @@ int main(int argc, char **argv)
 	free(x0);
 	free(x1);
 	free(out);
+	free(wb);
+	free(w0);
+	free(w1);
 	return 0;
 }

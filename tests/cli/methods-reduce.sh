@@ -80,6 +80,24 @@ case_ "$B2" --method ties --density 0.5 --rescale l1
 case_ "$B2" --method ties -p 0.7 --rescale l1 --no-normalize --lambda 1.5
 case_ "$B3" --method ties --density 0.4 --dtype f32
 
+# passes_of INPUTS ARGS...: the pass lists --dry-run states for the
+# merged tensors, each once.
+passes_of() {
+	po_in=$1
+	shift
+	"$DS_BIN" merge --dry-run -o "$T/plan" $po_in "$@" |
+		awk '$1 == "tensor" && $3 == "merge" { print $4 }' | sort -u |
+		tr '\n' ' '
+}
+# The writing pass decides where a cut falls among equal keys; a sums
+# pass that needs the kept elements has the count_eq pass before it.
+check "ties: --dry-run states hist_hi, hist_lo, write" \
+	test "$(passes_of "$B2" --method ties -p 0.9)" = \
+	"passes=hist_hi,hist_lo,write "
+check "ties --rescale l1: count_eq and sums before write" \
+	test "$(passes_of "$B2" --method ties -p 0.9 --rescale l1)" = \
+	"passes=hist_hi,hist_lo,count_eq,sums,write "
+
 say "== breadcrumbs, breadcrumbs_ties (outliers)"
 case_ "$B2" --method breadcrumbs --density 0.3
 case_ "$B2" --method breadcrumbs --density 0.4 --gamma 0.05 --dtype f16
@@ -152,6 +170,8 @@ case_ "$B1" --method passthrough --scale 0.5
 
 say "== reductions over several blocks (tensors of up to 262144 elements)"
 for args in "--method ties --density 0.3 --rescale l1" \
+	"--method ties --density 0.3" \
+	"--method breadcrumbs_ties --density 0.4 --gamma 0.05" \
 	"--method della --density 0.5 --epsilon 0.2 --rescale l1" \
 	"--method model_stock --filter-wise" "--method model_stock" \
 	"--method sce --select-topk 0.5" "--method karcher"; do
@@ -210,6 +230,8 @@ invariant() {
 
 say "== same bytes for every --threads and --memory"
 invariant ties "$W3" --method ties --density 0.3 --rescale l1
+invariant ties-write "$W3" --method ties --density 0.3
+invariant breadcrumbs "$W3" --method breadcrumbs --density 0.4 --gamma 0.05
 invariant della "$W3" --method della --density 0.5 --epsilon 0.2 --rescale l1
 invariant della-inverse "$W3" --method della_linear --density 0.4
 invariant slerp "$W1" --method slerp --t 0.3

@@ -63,8 +63,7 @@ static void gram(double *g, const struct ds_chunk *c, unsigned n)
 
 /* L1 norms of every delta and of its kept part (rescale l1). */
 static void l1_sums(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
-		    const struct ds_window *win, const struct ds_chunk *c,
-		    struct ds_eqrun *run, double *s)
+		    const struct ds_chunk *c, struct ds_eqrun *run, double *s)
 {
 	const struct ds_mparams *mp = &ts->mp;
 	uint8_t *mask = (uint8_t *)c->t2;
@@ -83,7 +82,7 @@ static void l1_sums(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 					   c->u[i] >= mp->thr[j]);
 		} else {
 			ds_select_keys(k, ts, j, c, c->key);
-			ds_select_mask(ts, j, c->key, c->m, win->i0, run, mask);
+			ds_select_mask(ts, j, c->key, c->m, run, mask);
 		}
 		for (size_t i = 0; i < c->m; i++)
 			a += fabs((double)d[i]);
@@ -97,13 +96,12 @@ static void l1_sums(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 
 /* sce: the kept deltas' squares, per model. */
 static void sce_sums(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
-		     const struct ds_window *win, const struct ds_chunk *c,
-		     struct ds_eqrun *run, double *s)
+		     const struct ds_chunk *c, struct ds_eqrun *run, double *s)
 {
 	uint8_t *mask = (uint8_t *)c->t2;
 
 	ds_select_keys(k, ts, 0, c, c->key);
-	ds_select_mask(ts, 0, c->key, c->m, win->i0, run, mask);
+	ds_select_mask(ts, 0, c->key, c->m, run, mask);
 	for (unsigned j = 0; j < ts->mp.n; j++) {
 		const float *d = ds_erow(c, j);
 
@@ -147,7 +145,7 @@ void ds_sums_reduce(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 	struct ds_eqrun run;
 	struct ds_chunk c;
 
-	memset(&run, 0, sizeof(run));
+	ds_select_run(ts, win->i0, NULL, &run);
 	memset(red, 0, ((win->n + DS_BLOCK - 1) / DS_BLOCK) * ts->nsum *
 		       sizeof(double));
 	ds_chunk_carve(&c, scratch, ts->mp.n);
@@ -158,7 +156,7 @@ void ds_sums_reduce(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 		c.i0 = win->i0 + c.off;
 		if (l1(mp)) {
 			ds_chunk_deltas(k, mp, win, &c);
-			l1_sums(k, ts, win, &c, &run, s);
+			l1_sums(k, ts, &c, &run, s);
 			continue;
 		}
 		switch (mp->def->cb) {
@@ -179,7 +177,7 @@ void ds_sums_reduce(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 			break;
 		case DS_CB_SCE:
 			ds_chunk_deltas(k, mp, win, &c);
-			sce_sums(k, ts, win, &c, &run, s);
+			sce_sums(k, ts, &c, &run, s);
 			break;
 		default:
 			break;

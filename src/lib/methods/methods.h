@@ -146,13 +146,16 @@ void ds_method_window(const struct ds_kernel_ops *k,
  * added in block order (DESIGN 5), so no result depends on threads or
  * window size.  A tensor's pass list is the most it may take: finalizing
  * a pass may find later ones unneeded (ds_tstate.skip), whose windows are
- * then neither reduced nor folded.
+ * then neither reduced nor folded.  The writing pass of a selection may
+ * decide its cuts itself: each window is begun (ds_write_begin), computed,
+ * then checked in window order (ds_write_check) before it is written.
  */
 
 enum ds_pass {
 	DS_PASS_HIST_HI,    /* histogram of the high 16 bits of each key */
 	DS_PASS_HIST_LO,    /* low 15 bits, inside each cut's bin */
-	DS_PASS_COUNT_EQ,   /* keys equal to each cut's, per window */
+	DS_PASS_COUNT_EQ,   /* keys equal to each cut's, per window, when a
+			     * sums pass needs the cuts before the write */
 	DS_PASS_SUMS,       /* binary64 sums (norms, Gram matrices, L1) */
 	DS_PASS_WRITE       /* the merge itself */
 };
@@ -167,8 +170,9 @@ enum ds_pass {
  * A cut in a descending rank order (DESIGN 5.1): the x elements of rank
  * 0 .. x-1 are above it.  With key K of rank x-1, an element is above iff
  * its key is larger, or equal and among the first q equal ones in index
- * order; the q-th equal one falls in the window starting at wc, where the
- * first rc equal ones are above (wc = UINT64_MAX: all equal ones are).
+ * order (wc = UINT64_MAX: all eq equal ones are).  The count_eq pass finds
+ * the window where the q-th equal one falls, starting at wc, where the
+ * first rc equal ones are above; without it, the writing pass counts.
  */
 struct ds_cut {
 	uint64_t x;
@@ -178,6 +182,27 @@ struct ds_cut {
 	uint64_t seen;                 /* equal ones counted so far */
 	bool exact;                    /* key and counts known (no hist_lo) */
 };
+
+/*
+ * One window of the writing pass of a tensor whose cuts it counts itself
+ * (ds_tstate.wcount), in its slot's reduction buffer: per cut, the budget
+ * r to compute with (how many of the window's keys equal to the cut's are
+ * above it, in index order; UINT64_MAX: all), and what the computation
+ * leaves: the budget g it used, the window's count eq of equal keys and
+ * each chunk's (cnt).  redo: computed before with g; only the chunks whose
+ * decisions differ with r are computed again.
+ */
+struct ds_wsel {
+	uint64_t r[DS_MAX_MODELS][2];
+	uint64_t g[DS_MAX_MODELS][2];
+	uint64_t eq[DS_MAX_MODELS][2];
+	bool settled[DS_MAX_MODELS][2]; /* r = 0 exact: nothing to count */
+	bool redo;
+	uint16_t cnt[];                /* [chunk][nchan][2] */
+};
+
+/* Bytes of a ds_wsel for nchan channels and windows of window elements. */
+size_t ds_wsel_bytes(unsigned nchan, uint64_t window);
 
 /* Everything one tensor's passes learn, and its parameters. */
 struct ds_tstate {
@@ -189,6 +214,8 @@ struct ds_tstate {
 	unsigned skip;                 /* bit p: pass p found unneeded */
 	unsigned nchan;                /* rank channels (models, or 1 for sce) */
 	bool select;                   /* some cut is partial */
+	bool wcount;                   /* the writing pass counts equal keys */
+	uint64_t wnext;                /* its windows checked: up to here */
 	struct ds_cut cut[DS_MAX_MODELS][2]; /* [chan][0]: lo, [1]: hi */
 	uint64_t nz;                   /* sce: non-zero variances */
 	unsigned nsum;                 /* binary64 sums of the SUMS pass */
@@ -252,8 +279,27 @@ static inline unsigned ds_pass_ready(const struct ds_tstate *ts, unsigned pass)
 		r++;
 	return r;
 }
-/* Worker: the writing pass of one window (acc read only). */
+/*
+ * I/O thread, before a window of the writing pass is first computed: its
+ * budgets into red (a ds_wsel), exact or guessed from the windows checked
+ * so far.  Nothing to do unless ts->wcount.
+ */
+void ds_write_begin(const struct ds_tstate *ts, const struct ds_window *win,
+		    void *red);
+/*
+ * Worker: the writing pass of one window (acc read only; red: the slot's
+ * reduction buffer, a ds_wsel when ts->wcount).
+ */
 void ds_pass_write(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
-		   const struct ds_window *win, float *scratch, void *acc);
+		   const struct ds_window *win, float *scratch, void *acc,
+		   void *red);
+/*
+ * I/O thread, in window order, after the window is computed and before
+ * it is written: true when its budgets were wrong, so it must be computed
+ * again (red holds the exact ones now); false when it is right, which
+ * counts it.  Always false unless ts->wcount.
+ */
+bool ds_write_check(struct ds_tstate *ts, const struct ds_window *win,
+		    void *red);
 
 #endif

@@ -60,6 +60,9 @@ void ds_method_needs(const struct ds_mparams *mp, uint64_t window,
 			   sums * sizeof(double);
 
 		red = b > red ? b : red;
+	} else if (selecting(mp) && ds_wsel_bytes(nch, window) > red) {
+		/* no sums pass: the writing pass counts equal keys */
+		red = ds_wsel_bytes(nch, window);
 	}
 	if (nd->rows && mp->def->cb == DS_CB_NUSLERP && mp->row_wise &&
 	    ds_cols_acc_bytes(maxrow) > acc)
@@ -90,10 +93,16 @@ int ds_tensor_begin(ds_ctx *ctx, struct ds_tstate *ts,
 			       (unsigned long long)window);
 	if (!ts->copy0 && (selecting(mp) || mp->def->cb == DS_CB_SCE)) {
 		ds_select_begin(ts);
+		/*
+		 * The writing pass finds where each cut falls among its
+		 * equal keys; a sums pass before it needs that already.
+		 */
 		if (ts->select) {
 			add(ts, DS_PASS_HIST_HI);
 			add(ts, DS_PASS_HIST_LO);
-			add(ts, DS_PASS_COUNT_EQ);
+			if (ts->nsum)
+				add(ts, DS_PASS_COUNT_EQ);
+			ts->wcount = !ts->nsum;
 		}
 	}
 	if (!ts->copy0 && (ts->nsum || ds_cols(ts))) {
@@ -181,7 +190,7 @@ static void select_chunk(const struct ds_kernel_ops *k,
 
 		if (!ds_select_keep(k, ts, j, c, d, s, run, c->x)) {
 			ds_select_keys(k, ts, j, c, c->key);
-			ds_select_mask(ts, j, c->key, c->m, win->i0, run, mask);
+			ds_select_mask(ts, j, c->key, c->m, run, mask);
 			for (size_t i = 0; i < c->m; i++)
 				c->x[i] = mask[i] ? d[i] * s : 0.0f;
 		}
@@ -211,7 +220,7 @@ static void sce_chunk(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 
 	ds_chunk_deltas(k, mp, win, c);
 	ds_select_keys(k, ts, 0, c, c->key);
-	ds_select_mask(ts, 0, c->key, c->m, win->i0, run, mask);
+	ds_select_mask(ts, 0, c->key, c->m, run, mask);
 	for (size_t i = 0; i < c->m; i++) {
 		float S = 0.0f, acc = 0.0f, D = 0.0f, v;
 		int pos;
@@ -311,12 +320,38 @@ static void one_chunk(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 			c->acc[i] = ds_canon(s * c->acc[i]);
 }
 
+/* ties, breadcrumbs, sce: the chunks a selection computes, and its counts. */
+static void select_window(const struct ds_kernel_ops *k,
+			  const struct ds_tstate *ts,
+			  const struct ds_window *win, struct ds_chunk *c,
+			  struct ds_wsel *ws)
+{
+	struct ds_eqrun run;
+	size_t ci = 0;
+
+	ds_select_run(ts, win->i0, ws, &run);
+	for (c->off = 0; c->off < win->n; c->off += DS_CHUNK, ci++) {
+		c->m = win->n - c->off < DS_CHUNK ? win->n - c->off : DS_CHUNK;
+		c->i0 = win->i0 + c->off;
+		if (!ds_select_chunk_needed(ts, ws, ci, &run))
+			continue;
+		if (ts->mp.def->cb == DS_CB_SCE)
+			sce_chunk(k, ts, win, c, &run);
+		else
+			select_chunk(k, ts, win, c, &run);
+		ds_select_chunk_done(ts, ws, ci, &run);
+		k->store(win->odt, c->acc,
+			 (char *)win->out + c->off * ds_elsize(win->odt), c->m);
+	}
+	ds_select_window_done(ts, ws, &run);
+}
+
 void ds_pass_write(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
-		   const struct ds_window *win, float *scratch, void *acc)
+		   const struct ds_window *win, float *scratch, void *acc,
+		   void *red)
 {
 	const struct ds_mparams *mp = &ts->mp;
 	enum ds_combine cb = mp->def->cb;
-	struct ds_eqrun run;
 	struct ds_chunk c;
 
 	if (!ts->copy0 && ds_method_rows(mp)) {
@@ -329,23 +364,23 @@ void ds_pass_write(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 		ds_method_window(k, mp, win, scratch);
 		return;
 	}
-	memset(&run, 0, sizeof(run));
 	ds_chunk_carve(&c, scratch, ts->mp.n);
+	if (!ts->copy0 && (cb == DS_CB_SCE || cb == DS_CB_SUM ||
+			   cb == DS_CB_CONSENSUS)) {
+		select_window(k, ts, win, &c, red);
+		return;
+	}
 	for (c.off = 0; c.off < win->n; c.off += DS_CHUNK) {
 		c.m = win->n - c.off < DS_CHUNK ? win->n - c.off : DS_CHUNK;
 		c.i0 = win->i0 + c.off;
 		if (ts->copy0 || cb == DS_CB_PASSTHROUGH)
 			one_chunk(k, ts, win, &c);
-		else if (cb == DS_CB_SCE)
-			sce_chunk(k, ts, win, &c, &run);
 		else if (cb == DS_CB_SLERP || cb == DS_CB_NUSLERP)
 			interp_chunk(k, ts, win, &c);
 		else if (cb == DS_CB_MODEL_STOCK)
 			stock_chunk(k, ts, win, &c);
 		else if (cb == DS_CB_KARCHER)
 			karcher_chunk(k, ts, win, &c);
-		else
-			select_chunk(k, ts, win, &c, &run);
 		k->store(win->odt, c.acc,
 			 (char *)win->out + c.off * ds_elsize(win->odt), c.m);
 	}

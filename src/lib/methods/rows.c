@@ -141,27 +141,37 @@ static void row_span(const uint32_t *key, size_t m, uint32_t *lo,
 	*zero = n[0] == 0;
 }
 
+/* Four lanes of 32 bits, in the vector registers of every target. */
+typedef uint32_t u32x4 __attribute__((vector_size(16)));
+
 /*
  * Counting sorts of a row, in four quarters: the sequence is cut in four
  * parts, each counted and handed out with its own counters, so that runs
  * of equal digits make four independent chains of increments rather than
  * one; within a digit, the quarters' positions follow in sequence order.
- * A digit's four counters lie side by side, so that clearing them and
- * adding them up is one run through memory.  Digits are below 2048.
+ * Each quarter's counters are an array of their own, so that adding them
+ * up goes four digits at a time.  Digits are below 2048.
  */
+#define QDIGITS 2048
 struct quarters {
-	uint32_t c[2048][4];
+	uint32_t c[4][QDIGITS];
+	uint32_t p[QDIGITS];            /* each digit's first position */
 	size_t L;                       /* quarters 0-2; quarter 3 the rest */
 };
+
+/* Digits 0 .. mask in whole groups of four. */
+static size_t quad(uint32_t mask)
+{
+	return ((size_t)mask + 4) & ~(size_t)3;
+}
 
 static void quarters_init(struct quarters *qs, size_t m, uint32_t mask)
 {
 	qs->L = m / 4;
-	memset(qs->c, 0, ((size_t)mask + 1) * sizeof(qs->c[0]));
+	for (unsigned q = 0; q < 4; q++)
+		memset(qs->c[q], 0, quad(mask) * sizeof(qs->c[q][0]));
 }
 
-/* Counts into first positions (rev: one past the last ones), in
- * sequence order within a digit (rev: taken from the end). */
 /* The digit (a[t] >> sh) & mask of the m items counted, the quarters
  * apart, so that runs of equal digits do not wait on one counter. */
 static void quarters_count(struct quarters *qs, const uint64_t *a, size_t m,
@@ -170,45 +180,70 @@ static void quarters_count(struct quarters *qs, const uint64_t *a, size_t m,
 	size_t L = qs->L, t;
 
 	for (t = 0; t < L; t++) {
-		qs->c[(uint32_t)(a[t] >> sh) & mask][0]++;
-		qs->c[(uint32_t)(a[L + t] >> sh) & mask][1]++;
-		qs->c[(uint32_t)(a[2 * L + t] >> sh) & mask][2]++;
-		qs->c[(uint32_t)(a[3 * L + t] >> sh) & mask][3]++;
+		qs->c[0][(uint32_t)(a[t] >> sh) & mask]++;
+		qs->c[1][(uint32_t)(a[L + t] >> sh) & mask]++;
+		qs->c[2][(uint32_t)(a[2 * L + t] >> sh) & mask]++;
+		qs->c[3][(uint32_t)(a[3 * L + t] >> sh) & mask]++;
 	}
 	for (t = 4 * L; t < m; t++)
-		qs->c[(uint32_t)(a[t] >> sh) & mask][3]++;
+		qs->c[3][(uint32_t)(a[t] >> sh) & mask]++;
 }
 
+static u32x4 ld4(const uint32_t *p)
+{
+	u32x4 v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+static void st4(uint32_t *p, u32x4 v)
+{
+	memcpy(p, &v, sizeof(v));
+}
+
+/*
+ * Counts into first positions (rev: one past the last ones), in
+ * sequence order within a digit (rev: taken from the end): each digit's
+ * first position is the sum of the counts of the digits below it, then
+ * its quarters follow each other (rev: in the other order).
+ */
 static void quarters_prefix(struct quarters *qs, uint32_t mask, bool rev)
 {
-	uint32_t (*q)[4] = qs->c, p = 0, a, b, c, d;
+	uint32_t (*c)[QDIGITS] = qs->c, *p = qs->p, s = 0, t;
+	size_t n = quad(mask), v;
 
-	if (rev) {
-		for (uint32_t v = 0; v <= mask; v++) {
-			a = q[v][0], b = q[v][1], c = q[v][2], d = q[v][3];
-			q[v][3] = p + d;
-			q[v][2] = p + d + c;
-			q[v][1] = p + d + c + b;
-			q[v][0] = p + d + c + b + a;
-			p += a + b + c + d;
-		}
-		return;
+	for (v = 0; v < n; v += 4)
+		st4(p + v, ld4(c[0] + v) + ld4(c[1] + v) + ld4(c[2] + v) +
+			   ld4(c[3] + v));
+	for (v = 0; v < n; v++) {
+		t = p[v];
+		p[v] = s;
+		s += t;
 	}
-	for (uint32_t v = 0; v <= mask; v++) {
-		a = q[v][0], b = q[v][1], c = q[v][2], d = q[v][3];
-		q[v][0] = p;
-		q[v][1] = p + a;
-		q[v][2] = p + a + b;
-		q[v][3] = p + a + b + c;
-		p += a + b + c + d;
+	for (v = 0; v < n; v += 4) {
+		u32x4 a = ld4(c[0] + v), b = ld4(c[1] + v);
+		u32x4 x = ld4(c[2] + v), d = ld4(c[3] + v), o = ld4(p + v);
+
+		if (rev) {
+			st4(c[3] + v, o + d);
+			st4(c[2] + v, o + d + x);
+			st4(c[1] + v, o + d + x + b);
+			st4(c[0] + v, o + d + x + b + a);
+		} else {
+			st4(c[0] + v, o);
+			st4(c[1] + v, o + a);
+			st4(c[2] + v, o + a + b);
+			st4(c[3] + v, o + a + b + x);
+		}
 	}
 }
 
 /* Item x to its position in a pass on digit (x >> sh) & mask. */
-static inline void put(uint32_t (*c)[4], unsigned q, uint64_t x, unsigned sh,
-		       uint32_t mask, uint64_t *to)
+static inline void put(uint32_t (*c)[QDIGITS], unsigned q, uint64_t x,
+		       unsigned sh, uint32_t mask, uint64_t *to)
 {
-	to[c[(uint32_t)(x >> sh) & mask][q]++] = x;
+	to[c[q][(uint32_t)(x >> sh) & mask]++] = x;
 }
 
 /* One stable pass over the m items of a on digit (x >> sh) & mask. */
@@ -324,7 +359,7 @@ static void last_pass(const uint64_t *a, size_t m, unsigned sh, uint32_t mask,
 	quarters_count(&qs, a, m, sh, mask);
 	quarters_prefix(&qs, top, false);
 #define LAST(q, x) keep_one(r, thr, inv, (uint32_t)(x),			\
-			    qs.c[(uint32_t)((x) >> sh) & mask][q]++)
+			    qs.c[q][(uint32_t)((x) >> sh) & mask]++)
 	for (t = 0; t < L; t++) {
 		LAST(0, a[t]);
 		LAST(1, a[L + t]);
@@ -337,12 +372,82 @@ static void last_pass(const uint64_t *a, size_t m, unsigned sh, uint32_t mask,
 }
 
 /*
+ * Codes in place of the keys in code (row_narrow's), counted on digit
+ * code & mask into qs, the sequence in four quarters.
+ */
+/* The codes of m keys, in place: code_of() four lanes at a time. */
+static void make_codes(uint32_t *code, size_t m, const struct narrow *nw)
+{
+	const u32x4 lo = { nw->lo, nw->lo, nw->lo, nw->lo };
+	const u32x4 off = { nw->off, nw->off, nw->off, nw->off };
+	const unsigned z = nw->z;
+	size_t i = 0;
+
+	for (; i + 4 <= m; i += 4) {
+		u32x4 k, v;
+
+		memcpy(&k, code + i, sizeof(k));
+		v = (((k - lo) >> z) + off) & (u32x4)(k != 0);
+		memcpy(code + i, &v, sizeof(v));
+	}
+	for (; i < m; i++)
+		code[i] = code_of(code[i], nw);
+}
+
+static void count_codes(struct quarters *qs, uint32_t *code, size_t m,
+			const struct narrow *nw, uint32_t mask)
+{
+	uint32_t (*c)[QDIGITS] = qs->c;
+	size_t L = qs->L, t;
+
+	make_codes(code, m, nw);
+	for (t = 0; t < L; t++) {
+		c[0][code[t] & mask]++;
+		c[1][code[L + t] & mask]++;
+		c[2][code[2 * L + t] & mask]++;
+		c[3][code[3 * L + t] & mask]++;
+	}
+	for (t = 4 * L; t < m; t++)
+		c[3][code[t] & mask]++;
+}
+
+/*
+ * The first pass of a sort of the codes, on digit code & mask, making
+ * the items (the code in the high half, the index in the low) as it
+ * places them: each digit's positions are handed out from its top, so
+ * equal digits go in reverse index order, which is the order the ranks
+ * need (the lower index ranks higher); the later passes are stable.
+ */
+static void first_pass(uint32_t *code, size_t m, const struct narrow *nw,
+		       uint32_t mask, uint64_t *to)
+{
+	struct quarters qs;
+	size_t L, t;
+
+	quarters_init(&qs, m, mask);
+	L = qs.L;
+	count_codes(&qs, code, m, nw, mask);
+	quarters_prefix(&qs, mask, true);
+#define FIRST(q, i) (to[--qs.c[q][code[i] & mask]] =			\
+		     (uint64_t)code[i] << 32 | (uint32_t)(i))
+	for (t = 0; t < L; t++) {
+		FIRST(0, t);
+		FIRST(1, L + t);
+		FIRST(2, 2 * L + t);
+		FIRST(3, 3 * L + t);
+	}
+	for (t = 4 * L; t < m; t++)
+		FIRST(3, t);
+#undef FIRST
+}
+
+/*
  * della's keep of each element of the row, by its rank: a counting sort
  * on the codes' digits, least significant first (as few digits of at
  * most 11 bits as make the cheapest sort), whose last digit's positions
  * are the ranks.  A row whose span fits one digit is ranked with no data
- * movement: the stable order of the codes taken from the last index to
- * the first, each index getting its digit's positions from the top down.
+ * movement: the order of the codes with equal ones in reverse index
+ * order, each index getting its digit's positions from the top down.
  */
 static void sort_keep(uint32_t span, const struct narrow *nw, size_t m,
 		      const uint64_t *thr, const float *inv, struct rowbuf *r)
@@ -356,40 +461,25 @@ static void sort_keep(uint32_t span, const struct narrow *nw, size_t m,
 	mask = (1u << w) - 1;
 	if (np == 1) {
 		struct quarters qs;
-		uint32_t (*c)[4] = qs.c;
+		uint32_t (*c)[QDIGITS] = qs.c;
 		size_t L, i;
 
-		for (i = 0; i < m; i++)         /* codes, in place */
-			code[i] = code_of(code[i], nw);
 		quarters_init(&qs, m, span);    /* codes 0 .. span */
 		L = qs.L;
-		for (i = 0; i < L; i++) {
-			c[code[i]][0]++;
-			c[code[L + i]][1]++;
-			c[code[2 * L + i]][2]++;
-			c[code[3 * L + i]][3]++;
-		}
-		for (i = 4 * L; i < m; i++)
-			c[code[i]][3]++;
+		count_codes(&qs, code, m, nw, UINT32_MAX);
 		quarters_prefix(&qs, span, true);
 		for (i = 0; i < L; i++) {
-			keep_one(r, thr, inv, i, --c[code[i]][0]);
-			keep_one(r, thr, inv, L + i, --c[code[L + i]][1]);
-			keep_one(r, thr, inv, 2 * L + i, --c[code[2 * L + i]][2]);
-			keep_one(r, thr, inv, 3 * L + i, --c[code[3 * L + i]][3]);
+			keep_one(r, thr, inv, i, --c[0][code[i]]);
+			keep_one(r, thr, inv, L + i, --c[1][code[L + i]]);
+			keep_one(r, thr, inv, 2 * L + i, --c[2][code[2 * L + i]]);
+			keep_one(r, thr, inv, 3 * L + i, --c[3][code[3 * L + i]]);
 		}
 		for (i = 4 * L; i < m; i++)
-			keep_one(r, thr, inv, i, --c[code[i]][3]);
+			keep_one(r, thr, inv, i, --c[3][code[i]]);
 		return;
 	}
-	/* items: the code in the high half, the index in the low; last
-	 * index first */
-	for (size_t i = 0; i < m; i++) {
-		size_t e = m - 1 - i;
-
-		a[i] = (uint64_t)code_of(code[e], nw) << 32 | (uint32_t)e;
-	}
-	for (unsigned p = 0; p + 1 < np; p++) {
+	first_pass(code, m, nw, mask, a);
+	for (unsigned p = 1; p + 1 < np; p++) {
 		item_pass(a, m, 32 + p * w, mask, t);
 		swap = a;
 		a = t;

@@ -8,24 +8,37 @@
 
 /*
  * Ranks order keys descending, equal keys by flat index (DESIGN 5.1).  The
- * kept ranks of a channel lie between two cuts, each found in three
- * streaming passes: a histogram of the keys' high 16 bits finds the bin of
- * the cut's last element, a histogram of the low 15 bits inside that bin
- * finds its key, and a count of the keys equal to it per window finds the
- * window where the cut falls among equal keys.  The writing pass then
- * decides each element from its key and, in that one window, the running
- * count of equal keys.  Histograms are fixed-size; nothing depends on the
- * tensor's size, and integer counts are exact in any order.
+ * kept ranks of a channel lie between two cuts, each found in streaming
+ * passes: a histogram of the keys' high 16 bits finds the bin of the cut's
+ * last element, a histogram of the low 15 bits inside that bin finds its
+ * key K.  What is left is where the cut falls among the keys equal to K,
+ * in index order; the writing pass finds that itself.  Each window of it
+ * is computed with a budget per cut, how many of its equal keys are above
+ * the cut, and counts its equal keys as it goes (per chunk, into the
+ * slot's ds_wsel).  The budget is exact when every window before it has
+ * been checked (the first window, or the only one); otherwise it is a
+ * guess, from the checked windows' count and the equal keys left spread
+ * evenly over the elements left.  The I/O thread checks each window in
+ * window order (ds_write_check), when the count of the windows before it
+ * is exact: a window whose budget was wrong is computed again from the
+ * data still in its slot, only the chunks whose decisions change.  Nothing
+ * is written before its check, so no result depends on the guesses.
+ * Histograms are fixed-size; nothing depends on the tensor's size, and
+ * integer counts are exact in any order.
  *
  * The first pass also counts, per bin, the keys whose low bits are all
  * zero: magnitudes of at most 9 significant bits, the bin's smallest key.
  * Deltas of BF16 checkpoints mostly have that few, so a bin holds that one
  * key and some above it.  When the cut falls among those zero keys (more
  * of the bin above the cut than there are others), or the whole bin is
- * above the cut, the cut's key is known without the second pass.  The
- * third pass is needed only when the cut falls inside a run of equal keys,
- * some but not all of them above it.  Finalizing a pass marks the passes
- * it found unneeded (ts->skip).
+ * above the cut, the cut's key is known without the second pass, and the
+ * tensor takes two passes.  Finalizing a pass marks the passes it found
+ * unneeded (ts->skip).
+ *
+ * A sums pass that needs the kept elements (--rescale l1, sce's weights)
+ * comes before the writing pass, so there a third pass, count_eq, counts
+ * each window's equal keys first and finds the window where the cut falls
+ * (wc) and how many of its equal keys are above (rc).
  */
 
 static bool partial(const struct ds_tstate *ts, const struct ds_cut *c)
@@ -112,9 +125,45 @@ void ds_select_keys(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 	k->rank_keys(ranked(ts, ch, c), key, c->m);
 }
 
-/* Is the element above cut c?  cnt counts equal keys in the window. */
+/* Does cut c need its equal keys counted (some above it, some not)? */
+static bool counts(const struct ds_tstate *ts, const struct ds_cut *c)
+{
+	return partial(ts, c) && c->wc != UINT64_MAX;
+}
+
+/* Equal keys above cut c in the window at i0, from the count_eq pass. */
+static uint64_t budget_counted(const struct ds_cut *c, uint64_t i0)
+{
+	if (c->wc == UINT64_MAX || i0 < c->wc)
+		return UINT64_MAX;
+	return i0 == c->wc ? c->rc : 0;
+}
+
+void ds_select_run(const struct ds_tstate *ts, uint64_t win_i0,
+		   const struct ds_wsel *ws, struct ds_eqrun *run)
+{
+	for (unsigned ch = 0; ch < ts->nchan; ch++)
+		for (unsigned w = 0; w < 2; w++) {
+			const struct ds_cut *c = &ts->cut[ch][w];
+
+			run->n[ch][w] = 0;
+			run->at[ch][w] = 0;
+			run->tally[ch][w] = counts(ts, c) && ts->wcount &&
+					    !(ws->settled[ch][w] &&
+					      ws->r[ch][w] == 0);
+			if (!counts(ts, c))
+				run->r[ch][w] = UINT64_MAX;
+			else if (ts->wcount)
+				run->r[ch][w] = ws->r[ch][w];
+			else
+				run->r[ch][w] = budget_counted(c, win_i0);
+		}
+}
+
+/* Is the element above cut c?  r of the window's keys equal to the cut's
+ * are above it; cnt counts them in index order. */
 static inline bool above(const struct ds_cut *c, uint64_t n, uint32_t key,
-			 uint64_t win_i0, uint64_t *cnt)
+			 uint64_t r, uint64_t *cnt)
 {
 	if (c->x == 0)
 		return false;
@@ -122,24 +171,21 @@ static inline bool above(const struct ds_cut *c, uint64_t n, uint32_t key,
 		return true;
 	if (key != c->key)
 		return key > c->key;
-	if (c->wc == UINT64_MAX)
-		return true;
-	if (win_i0 != c->wc)
-		return win_i0 < c->wc;
-	return (*cnt)++ < c->rc;
+	return (*cnt)++ < r;
 }
 
 /*
  * The smallest key above cut c, for every element of a chunk of v: all
- * keys from it up are above, all below are not.  -1 in the one chunk
- * where the cut falls among equal keys, which only the element-wise
- * test of ds_select_mask() decides; *add is what the chunk adds to the
- * running count cnt of equal keys in that window.
+ * keys from it up are above, all below are not.  -1 in a chunk where the
+ * cut falls among equal keys (cnt of them before it in the window, r of
+ * the window's above), which only the element-wise test of
+ * ds_select_mask() decides; *add is the chunk's count of equal keys
+ * otherwise (0 when not needed).
  */
 static int64_t cut_floor(const struct ds_kernel_ops *k,
 			 const struct ds_tstate *ts, const struct ds_cut *c,
-			 const float *v, size_t m, uint64_t win_i0,
-			 uint64_t cnt, uint64_t *add)
+			 const float *v, size_t m, uint64_t r, uint64_t cnt,
+			 bool tally, uint64_t *add)
 {
 	uint64_t eq;
 
@@ -148,15 +194,17 @@ static int64_t cut_floor(const struct ds_kernel_ops *k,
 		return (int64_t)1 << 31;        /* above every key */
 	if (c->x >= ts->n)
 		return 0;
-	if (c->wc == UINT64_MAX || win_i0 < c->wc)
+	/* every equal key above, or none: counted only where the writing
+	 * pass counts them for its check */
+	if (r == UINT64_MAX && !tally)
 		return c->key;
-	if (win_i0 > c->wc || cnt >= c->rc)
+	if (cnt >= r && !tally)
 		return (int64_t)c->key + 1;
 	eq = k->count_range(v, (int32_t)c->key - 1, (int32_t)c->key, m);
-	if (cnt + eq > c->rc)
+	if (cnt < r && cnt + eq > r)
 		return -1;
 	*add = eq;
-	return c->key;
+	return cnt >= r ? (int64_t)c->key + 1 : c->key;
 }
 
 bool ds_select_keep(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
@@ -166,10 +214,10 @@ bool ds_select_keep(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 	uint64_t add[2];
 	int64_t lo, hi;
 
-	hi = cut_floor(k, ts, &ts->cut[ch][1], v, c->m, c->i0 - c->off,
-		       run->n[ch][1], &add[1]);
-	lo = cut_floor(k, ts, &ts->cut[ch][0], v, c->m, c->i0 - c->off,
-		       run->n[ch][0], &add[0]);
+	hi = cut_floor(k, ts, &ts->cut[ch][1], v, c->m, run->r[ch][1],
+		       run->n[ch][1], run->tally[ch][1], &add[1]);
+	lo = cut_floor(k, ts, &ts->cut[ch][0], v, c->m, run->r[ch][0],
+		       run->n[ch][0], run->tally[ch][0], &add[0]);
 	if (hi < 0 || lo < 0)
 		return false;
 	run->n[ch][1] += add[1];
@@ -180,20 +228,182 @@ bool ds_select_keep(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 }
 
 void ds_select_mask(const struct ds_tstate *ts, unsigned ch,
-		    const uint32_t *key, size_t n, uint64_t win_i0,
-		    struct ds_eqrun *run, uint8_t *mask)
+		    const uint32_t *key, size_t n, struct ds_eqrun *run,
+		    uint8_t *mask)
 {
 	const struct ds_cut *lo = &ts->cut[ch][0], *hi = &ts->cut[ch][1];
+	uint64_t rlo = run->r[ch][0], rhi = run->r[ch][1];
 
 	for (size_t k = 0; k < n; k++) {
-		bool a = above(hi, ts->n, key[k], win_i0, &run->n[ch][1]);
-		bool b = above(lo, ts->n, key[k], win_i0, &run->n[ch][0]);
+		bool a = above(hi, ts->n, key[k], rhi, &run->n[ch][1]);
+		bool b = above(lo, ts->n, key[k], rlo, &run->n[ch][0]);
 
 		mask[k] = a && !b;
 	}
 }
 
-/* ---- the three passes ---------------------------------------------------- */
+/* ---- the writing pass's counts and checks ------------------------------- */
+
+/* Cut (ch, w) of chunk ci in the records: one per cut and chunk. */
+static size_t rec(const struct ds_tstate *ts, size_t ci, unsigned ch,
+		  unsigned w)
+{
+	return (ci * ts->nchan + ch) * 2 + w;
+}
+
+size_t ds_wsel_bytes(unsigned nchan, uint64_t window)
+{
+	return sizeof(struct ds_wsel) + (size_t)((window + DS_CHUNK - 1) /
+		DS_CHUNK) * nchan * 2 * sizeof(uint16_t);
+}
+
+/*
+ * What a chunk with cnt equal keys before it and eq in it decides with
+ * budget r: none above (0), all above (1), or the first r - cnt (2 + that).
+ */
+static uint64_t decision(uint64_t cnt, uint64_t eq, uint64_t r)
+{
+	if (cnt >= r)
+		return 0;
+	return cnt + eq <= r ? 1 : 2 + (r - cnt);
+}
+
+bool ds_select_chunk_needed(const struct ds_tstate *ts,
+			    const struct ds_wsel *ws, size_t ci,
+			    struct ds_eqrun *run)
+{
+	if (!ts->wcount || !ws->redo)
+		return true;
+	for (unsigned ch = 0; ch < ts->nchan; ch++)
+		for (unsigned w = 0; w < 2; w++) {
+			uint64_t eq = ws->cnt[rec(ts, ci, ch, w)];
+			uint64_t cnt = run->n[ch][w];
+
+			if (counts(ts, &ts->cut[ch][w]) && eq &&
+			    decision(cnt, eq, ws->g[ch][w]) !=
+			    decision(cnt, eq, run->r[ch][w]))
+				return true;
+		}
+	/* its output stands: only its counts move the run on */
+	for (unsigned ch = 0; ch < ts->nchan; ch++)
+		for (unsigned w = 0; w < 2; w++) {
+			run->n[ch][w] += ws->cnt[rec(ts, ci, ch, w)];
+			run->at[ch][w] = run->n[ch][w];
+		}
+	return false;
+}
+
+void ds_select_chunk_done(const struct ds_tstate *ts, struct ds_wsel *ws,
+			  size_t ci, struct ds_eqrun *run)
+{
+	if (!ts->wcount)
+		return;
+	for (unsigned ch = 0; ch < ts->nchan; ch++)
+		for (unsigned w = 0; w < 2; w++) {
+			uint64_t eq = run->n[ch][w] - run->at[ch][w];
+
+			ws->cnt[rec(ts, ci, ch, w)] =
+				counts(ts, &ts->cut[ch][w]) ? (uint16_t)eq : 0;
+			run->at[ch][w] = run->n[ch][w];
+		}
+}
+
+void ds_select_window_done(const struct ds_tstate *ts, struct ds_wsel *ws,
+			   const struct ds_eqrun *run)
+{
+	if (!ts->wcount)
+		return;
+	for (unsigned ch = 0; ch < ts->nchan; ch++)
+		for (unsigned w = 0; w < 2; w++) {
+			ws->eq[ch][w] = run->n[ch][w];
+			ws->g[ch][w] = run->r[ch][w];
+		}
+	ws->redo = false;
+}
+
+/* The exact budget of the window after the checked ones. */
+static uint64_t budget_exact(const struct ds_cut *c)
+{
+	return c->q > c->seen ? c->q - c->seen : 0;
+}
+
+/*
+ * The budget of a window starting at i0, when the windows up to ts->wnext
+ * are checked: exact when i0 is there, or when the checked ones already
+ * hold every equal key above the cut; else the equal keys left, spread
+ * evenly over the elements left, give a guess.
+ */
+static uint64_t budget_guess(const struct ds_tstate *ts, const struct ds_cut *c,
+			     uint64_t i0)
+{
+	double before;
+
+	if (i0 == ts->wnext || c->seen >= c->q)
+		return budget_exact(c);
+	before = (double)(c->eq - c->seen) * (double)(i0 - ts->wnext) /
+		 (double)(ts->n - ts->wnext);
+	before += (double)c->seen;
+	return before < (double)c->q ? (uint64_t)((double)c->q - before) : 0;
+}
+
+void ds_write_begin(const struct ds_tstate *ts, const struct ds_window *win,
+		    void *red)
+{
+	struct ds_wsel *ws = red;
+
+	if (!ts->wcount)
+		return;
+	/* once the checked windows hold every equal key above a cut, the
+	 * windows after them have none above it, and need not count */
+	for (unsigned ch = 0; ch < ts->nchan; ch++)
+		for (unsigned w = 0; w < 2; w++) {
+			const struct ds_cut *c = &ts->cut[ch][w];
+
+			ws->r[ch][w] = !counts(ts, c) ? UINT64_MAX :
+				       budget_guess(ts, c, win->i0);
+			ws->settled[ch][w] = counts(ts, c) && c->seen >= c->q;
+		}
+	ws->redo = false;
+}
+
+static uint64_t min64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+bool ds_write_check(struct ds_tstate *ts, const struct ds_window *win,
+		    void *red)
+{
+	struct ds_wsel *ws = red;
+	bool redo = false;
+
+	if (!ts->wcount)
+		return false;
+	for (unsigned ch = 0; ch < ts->nchan; ch++)
+		for (unsigned w = 0; w < 2; w++) {
+			const struct ds_cut *c = &ts->cut[ch][w];
+			uint64_t e = budget_exact(c), eq = ws->eq[ch][w];
+
+			if (!counts(ts, c))
+				continue;
+			/* budgets decide the same up to the window's count */
+			if (min64(e, eq) != min64(ws->g[ch][w], eq))
+				redo = true;
+			ws->r[ch][w] = e;
+		}
+	if (redo) {
+		ws->redo = true;
+		return true;
+	}
+	for (unsigned ch = 0; ch < ts->nchan; ch++)
+		for (unsigned w = 0; w < 2; w++)
+			if (counts(ts, &ts->cut[ch][w]))
+				ts->cut[ch][w].seen += ws->eq[ch][w];
+	ts->wnext = win->i0 + win->n;
+	return false;
+}
+
+/* ---- the reducing passes ------------------------------------------------ */
 
 struct hist_hi {
 	uint64_t nz;
@@ -341,8 +551,7 @@ static bool counting(const struct ds_tstate *ts)
 {
 	for (unsigned ch = 0; ch < ts->nchan; ch++)
 		for (unsigned w = 0; w < 2; w++)
-			if (partial(ts, &ts->cut[ch][w]) &&
-			    ts->cut[ch][w].wc != UINT64_MAX)
+			if (counts(ts, &ts->cut[ch][w]))
 				return true;
 	return false;
 }

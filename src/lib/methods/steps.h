@@ -66,14 +66,30 @@ void ds_select_begin(struct ds_tstate *ts);
 /* Keys of channel ch for the chunk whose deltas are in c->e. */
 void ds_select_keys(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 		    unsigned ch, const struct ds_chunk *c, uint32_t *key);
-/* Running counts of keys equal to a cut's, per window. */
+/*
+ * A window's running counts of keys equal to each cut's (n), and its
+ * budgets (r): how many of them are above the cut, in index order
+ * (UINT64_MAX: all).  at: n at the start of the chunk; tally: the cut's
+ * equal keys are counted in every chunk (the writing pass's check needs
+ * them), not only where the budget runs out.
+ */
 struct ds_eqrun {
 	uint64_t n[DS_MAX_MODELS][2];
+	uint64_t r[DS_MAX_MODELS][2];
+	uint64_t at[DS_MAX_MODELS][2];
+	bool tally[DS_MAX_MODELS][2];
 };
+/*
+ * Start a window at win_i0: counts from zero, budgets from ws (the
+ * writing pass of a tensor without the count_eq pass) or from what the
+ * count_eq pass found.
+ */
+void ds_select_run(const struct ds_tstate *ts, uint64_t win_i0,
+		   const struct ds_wsel *ws, struct ds_eqrun *run);
 /*
  * x = v * s where element k of the chunk is kept on channel ch (v: the
  * values that channel ranks), else +0, vector-wide; false (nothing done)
- * in the chunk where a cut falls among equal keys, which then takes
+ * in a chunk where a cut falls among equal keys, which then takes
  * ds_select_keys() and ds_select_mask().
  */
 bool ds_select_keep(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
@@ -81,12 +97,24 @@ bool ds_select_keep(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 		    float s, struct ds_eqrun *run, float *x);
 /*
  * mask[k] = 1 when element k of the chunk is kept on channel ch (above
- * the hi cut and not above the lo cut); win_i0 is the window's first
- * element, run the counts since the window's start.
+ * the hi cut and not above the lo cut), with run's budgets and counts.
  */
 void ds_select_mask(const struct ds_tstate *ts, unsigned ch,
-		    const uint32_t *key, size_t n, uint64_t win_i0,
-		    struct ds_eqrun *run, uint8_t *mask);
+		    const uint32_t *key, size_t n, struct ds_eqrun *run,
+		    uint8_t *mask);
+/*
+ * The writing pass, chunk ci of a window: whether it must be computed
+ * (always but in a redo, where only chunks whose decisions change are; a
+ * chunk not computed moves run on by its recorded counts); after it is,
+ * record its counts; after the window's last, its totals and budgets.
+ */
+bool ds_select_chunk_needed(const struct ds_tstate *ts,
+			    const struct ds_wsel *ws, size_t ci,
+			    struct ds_eqrun *run);
+void ds_select_chunk_done(const struct ds_tstate *ts, struct ds_wsel *ws,
+			  size_t ci, struct ds_eqrun *run);
+void ds_select_window_done(const struct ds_tstate *ts, struct ds_wsel *ws,
+			   const struct ds_eqrun *run);
 void ds_select_reduce(const struct ds_kernel_ops *k, const struct ds_tstate *ts,
 		      enum ds_pass pass, const struct ds_window *win, void *red,
 		      float *scratch);

@@ -44,6 +44,7 @@ struct slot {
 	unsigned pass;                  /* of its tensor's passes */
 	uint64_t i0, n;                 /* elements (merge) or bytes (copy) */
 	unsigned pending;               /* reads outstanding */
+	bool redo;                      /* computed again (ds_write_check) */
 	int last;                       /* last window of its tensor */
 	uint64_t tdigest;               /* then: XXH3-64 of the tensor */
 	struct ds_tstate *ts;           /* its tensor's state (merged ones) */
@@ -274,13 +275,14 @@ static void merge_window(struct pipe *pp, struct slot *s,
 	float *scratch = wa->scratch;
 	struct ds_window w;
 
-	if (pp->packs && (s->perr = expand_packs(pp, s, wa)))
+	/* a window computed again finds its inputs expanded already */
+	if (pp->packs && !s->redo && (s->perr = expand_packs(pp, s, wa)))
 		return;
-	if (pp->loras && (s->lerr = expand_loras(pp, s, wa)))
+	if (pp->loras && !s->redo && (s->lerr = expand_loras(pp, s, wa)))
 		return;
 	window_of(pp, s, &w);
 	if (writing(s))
-		ds_pass_write(pp->k, s->ts, &w, scratch, pp->acc);
+		ds_pass_write(pp->k, s->ts, &w, scratch, pp->acc, s->red);
 	else
 		ds_pass_reduce(pp->k, s->ts, s->pass, &w, s->red, scratch);
 }
@@ -313,6 +315,21 @@ static void enqueue(struct pipe *pp, struct slot *s)
 	ds_reqq_push(&pp->queue, &s->wake);
 	pthread_cond_signal(&pp->cv);
 	pthread_mutex_unlock(&pp->lk);
+}
+
+/*
+ * Queue a read window of a merged tensor to be computed; a window of the
+ * writing pass first gets what it may assume of the windows before it.
+ */
+static void compute(struct pipe *pp, struct slot *s)
+{
+	if (writing(s)) {
+		struct ds_window w;
+
+		window_of(pp, s, &w);
+		ds_write_begin(s->ts, &w, s->red);
+	}
+	enqueue(pp, s);
 }
 
 /* ---- windows -------------------------------------------------------------- */
@@ -448,6 +465,7 @@ static int start_window(struct pipe *pp, struct slot *s)
 	o = &p->ot[s->t];
 	s->st = S_READING;
 	s->pending = 0;
+	s->redo = false;
 	pp->seq_issue++;
 	if (o->act == DS_ACT_COPY) {
 		read_input(pp, s, 0, s->out, 1);
@@ -531,7 +549,7 @@ static void wake_waiting(struct pipe *pp, const struct ds_tstate *ts)
 		if (ds_pass_skipped(ts, w->pass))
 			w->st = S_COMPUTED;
 		else
-			enqueue(pp, w);
+			compute(pp, w);
 	}
 }
 
@@ -603,6 +621,18 @@ static int start_write(struct pipe *pp)
 	}
 	o = &pp->p->ot[s->t];
 	os = &pp->p->os[o->oshard];
+	/* In window order, the writing pass's guesses are checked (select.c);
+	 * a window that guessed wrong is computed again first. */
+	if (o->act == DS_ACT_MERGE && !pp->err) {
+		struct ds_window w;
+
+		window_of(pp, s, &w);
+		if (ds_write_check(s->ts, &w, s->red)) {
+			s->redo = true;
+			enqueue(pp, s);
+			return 0;
+		}
+	}
 	if (pp->packs && o->act == DS_ACT_MERGE)
 		check_base(pp, s);
 	es = o->act == DS_ACT_MERGE ? ds_dtype_size(o->odt) : 1;
@@ -678,7 +708,7 @@ static void on_event(struct pipe *pp, struct ds_io_req *r)
 		else if (ds_pass_skipped(s->ts, s->pass))
 			s->st = S_COMPUTED;
 		else
-			enqueue(pp, s);
+			compute(pp, s);
 	}
 }
 
