@@ -344,42 +344,32 @@ static uint64_t units(const struct pipe *pp, size_t t)
 }
 
 /*
- * Hint the kernel to read the inputs of the next two merged tensors (of at
- * most PREFETCH bytes after the first; packs aside), from when tensor t
- * begins and again once its first pass is done: the disk keeps busy while
- * a tensor is computed, and while its later passes are served from the
- * page cache.  Reads started this way cost the CPU much less than cold
- * reads of the windows themselves (a third of the system time).
+ * Hint the kernel to read the next merged tensor's inputs (packs aside),
+ * from when tensor t begins and again once its first pass is done: the
+ * disk keeps busy while a tensor is computed, and while its later passes
+ * are served from the page cache.  Reads the kernel starts this way cost
+ * the CPU much less than cold reads of the windows themselves.
  */
-#define PREFETCH (256ull << 20)
-
 static void prefetch_next(struct pipe *pp, size_t t)
 {
 	const struct ds_plan *p = pp->p;
-	uint64_t bytes = 0;
 
-	for (unsigned ahead = 0; ahead < 2 && bytes <= PREFETCH; ahead++) {
-		while (++t < p->not && p->ot[t].act != DS_ACT_MERGE)
-			;
-		if (t >= p->not)
-			return;
-		for (unsigned k = p->mp.uses_base ? 0 : 1;
-		     k <= p->ot[t].nsrc; k++) {
-			const struct ds_tensor *in = p->ot[t].in[k];
-			const struct ds_model *m = p->in[p->ot[t].src[k]];
+	while (++t < p->not && p->ot[t].act != DS_ACT_MERGE)
+		;
+	if (t >= p->not)
+		return;
+	for (unsigned k = p->mp.uses_base ? 0 : 1; k <= p->ot[t].nsrc; k++) {
+		const struct ds_tensor *in = p->ot[t].in[k];
+		const struct ds_model *m = p->in[p->ot[t].src[k]];
 
-			/* a pack's frames are a tenth of the bytes, and
-			 * where they lie is in its seek table */
-			if (!in || m->pack)
-				continue;
-			posix_fadvise(pp->fds[p->ot[t].src[k] * pp->maxshards +
-					      in->shard],
-				      (off_t)(m->shards[in->shard].data_off +
-					      in->begin),
-				      (off_t)(in->end - in->begin),
-				      POSIX_FADV_WILLNEED);
-			bytes += in->end - in->begin;
-		}
+		/* a pack's frames are a tenth of the bytes, and where they
+		 * lie is in its seek table */
+		if (!in || m->pack)
+			continue;
+		posix_fadvise(pp->fds[p->ot[t].src[k] * pp->maxshards +
+				      in->shard],
+			      (off_t)(m->shards[in->shard].data_off + in->begin),
+			      (off_t)(in->end - in->begin), POSIX_FADV_WILLNEED);
 	}
 }
 
