@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: MIT
-# shellcheck shell=sh disable=SC2034 # kind is for the sourcing script
+# shellcheck shell=sh disable=SC2034,SC2154 # kind is for the sourcing script, build from it
 # lib.sh - helpers sourced by the benchmark scripts of contrib/bench
 #
 # The sourcing script sets BENCH (its name, for progress lines), build (the
-# build directory) and R (the file of samples, one "key value" a line).
+# build directory), BENCH_DIR (its scratch directory) and R (the file of
+# samples, one "key value" a line).
 # Sets kind to cold when the page cache can be dropped (root), else warm,
 # and prepare FILE... to drop the cache (cold) or read FILE... (warm).
 
@@ -30,6 +31,19 @@ size() { stat -c %s "$@" | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 # rss FILE: peak RSS in MiB from the output of /usr/bin/time -v
 rss() {
 	echo $(($(sed -n 's/.*Maximum resident set size (kbytes): //p' "$1") / 1024))
+}
+# bench_start: build what the scripts run, make BENCH_DIR (removed at exit
+# unless KEEP=1) and an empty R
+bench_start() {
+	make -s -C "$build" dare-stream tests/mkfixture contrib/bench/iofloor \
+		>/dev/null
+	mkdir -p "$BENCH_DIR"
+	[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$BENCH_DIR"' EXIT
+	: >"$R"
+}
+# layers_of DIR: num_hidden_layers of DIR/config.json
+layers_of() {
+	sed -n 's/.*"num_hidden_layers": *\([0-9]*\).*/\1/p' "$1/config.json"
 }
 if [ -w /proc/sys/vm/drop_caches ]; then
 	kind=cold

@@ -38,11 +38,7 @@ R=$BENCH_DIR/results            # samples: one "key value" a line
 # shellcheck source=contrib/bench/lib.sh disable=SC2034 # BENCH is for lib.sh
 . "$top/contrib/bench/lib.sh"
 
-make -s -C "$build" dare-stream tests/mkfixture contrib/bench/iofloor \
-	>/dev/null
-mkdir -p "$BENCH_DIR"
-[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$BENCH_DIR"' EXIT
-: >"$R"
+bench_start
 
 # gen DIR SIZE: base + NFT BF16 fine-tunes, 4 shards each, and their packs
 gen() {

@@ -37,18 +37,13 @@ R=$BENCH_DIR/results
 # shellcheck source=contrib/bench/lib.sh disable=SC2034 # BENCH is for lib.sh
 . "$top/contrib/bench/lib.sh"
 
-make -s -C "$build" dare-stream tests/mkfixture contrib/bench/iofloor \
-	>/dev/null
-mkdir -p "$BENCH_DIR"
-[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$BENCH_DIR"' EXIT
-: >"$R"
+bench_start
 
 # gen DIR SIZE: base + 1 BF16 fine-tune, 4 shards each, and the recipes
 gen() {
 	[ -d "$1/ft1" ] || "$build/tests/mkfixture" --size "$2" --shards 4 \
 		--models 1 --dtype bf16 --seed 1 "$1" >/dev/null
-	L=$(sed -n 's/.*"num_hidden_layers": *\([0-9]*\).*/\1/p' \
-		"$1/base/config.json")
+	L=$(layers_of "$1/base")
 	cat >"$1/frank.yml" <<EOR
 slices:
   - sources:
@@ -105,8 +100,7 @@ model_bytes=$(size "$M"/base/*.safetensors)
 job frank "$M"
 mv "$BENCH_DIR/out" "$BENCH_DIR/frank.ref"
 frank_bytes=$(size "$BENCH_DIR"/frank.ref/*.safetensors)
-frank_layers=$(sed -n 's/.*"num_hidden_layers": *\([0-9]*\).*/\1/p' \
-	"$BENCH_DIR/frank.ref/config.json")
+frank_layers=$(layers_of "$BENCH_DIR/frank.ref")
 
 # floor NAME: the pipelined floor's time for job NAME's bytes
 floor() {
