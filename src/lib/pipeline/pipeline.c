@@ -344,11 +344,11 @@ static uint64_t units(const struct pipe *pp, size_t t)
 }
 
 /*
- * Hint the kernel to read the next merged tensor's inputs (packs aside),
- * from when tensor t begins and again once its first pass is done: the
- * disk keeps busy while a tensor is computed, and while its later passes
- * are served from the page cache.  Reads the kernel starts this way cost
- * the CPU much less than cold reads of the windows themselves.
+ * Hint the kernel to read the next merged tensor's inputs (packs aside)
+ * when tensor t begins: the disk keeps busy while t is computed, and while
+ * its later passes are served from the page cache.  Reads the kernel
+ * starts this way cost the CPU much less than cold reads of the windows
+ * themselves.
  */
 static void prefetch_next(struct pipe *pp, size_t t)
 {
@@ -603,8 +603,6 @@ static void fold(struct pipe *pp, struct slot *s)
 		if (!pp->err)
 			ds_pass_finalize(ts, s->pass, pp->acc);
 		ts->ready = ds_pass_ready(ts, s->pass);
-		if (s->pass == 0)
-			prefetch_next(pp, s->t);
 		wake_waiting(pp, ts);
 	}
 	s->wr.len = 0;
