@@ -17,8 +17,8 @@
 #     reader per input model and a writer at the same time, the writer
 #     never ahead of the readers: what a perfectly overlapped merge
 #     achieves).  slerp's floor has slerp's bytes: base + one model in,
-#     one model out.  A note follows when a warm run left part of its
-#     inputs out of the page cache;
+#     one model out.  A note follows when a warm run began with part of
+#     its inputs out of the page cache;
 #   - cold(ties) / cold(dare_ties) and cold(della) / cold(dare_ties), with
 #     PASS when at most 1.3;
 #   - kernel throughput per core for each method and path (kbench): the
@@ -139,6 +139,10 @@ cached() {
 merge_time() {
 	rm -rf "$BENCH_DIR/out"
 	prepare "$1" "$(models "$2")"
+	if [ "$kind" = warm ]; then
+		c=$(cached "$1" "$(models "$2")")
+		[ -z "$c" ] || put "cached.$2" "$c"
+	fi
 	t0=$(now)
 	merge "$1" "$2" -q
 	elapsed "$t0"
@@ -176,9 +180,6 @@ series() {
 			t=$(merge_time "$M" "$m")
 			say "$kind $i/$RUNS: $m: $t s"
 			put "$kind.$m" "$t"
-			[ "$kind" = warm ] || continue
-			c=$(cached "$M" "$(models "$m")")
-			[ -z "$c" ] || put "cached.$m" "$c"
 		done
 	done
 }
@@ -281,9 +282,9 @@ for m in $METHODS; do
 	done
 	c=$(get "cached.$m")
 	[ -z "$c" ] || [ "$c" -ge 99 ] ||
-		echo "Note: after a warm run, $c% of $m's input bytes were" \
-			"still in the page cache (each warm run starts fully" \
-			"cached: the inputs are read before it)."
+		echo "Note: $m's warm runs began with $c% of their input" \
+			"bytes in the page cache (the inputs are read just" \
+			"before each; too little free memory?)."
 done
 echo
 echo "| cold page cache | ratio | limit | result |"

@@ -74,6 +74,24 @@ struct range {
 	uint64_t off, len;
 };
 
+/*
+ * Ranges whose pages are to leave the page cache, dropped by a thread of
+ * their own: dropping costs about as much CPU as reading them from the
+ * cache did, which the I/O thread must not spend.  When the queue is full
+ * the I/O thread drops the range itself.
+ */
+#define DROPQ 256
+
+struct dropper {
+	pthread_t th;
+	bool started;
+	pthread_mutex_t lk;
+	pthread_cond_t cv;
+	struct range q[DROPQ];
+	unsigned head, tail;            /* free-running */
+	bool stop;
+};
+
 struct pipe {
 	ds_ctx *ctx;
 	const struct ds_plan *p;
@@ -103,7 +121,9 @@ struct pipe {
 	XXH3_state_t *base_hash;        /* of the base tensor, when packs */
 	uint64_t seq_issue, seq_write, seq_retire;
 	struct range behind[BEHIND];    /* written windows, to drop later */
-	int drop_inputs;
+	struct dropper drop;
+	unsigned char *reread;          /* [t * DS_MAX_INPUTS + k]: input k of
+					 * output tensor t is read again later */
 	XXH3_state_t *tensor_hash;      /* of the tensor being written */
 	unsigned outstanding;           /* events ds_io_wait() still owes */
 	int err;
@@ -718,14 +738,57 @@ static void on_event(struct pipe *pp, struct ds_io_req *r)
 	}
 }
 
-/* Free written slots in sequence order; journal each finished tensor. */
 /*
- * Page cache hygiene, so that a merge larger than RAM does not flood it:
- * writeback of each written window starts at once, and a window written
- * BEHIND windows ago is dropped from the cache (by then it is clean).
- * Input pages are dropped once consumed when the inputs would not fit in
- * half the RAM anyway; a smaller merge leaves them cached for the next run.
+ * Page cache hygiene, so that a merge does not flood it: writeback of each
+ * written window starts at once, and a window written BEHIND windows ago is
+ * dropped from the cache (by then it is clean).  Input pages are dropped
+ * once their window is written (every pass has read them), unless a later
+ * output tensor reads the same bytes (a slice repeats a layer).  Pages just
+ * freed are what the next reads are given: a merge that kept its inputs
+ * cached made the kernel find fresh pages for every read, which costs far
+ * more system time than the reads themselves where the RAM is a virtual
+ * machine's.
  */
+static void *dropper_main(void *arg)
+{
+	struct dropper *d = arg;
+
+	pthread_mutex_lock(&d->lk);
+	for (;;) {
+		struct range r;
+
+		while (d->head == d->tail && !d->stop)
+			pthread_cond_wait(&d->cv, &d->lk);
+		if (d->head == d->tail)
+			break;
+		r = d->q[d->head++ % DROPQ];
+		pthread_mutex_unlock(&d->lk);
+		posix_fadvise(r.fd, (off_t)r.off, (off_t)r.len,
+			      POSIX_FADV_DONTNEED);
+		pthread_mutex_lock(&d->lk);
+	}
+	pthread_mutex_unlock(&d->lk);
+	return NULL;
+}
+
+static void drop_range(struct pipe *pp, int fd, uint64_t off, uint64_t len)
+{
+	struct dropper *d = &pp->drop;
+	bool queued = false;
+
+	if (d->started) {
+		pthread_mutex_lock(&d->lk);
+		if (d->tail - d->head < DROPQ) {
+			d->q[d->tail++ % DROPQ] = (struct range){ fd, off, len };
+			pthread_cond_signal(&d->cv);
+			queued = true;
+		}
+		pthread_mutex_unlock(&d->lk);
+	}
+	if (!queued)
+		posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+}
+
 static void cache_hygiene(struct pipe *pp, struct slot *s)
 {
 	struct range *old = &pp->behind[pp->seq_retire % BEHIND];
@@ -735,13 +798,12 @@ static void cache_hygiene(struct pipe *pp, struct slot *s)
 	sync_file_range(s->wr.fd, (off_t)s->wr.off, (off_t)s->wr.len,
 			SYNC_FILE_RANGE_WRITE);
 	if (old->len)
-		posix_fadvise(old->fd, (off_t)old->off, (off_t)old->len,
-			      POSIX_FADV_DONTNEED);
+		drop_range(pp, old->fd, old->off, old->len);
 	*old = (struct range){ s->wr.fd, s->wr.off, s->wr.len };
-	for (unsigned k = 0; pp->drop_inputs && k < pp->p->ninputs; k++)
-		if (s->rd[k].len)
-			posix_fadvise(s->rd[k].fd, (off_t)s->rd[k].off,
-				      (off_t)s->rd[k].len, POSIX_FADV_DONTNEED);
+	for (unsigned k = 0; k < pp->p->ninputs; k++)
+		if (s->rd[k].len && !pp->reread[s->t * DS_MAX_INPUTS + k])
+			drop_range(pp, s->rd[k].fd, s->rd[k].off,
+				   s->rd[k].len);
 }
 
 static void retire(struct pipe *pp)
@@ -942,8 +1004,42 @@ static int start_workers(struct pipe *pp, struct worker_arg *wa)
 	return 0;
 }
 
+static int start_dropper(struct pipe *pp)
+{
+	struct dropper *d = &pp->drop;
+	int rc;
+
+	pthread_mutex_init(&d->lk, NULL);
+	pthread_cond_init(&d->cv, NULL);
+	rc = pthread_create(&d->th, NULL, dropper_main, d);
+	if (rc) {
+		pthread_mutex_destroy(&d->lk);
+		pthread_cond_destroy(&d->cv);
+		return ds_fail(pp->ctx, -rc, "cannot start a thread: %s",
+			       strerror(rc));
+	}
+	d->started = true;
+	return 0;
+}
+
+/* Drops what is queued (the files are still open), then ends. */
+static void stop_dropper(struct dropper *d)
+{
+	if (!d->started)
+		return;
+	pthread_mutex_lock(&d->lk);
+	d->stop = true;
+	pthread_cond_signal(&d->cv);
+	pthread_mutex_unlock(&d->lk);
+	pthread_join(d->th, NULL);
+	pthread_mutex_destroy(&d->lk);
+	pthread_cond_destroy(&d->cv);
+	d->started = false;
+}
+
 static void teardown(struct pipe *pp)
 {
+	stop_dropper(&pp->drop);
 	pthread_mutex_lock(&pp->lk);
 	pp->stop = 1;
 	pthread_cond_broadcast(&pp->cv);
@@ -958,6 +1054,7 @@ static void teardown(struct pipe *pp)
 	ds_io_destroy(&pp->io);
 	free(pp->th);
 	free(pp->fds);
+	free(pp->reread);
 	free(pp->slots);
 	free(pp->ts);
 	free(pp->mem);
@@ -965,19 +1062,59 @@ static void teardown(struct pipe *pp)
 	XXH3_freeState(pp->base_hash);
 }
 
-/*
- * Bytes of the input files: what the page cache would have to hold (a
- * multi-pass merge reads them more than once, from the cache).
- */
-static uint64_t input_bytes(const struct ds_plan *p)
-{
-	uint64_t b = 0;
+struct use {
+	const struct ds_model *m;
+	unsigned shard, k;
+	uint64_t begin;
+	size_t t;
+};
 
-	for (unsigned k = 0; k < p->ninputs; k++)
-		for (unsigned s = 0; s < p->in[k]->nshards; s++)
-			if (k == 0 || p->in[k] != p->in[0])
-				b += p->in[k]->shards[s].size;
-	return b;
+static int use_cmp(const void *a, const void *b)
+{
+	const struct use *x = a, *y = b;
+
+	if (x->m != y->m)
+		return (uintptr_t)x->m < (uintptr_t)y->m ? -1 : 1;
+	if (x->shard != y->shard)
+		return x->shard < y->shard ? -1 : 1;
+	if (x->begin != y->begin)
+		return x->begin < y->begin ? -1 : 1;
+	return x->t < y->t ? -1 : x->t > y->t;
+}
+
+/*
+ * pp->reread: which inputs of each output tensor from first on are read
+ * again by a later one, so that their pages stay cached until then.  Only
+ * recipes with slices read a tensor twice; the sort is of the plan's size.
+ */
+static int mark_rereads(struct pipe *pp, size_t first)
+{
+	const struct ds_plan *p = pp->p;
+	struct use *u;
+	size_t n = 0;
+
+	pp->reread = calloc((p->not ? p->not : 1) * DS_MAX_INPUTS, 1);
+	u = malloc((p->not ? p->not : 1) * (p->ninputs + 1) * sizeof(*u));
+	if (!pp->reread || !u) {
+		free(u);
+		return ds_fail(pp->ctx, -ENOMEM, "out of memory");
+	}
+	for (size_t t = first; t < p->not; t++) {
+		const struct ds_otensor *o = &p->ot[t];
+
+		for (unsigned k = 0; k <= o->nsrc; k++)
+			if (o->in[k])
+				u[n++] = (struct use){ p->in[o->src[k]],
+						       o->in[k]->shard, k,
+						       o->in[k]->begin, t };
+	}
+	qsort(u, n, sizeof(*u), use_cmp);
+	for (size_t i = n; i-- > 1;)
+		if (u[i - 1].m == u[i].m && u[i - 1].shard == u[i].shard &&
+		    u[i - 1].begin == u[i].begin && u[i - 1].t < u[i].t)
+			pp->reread[u[i - 1].t * DS_MAX_INPUTS + u[i - 1].k] = 1;
+	free(u);
+	return 0;
 }
 
 int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
@@ -1009,9 +1146,6 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 		pp.done += ds_otensor_bytes(&p->ot[t]);
 	if (!pp.tensor_hash || !pp.base_hash)
 		rc = ds_fail(ctx, -ENOMEM, "out of memory");
-	pp.drop_inputs = input_bytes(p) >
-			 (uint64_t)sysconf(_SC_PHYS_PAGES) *
-			 (uint64_t)sysconf(_SC_PAGESIZE) / 2;
 	/* The engine's and the workers' threads take no signal: a handler
 	 * (the caller's, calling ds_merge_cancel()) runs on the caller's
 	 * thread, which can then block it while it frees the handle. */
@@ -1023,11 +1157,15 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 	if (!rc && io_name)
 		*io_name = pp.io.ops->name;
 	if (!rc)
+		rc = mark_rereads(&pp, first);
+	if (!rc)
 		rc = open_inputs(&pp);
 	if (!rc)
 		rc = alloc_buffers(&pp);
 	if (!rc)
 		rc = start_workers(&pp, wa);
+	if (!rc)
+		rc = start_dropper(&pp);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (!rc)
 		rc = loop(&pp);
