@@ -8,6 +8,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <xxhash.h>
 #include "common/cancel.h"
@@ -69,6 +71,14 @@ struct slot {
 
 #define BEHIND 8
 
+/* cachestat(2) has one number on every architecture (Linux 6.5); older C
+ * libraries do not name it */
+#ifdef SYS_cachestat
+#define DS_SYS_CACHESTAT SYS_cachestat
+#else
+#define DS_SYS_CACHESTAT 451
+#endif
+
 struct range {
 	int fd;
 	uint64_t off, len;
@@ -122,8 +132,11 @@ struct pipe {
 	uint64_t seq_issue, seq_write, seq_retire;
 	struct range behind[BEHIND];    /* written windows, to drop later */
 	struct dropper drop;
-	unsigned char *reread;          /* [t * DS_MAX_INPUTS + k]: input k of
-					 * output tensor t is read again later */
+	struct range orun;              /* the output's pages dropped, in a row */
+	struct range inrun[DS_MAX_INPUTS];   /* each input's */
+	unsigned char *keep;            /* [t * DS_MAX_INPUTS + k]: the pages
+					 * of input k of output tensor t stay */
+	unsigned char *cached;          /* per fd: mostly cached when opened */
 	XXH3_state_t *tensor_hash;      /* of the tensor being written */
 	unsigned outstanding;           /* events ds_io_wait() still owes */
 	int err;
@@ -789,6 +802,29 @@ static void drop_range(struct pipe *pp, int fd, uint64_t off, uint64_t len)
 		posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
 }
 
+/*
+ * Drop a range that follows run, the ranges dropped before in a row in the
+ * same file, from up to 2 MiB before it: a large folio of the page cache
+ * (up to 2 MiB where the pages are 4 KiB) goes only once it lies wholly in
+ * a range dropped, and the one across the boundary of two windows lies in
+ * neither.
+ */
+#define FOLIO_MAX ((uint64_t)2 << 20)
+
+static void drop_run(struct pipe *pp, struct range *run, int fd, uint64_t off,
+		     uint64_t len)
+{
+	uint64_t back = 0;
+
+	if (run->len && run->fd == fd && run->off + run->len == off) {
+		back = off - run->off < FOLIO_MAX ? off - run->off : FOLIO_MAX;
+		run->len += len;
+	} else {
+		*run = (struct range){ fd, off, len };
+	}
+	drop_range(pp, fd, off - back, len + back);
+}
+
 static void cache_hygiene(struct pipe *pp, struct slot *s)
 {
 	struct range *old = &pp->behind[pp->seq_retire % BEHIND];
@@ -798,12 +834,12 @@ static void cache_hygiene(struct pipe *pp, struct slot *s)
 	sync_file_range(s->wr.fd, (off_t)s->wr.off, (off_t)s->wr.len,
 			SYNC_FILE_RANGE_WRITE);
 	if (old->len)
-		drop_range(pp, old->fd, old->off, old->len);
+		drop_run(pp, &pp->orun, old->fd, old->off, old->len);
 	*old = (struct range){ s->wr.fd, s->wr.off, s->wr.len };
 	for (unsigned k = 0; k < pp->p->ninputs; k++)
-		if (s->rd[k].len && !pp->reread[s->t * DS_MAX_INPUTS + k])
-			drop_range(pp, s->rd[k].fd, s->rd[k].off,
-				   s->rd[k].len);
+		if (s->rd[k].len && !pp->keep[s->t * DS_MAX_INPUTS + k])
+			drop_run(pp, &pp->inrun[k], s->rd[k].fd,
+				 s->rd[k].off, s->rd[k].len);
 }
 
 static void retire(struct pipe *pp)
@@ -883,6 +919,29 @@ static int loop(struct pipe *pp)
 
 /* ---- set-up --------------------------------------------------------------- */
 
+/*
+ * Is most of the file in the page cache?  cachestat(2) (Linux 6.5) tells
+ * without reading it; where it is missing the answer is no, and the merge
+ * drops what it reads.
+ */
+static bool mostly_cached(int fd)
+{
+#ifdef __linux__
+	struct { uint64_t off, len; } range = { 0, 0 };   /* the whole file */
+	struct { uint64_t cache, dirty, wb, evicted, recent; } cs;
+	struct stat st;
+
+	if (fstat(fd, &st) || st.st_size <= 0 ||
+	    syscall(DS_SYS_CACHESTAT, fd, &range, &cs, 0))
+		return false;
+	return cs.cache * (uint64_t)sysconf(_SC_PAGESIZE) >
+	       (uint64_t)st.st_size / 2;
+#else
+	(void)fd;
+	return false;
+#endif
+}
+
 static int open_inputs(struct pipe *pp)
 {
 	const struct ds_plan *p = pp->p;
@@ -891,7 +950,8 @@ static int open_inputs(struct pipe *pp)
 		if (p->in[k]->nshards > pp->maxshards)
 			pp->maxshards = p->in[k]->nshards;
 	pp->fds = malloc(sizeof(int) * p->ninputs * pp->maxshards);
-	if (!pp->fds)
+	pp->cached = calloc(p->ninputs * pp->maxshards, 1);
+	if (!pp->fds || !pp->cached)
 		return ds_fail(pp->ctx, -ENOMEM, "out of memory");
 	for (unsigned i = 0; i < p->ninputs * pp->maxshards; i++)
 		pp->fds[i] = -1;
@@ -904,6 +964,7 @@ static int open_inputs(struct pipe *pp)
 				return ds_fail(pp->ctx, -errno, "%s: %s", path,
 					       strerror(errno));
 			pp->fds[k * pp->maxshards + s] = fd;
+			pp->cached[k * pp->maxshards + s] = mostly_cached(fd);
 		}
 	return 0;
 }
@@ -1054,7 +1115,8 @@ static void teardown(struct pipe *pp)
 	ds_io_destroy(&pp->io);
 	free(pp->th);
 	free(pp->fds);
-	free(pp->reread);
+	free(pp->keep);
+	free(pp->cached);
 	free(pp->slots);
 	free(pp->ts);
 	free(pp->mem);
@@ -1083,36 +1145,43 @@ static int use_cmp(const void *a, const void *b)
 }
 
 /*
- * pp->reread: which inputs of each output tensor from first on are read
- * again by a later one, so that their pages stay cached until then.  Only
- * recipes with slices read a tensor twice; the sort is of the plan's size.
+ * pp->keep: which inputs of each output tensor from first on keep their
+ * pages once written: those a later output tensor reads again, so that
+ * they are still cached then (only recipes with slices read a tensor
+ * twice; the sort is of the plan's size), and those of files that were
+ * mostly cached before the merge, which it leaves as it found them.
  */
-static int mark_rereads(struct pipe *pp, size_t first)
+static int mark_keeps(struct pipe *pp, size_t first)
 {
 	const struct ds_plan *p = pp->p;
 	struct use *u;
 	size_t n = 0;
 
-	pp->reread = calloc((p->not ? p->not : 1) * DS_MAX_INPUTS, 1);
+	pp->keep = calloc((p->not ? p->not : 1) * DS_MAX_INPUTS, 1);
 	u = malloc((p->not ? p->not : 1) * (p->ninputs + 1) * sizeof(*u));
-	if (!pp->reread || !u) {
+	if (!pp->keep || !u) {
 		free(u);
 		return ds_fail(pp->ctx, -ENOMEM, "out of memory");
 	}
 	for (size_t t = first; t < p->not; t++) {
 		const struct ds_otensor *o = &p->ot[t];
 
-		for (unsigned k = 0; k <= o->nsrc; k++)
-			if (o->in[k])
-				u[n++] = (struct use){ p->in[o->src[k]],
-						       o->in[k]->shard, k,
-						       o->in[k]->begin, t };
+		for (unsigned k = 0; k <= o->nsrc; k++) {
+			if (!o->in[k])
+				continue;
+			u[n++] = (struct use){ p->in[o->src[k]],
+					       o->in[k]->shard, k,
+					       o->in[k]->begin, t };
+			pp->keep[t * DS_MAX_INPUTS + k] =
+				pp->cached[o->src[k] * pp->maxshards +
+					   o->in[k]->shard];
+		}
 	}
 	qsort(u, n, sizeof(*u), use_cmp);
 	for (size_t i = n; i-- > 1;)
 		if (u[i - 1].m == u[i].m && u[i - 1].shard == u[i].shard &&
 		    u[i - 1].begin == u[i].begin && u[i - 1].t < u[i].t)
-			pp->reread[u[i - 1].t * DS_MAX_INPUTS + u[i - 1].k] = 1;
+			pp->keep[u[i - 1].t * DS_MAX_INPUTS + u[i - 1].k] = 1;
 	free(u);
 	return 0;
 }
@@ -1157,9 +1226,9 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 	if (!rc && io_name)
 		*io_name = pp.io.ops->name;
 	if (!rc)
-		rc = mark_rereads(&pp, first);
-	if (!rc)
 		rc = open_inputs(&pp);
+	if (!rc)
+		rc = mark_keeps(&pp, first);
 	if (!rc)
 		rc = alloc_buffers(&pp);
 	if (!rc)
