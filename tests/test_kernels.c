@@ -10,6 +10,7 @@
 #include "methods/methods.h"
 #include "kernels/kernels.h"
 #include "kernels/philox.h"
+#include "kernels/xxh.h"
 #include "testutil.h"
 
 #define NAME1 "model.layers.0.mlp.up_proj.weight"
@@ -134,6 +135,77 @@ START_TEST(xxh32_names)
 {
 	ck_assert_uint_eq(XXH32(NAME1, strlen(NAME1), 0), 0xda893b3c);
 	ck_assert_uint_eq(XXH32(NAME2, strlen(NAME2), 0), 0x60b84adf);
+}
+END_TEST
+
+/*
+ * The XXH3 updates of every vector build (kernels/xxh.h) against the
+ * library's one-shot digests, fed in pieces that cross its 64-byte stripes
+ * and 1024-byte blocks at odd places; and the known digest of no bytes.
+ */
+typedef void xxh_upd(void *state, const void *p, size_t n);
+
+static void check_xxh(xxh_upd *u64, xxh_upd *u128, const unsigned char *d,
+		      size_t n)
+{
+	static const size_t cuts[] = { 1, 7, 64, 65, 240, 1000, 1024, 4099 };
+	XXH3_state_t *a = XXH3_createState(), *b = XXH3_createState();
+	XXH128_hash_t h, w = XXH3_128bits(d, n);
+
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(b);
+	for (size_t c = 0; c < sizeof(cuts) / sizeof(cuts[0]); c++) {
+		size_t step = cuts[c];
+
+		XXH3_64bits_reset(a);
+		XXH3_128bits_reset(b);
+		for (size_t o = 0, k; o < n; o += k) {
+			k = n - o < step ? n - o : step;
+			u64(a, d + o, k);
+			u128(b, d + o, k);
+			step = step * 3 + 1;    /* pieces of many sizes */
+		}
+		ck_assert_uint_eq(XXH3_64bits_digest(a), XXH3_64bits(d, n));
+		h = XXH3_128bits_digest(b);
+		ck_assert(XXH128_isEqual(h, w));
+	}
+	XXH3_freeState(a);
+	XXH3_freeState(b);
+}
+
+START_TEST(xxh3_paths)
+{
+	static const size_t lens[] = { 0, 1, 16, 17, 128, 129, 240, 241,
+				       1023, 1024, 1025, 70001, 1u << 20 };
+	size_t max = 1u << 20;
+	unsigned char *d = malloc(max);
+	XXH3_state_t *e = XXH3_createState();
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+
+	ck_assert_ptr_nonnull(d);
+	for (size_t i = 0; i < max; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		d[i] = (unsigned char)(x >> 24);
+	}
+	/* XXH3-64 of the empty input, from the xxHash specification */
+	XXH3_64bits_reset(e);
+	ds_xxh3_64_update(e, d, 0);
+	ck_assert_uint_eq(XXH3_64bits_digest(e), 0x2D06800538D394C2ull);
+	XXH3_freeState(e);
+	for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++) {
+		check_xxh(ds_xxh3_64_update, ds_xxh3_128_update, d, lens[l]);
+#ifdef DS_HAVE_AVX2
+		if (ds_kernel_get("avx2"))
+			check_xxh(ds_xxh3_64_update_avx2,
+				  ds_xxh3_128_update_avx2, d, lens[l]);
+#endif
+#ifdef DS_HAVE_AVX512
+		if (ds_kernel_get("avx512"))
+			check_xxh(ds_xxh3_64_update_avx512,
+				  ds_xxh3_128_update_avx512, d, lens[l]);
+#endif
+	}
+	free(d);
 }
 END_TEST
 
@@ -1118,6 +1190,7 @@ static Suite *kernels_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, philox_kat);
 	tcase_add_test(tc, xxh32_names);
+	tcase_add_test(tc, xxh3_paths);
 	tcase_add_test(tc, philox_examples);
 	tcase_add_test(tc, keep_patterns);
 	tcase_add_test(tc, keep_bits_patterns);

@@ -5,7 +5,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 #include "kernels/kernels.h"
+#include "kernels/xxh.h"
 
 #if defined(DS_HAVE_AVX2) && (defined(__x86_64__) || defined(__i386__))
 #define DS_TRY_AVX2 1
@@ -162,4 +164,50 @@ ds_lora_row_fn *ds_lora_kernel(const struct ds_kernel_ops *k)
 #endif
 	(void)k;
 	return ds_lora_row_scalar;
+}
+
+/* ---- XXH3 updates (kernels/xxh.h) ---------------------------------------- */
+
+typedef void xxh_fn(void *state, const void *p, size_t n);
+
+static void xxh64_lib(void *state, const void *p, size_t n)
+{
+	(void)XXH3_64bits_update(state, p, n);
+}
+
+static void xxh128_lib(void *state, const void *p, size_t n)
+{
+	(void)XXH3_128bits_update(state, p, n);
+}
+
+static xxh_fn *xxh64 = xxh64_lib, *xxh128 = xxh128_lib;
+static pthread_once_t xxh_once = PTHREAD_ONCE_INIT;
+
+static void xxh_select(void)
+{
+#ifdef DS_TRY_AVX512
+	if (avx512_ok()) {
+		xxh64 = ds_xxh3_64_update_avx512;
+		xxh128 = ds_xxh3_128_update_avx512;
+		return;
+	}
+#endif
+#ifdef DS_TRY_AVX2
+	if (avx2_ok()) {
+		xxh64 = ds_xxh3_64_update_avx2;
+		xxh128 = ds_xxh3_128_update_avx2;
+	}
+#endif
+}
+
+void ds_xxh3_64_update(void *state, const void *p, size_t n)
+{
+	pthread_once(&xxh_once, xxh_select);
+	xxh64(state, p, n);
+}
+
+void ds_xxh3_128_update(void *state, const void *p, size_t n)
+{
+	pthread_once(&xxh_once, xxh_select);
+	xxh128(state, p, n);
 }

@@ -17,6 +17,7 @@
 #include "common/ctx.h"
 #include "output/lock.h"
 #include "output/output.h"
+#include "kernels/xxh.h"
 
 /* One file a part wrote, as its manifest records it. */
 struct pfile {
@@ -350,7 +351,7 @@ static int check_file(struct fin *fz, const struct pfile *pf, char *buf,
 				     path, k ? strerror(errno) : "shorter "
 				     "than its size");
 		else {
-			XXH3_128bits_update(h, buf, (size_t)k);
+			ds_xxh3_128_update(h, buf, (size_t)k);
 			left -= (uint64_t)k;
 		}
 	}

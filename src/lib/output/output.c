@@ -20,6 +20,7 @@
 #include "io/io.h"
 #include "output/lock.h"
 #include "output/output.h"
+#include "kernels/xxh.h"
 
 #define TMP_SUFFIX DS_TMP_SUFFIX
 #define CHECKSUMS DS_CHECKSUMS
@@ -526,7 +527,7 @@ static int put(struct ds_out *o, struct ofile *f, const void *buf,
 	if (ds_io_rw_full(&r))
 		return ds_fail(o->ctx, r.res, "%s: %s", f->final,
 			       strerror(-r.res));
-	XXH3_128bits_update(f->h, buf, len);
+	ds_xxh3_128_update(f->h, buf, len);
 	if (off + len > f->size)
 		f->size = off + len;
 	return 0;
@@ -623,8 +624,8 @@ static int verify_tensor(struct ds_out *o, size_t t, uint64_t d, char *buf,
 
 		if (ds_io_rw_full(&r))
 			break;          /* short file: not written after all */
-		XXH3_64bits_update(h, buf, r.len);
-		XXH3_128bits_update(f->h, buf, r.len);
+		ds_xxh3_64_update(h, buf, r.len);
+		ds_xxh3_128_update(f->h, buf, r.len);
 		left -= r.len;
 		off += r.len;
 	}
@@ -835,7 +836,7 @@ const char *ds_out_path(const struct ds_out *o, unsigned s)
 
 void ds_out_hash(struct ds_out *o, unsigned s, const void *buf, size_t len)
 {
-	XXH3_128bits_update(o->f[s].h, buf, len);
+	ds_xxh3_128_update(o->f[s].h, buf, len);
 }
 
 /* ---- finishing ----------------------------------------------------------- */

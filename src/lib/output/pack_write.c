@@ -17,6 +17,7 @@
 #include "common/ctx.h"
 #include "inputs/pack.h"
 #include "kernels/philox.h"
+#include "kernels/xxh.h"
 
 /*
  * One pass over base and model, frame by frame (65536 elements): the
@@ -331,7 +332,7 @@ static void *hash_bases(void *arg)
 						       n, off)))
 				h->bad_off = off;
 			else
-				XXH3_64bits_update(st, h->buf, n);
+				ds_xxh3_64_update(st, h->buf, n);
 			h->bad = i;
 		}
 		h->digest[i] = XXH3_64bits_digest(st);

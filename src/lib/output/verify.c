@@ -17,6 +17,7 @@
 #include <xxhash.h>
 #include "common/ctx.h"
 #include "inputs/model.h"
+#include "kernels/xxh.h"
 
 #define CHECKSUMS   "CHECKSUMS.xxh128"
 #define ST_SUFFIX   ".safetensors"
@@ -352,7 +353,7 @@ static int hash_file(const struct verify *v, const char *name, void *buf,
 			close(fd);
 			return sys_fail(v, name, e);
 		}
-		XXH3_128bits_update(st, buf, (size_t)k);
+		ds_xxh3_128_update(st, buf, (size_t)k);
 		off += (uint64_t)k;
 	}
 	close(fd);

@@ -17,6 +17,7 @@
 #include "common/fault.h"
 #include "io/io.h"
 #include "kernels/kernels.h"
+#include "kernels/xxh.h"
 #include "inputs/lora.h"
 #include "inputs/pack.h"
 #include "pipeline/pipeline.h"
@@ -579,7 +580,7 @@ static void check_base(struct pipe *pp, struct slot *s)
 
 	if (s->i0 == 0)
 		XXH3_64bits_reset(pp->base_hash);
-	XXH3_64bits_update(pp->base_hash, s->in[0],
+	ds_xxh3_64_update(pp->base_hash, s->in[0],
 			   s->n * ds_dtype_size(o->in[0]->dtype));
 	if (s->i0 + s->n != units(pp, s->t))
 		return;
@@ -683,7 +684,7 @@ static int start_write(struct pipe *pp)
 	ds_out_hash(pp->o, o->oshard, s->out, s->wr.len);
 	if (s->i0 == 0)
 		XXH3_64bits_reset(pp->tensor_hash);
-	XXH3_64bits_update(pp->tensor_hash, s->out, s->wr.len);
+	ds_xxh3_64_update(pp->tensor_hash, s->out, s->wr.len);
 	s->last = s->i0 + s->n == units(pp, s->t);
 	if (s->last)
 		s->tdigest = XXH3_64bits_digest(pp->tensor_hash);
