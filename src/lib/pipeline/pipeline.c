@@ -581,7 +581,7 @@ static void check_base(struct pipe *pp, struct slot *s)
 	if (s->i0 == 0)
 		XXH3_64bits_reset(pp->base_hash);
 	ds_xxh3_64_update(pp->base_hash, s->in[0],
-			   s->n * ds_dtype_size(o->in[0]->dtype));
+			  s->n * ds_dtype_size(o->in[0]->dtype));
 	if (s->i0 + s->n != units(pp, s->t))
 		return;
 	d = XXH3_64bits_digest(pp->base_hash);
@@ -752,17 +752,6 @@ static void on_event(struct pipe *pp, struct ds_io_req *r)
 	}
 }
 
-/*
- * Page cache hygiene, so that a merge does not flood it: writeback of each
- * written window starts at once, and a window written BEHIND windows ago is
- * dropped from the cache (by then it is clean).  Input pages are dropped
- * once their window is written (every pass has read them), unless a later
- * output tensor reads the same bytes (a slice repeats a layer).  Pages just
- * freed are what the next reads are given: a merge that kept its inputs
- * cached made the kernel find fresh pages for every read, which costs far
- * more system time than the reads themselves where the RAM is a virtual
- * machine's.
- */
 static void *dropper_main(void *arg)
 {
 	struct dropper *d = arg;
@@ -826,6 +815,18 @@ static void drop_run(struct pipe *pp, struct range *run, int fd, uint64_t off,
 	drop_range(pp, fd, off - back, len + back);
 }
 
+/*
+ * Page cache hygiene: the merge leaves the cache as it found it.  Writeback
+ * of each written window starts at once, and a window written BEHIND
+ * windows ago is dropped from the cache (by then it is clean).  Input pages
+ * are dropped once their window is written (every pass has read them),
+ * unless a later output tensor reads the same bytes (a slice repeats a
+ * layer) or their file was mostly cached before the merge (pp->keep).
+ * Pages just freed are what the next reads are given: a merge that kept
+ * its inputs cached made the kernel find fresh pages for every read, which
+ * costs far more system time than the reads themselves where the RAM is a
+ * virtual machine's.
+ */
 static void cache_hygiene(struct pipe *pp, struct slot *s)
 {
 	struct range *old = &pp->behind[pp->seq_retire % BEHIND];
@@ -843,6 +844,7 @@ static void cache_hygiene(struct pipe *pp, struct slot *s)
 				 s->rd[k].off, s->rd[k].len);
 }
 
+/* Free written slots in sequence order; journal each finished tensor. */
 static void retire(struct pipe *pp)
 {
 	struct slot *s;
