@@ -78,9 +78,11 @@ for spec in window=1:INT:130 window=7:TERM:143 window=23:INT:130 \
 		cases=$((cases + 1))
 		out=$T/p-$point-$io
 		say "== $sig at $point ($io)"
+		# SIGHUP as the default even under nohup (which ignores it,
+		# and a merge keeps a signal ignored that it was given so)
 		# shellcheck disable=SC2086
-		DARE_STREAM_TEST_KILL=$point run "$DS_BIN" merge -q -o "$out" \
-			--io $io $ARGS
+		DARE_STREAM_TEST_KILL=$point run env --default-signal=HUP \
+			"$DS_BIN" merge -q -o "$out" --io $io $ARGS
 		stopped "$out" "$sig" "$code"
 		# shellcheck disable=SC2086
 		resumed "$out" --io $io $ARGS
@@ -117,9 +119,10 @@ for spec in INT:130:3:pread TERM:143:8:pread INT:130:12:$URING \
 	cases=$((cases + 1))
 	out=$T/x-$sig-$after-$io
 	say "== SIG$sig after $after tensors ($io)"
-	# A background job of a script ignores SIGINT unless told otherwise.
+	# A background job of a script ignores SIGINT unless told otherwise,
+	# and one under nohup SIGHUP.
 	# shellcheck disable=SC2086
-	DARE_STREAM_TEST_PAUSE=window=40 env --default-signal=INT \
+	DARE_STREAM_TEST_PAUSE=window=40 env --default-signal=INT,HUP \
 		"$DS_BIN" merge -q -o "$out" --io "$io" $ARGS \
 		>"$T/stdout" 2>"$T/stderr" &
 	pid=$!
