@@ -7,6 +7,7 @@
 # samples, one "key value" a line).
 # Sets kind to cold when the page cache can be dropped (root), else warm,
 # and prepare FILE... to drop the cache (cold) or read FILE... (warm).
+# time_job calls the sourcing script's job NAME DIR, with M its models.
 
 say() { echo "$BENCH: $*" >&2; }
 put() { echo "$1 $2" >>"$R"; }
@@ -40,6 +41,19 @@ bench_start() {
 	mkdir -p "$BENCH_DIR"
 	[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$BENCH_DIR"' EXIT
 	: >"$R"
+}
+# time_job NAME ROUND FILE...: prepare FILE..., then time the sourcing
+# script's `job NAME $M` into the samples as time.NAME
+time_job() {
+	name=$1
+	round=$2
+	shift 2
+	prepare "$@"
+	t0=$(now)
+	job "$name" "$M"
+	t=$(elapsed "$t0")
+	put "time.$name" "$t"
+	say "$kind $round/$RUNS: $name $t s, its floor $(get "floor.$name") s"
 }
 # layers_of DIR: num_hidden_layers of DIR/config.json
 layers_of() {

@@ -131,12 +131,7 @@ for i in $(seq "$RUNS"); do
 			"$(written "$name" "$M")" "$@")
 		rm -f "$BENCH_DIR/floor.out"
 		put "floor.$name" "$t"
-		prepare "$@"
-		t0=$(now)
-		job "$name" "$M"
-		t=$(elapsed "$t0")
-		put "time.$name" "$t"
-		say "$kind $i/$RUNS: $name $t s, its floor $(get "floor.$name") s"
+		time_job "$name" "$i" "$@"
 	done
 done
 rm -rf "$BENCH_DIR/out" "$BENCH_DIR/out.dsd"

@@ -119,12 +119,8 @@ JOBS="frank gslerp slerp"
 for i in $(seq "$RUNS"); do
 	for name in $JOBS; do
 		put "floor.$name" "$(floor "$name")"
-		prepare "$M"/base/*.safetensors "$M"/ft1/*.safetensors
-		t0=$(now)
-		job "$name" "$M"
-		t=$(elapsed "$t0")
-		put "time.$name" "$t"
-		say "$kind $i/$RUNS: $name $t s, its floor $(get "floor.$name") s"
+		time_job "$name" "$i" "$M"/base/*.safetensors \
+			"$M"/ft1/*.safetensors
 	done
 done
 rm -rf "$M" "$BENCH_DIR/out" "$BENCH_DIR/frank.ref"
