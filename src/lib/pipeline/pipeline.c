@@ -137,7 +137,6 @@ struct pipe {
 	struct range inrun[DS_MAX_INPUTS];   /* each input's */
 	unsigned char *keep;            /* [t * DS_MAX_INPUTS + k]: the pages
 					 * of input k of output tensor t stay */
-	unsigned char *cached;          /* per fd: mostly cached when opened */
 	XXH3_state_t *tensor_hash;      /* of the tensor being written */
 	unsigned outstanding;           /* events ds_io_wait() still owes */
 	int err;
@@ -953,8 +952,7 @@ static int open_inputs(struct pipe *pp)
 		if (p->in[k]->nshards > pp->maxshards)
 			pp->maxshards = p->in[k]->nshards;
 	pp->fds = malloc(sizeof(int) * p->ninputs * pp->maxshards);
-	pp->cached = calloc(p->ninputs * pp->maxshards, 1);
-	if (!pp->fds || !pp->cached)
+	if (!pp->fds)
 		return ds_fail(pp->ctx, -ENOMEM, "out of memory");
 	for (unsigned i = 0; i < p->ninputs * pp->maxshards; i++)
 		pp->fds[i] = -1;
@@ -967,7 +965,6 @@ static int open_inputs(struct pipe *pp)
 				return ds_fail(pp->ctx, -errno, "%s: %s", path,
 					       strerror(errno));
 			pp->fds[k * pp->maxshards + s] = fd;
-			pp->cached[k * pp->maxshards + s] = mostly_cached(fd);
 		}
 	return 0;
 }
@@ -1119,7 +1116,6 @@ static void teardown(struct pipe *pp)
 	free(pp->th);
 	free(pp->fds);
 	free(pp->keep);
-	free(pp->cached);
 	free(pp->slots);
 	free(pp->ts);
 	free(pp->mem);
@@ -1157,15 +1153,19 @@ static int use_cmp(const void *a, const void *b)
 static int mark_keeps(struct pipe *pp, size_t first)
 {
 	const struct ds_plan *p = pp->p;
+	size_t nfd = (size_t)p->ninputs * pp->maxshards, n = 0;
+	unsigned char *cached = malloc(nfd);   /* per fd, as pp->fds */
 	struct use *u;
-	size_t n = 0;
 
 	pp->keep = calloc((p->not ? p->not : 1) * DS_MAX_INPUTS, 1);
 	u = malloc((p->not ? p->not : 1) * (p->ninputs + 1) * sizeof(*u));
-	if (!pp->keep || !u) {
+	if (!pp->keep || !u || !cached) {
 		free(u);
+		free(cached);
 		return ds_fail(pp->ctx, -ENOMEM, "out of memory");
 	}
+	for (size_t i = 0; i < nfd; i++)
+		cached[i] = pp->fds[i] >= 0 && mostly_cached(pp->fds[i]);
 	for (size_t t = first; t < p->not; t++) {
 		const struct ds_otensor *o = &p->ot[t];
 
@@ -1176,8 +1176,8 @@ static int mark_keeps(struct pipe *pp, size_t first)
 					       o->in[k]->shard, k,
 					       o->in[k]->begin, t };
 			pp->keep[t * DS_MAX_INPUTS + k] =
-				pp->cached[o->src[k] * pp->maxshards +
-					   o->in[k]->shard];
+				cached[o->src[k] * pp->maxshards +
+				       o->in[k]->shard];
 		}
 	}
 	qsort(u, n, sizeof(*u), use_cmp);
@@ -1186,6 +1186,7 @@ static int mark_keeps(struct pipe *pp, size_t first)
 		    u[i - 1].begin == u[i].begin && u[i - 1].t < u[i].t)
 			pp->keep[u[i - 1].t * DS_MAX_INPUTS + u[i - 1].k] = 1;
 	free(u);
+	free(cached);
 	return 0;
 }
 
