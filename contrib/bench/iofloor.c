@@ -17,6 +17,15 @@
  *   no merge can write a result before it has read what it is made of.
  *   This is what a perfectly pipelined merge achieves, the stricter floor.
  *
+ * Both leave the page cache as the engine does: OUT is allocated whole
+ * first, each chunk read is dropped from the cache once read, and each
+ * chunk written once its writeback (started at once) is done, two chunks
+ * behind.  So the reads are given the pages just freed rather than pages
+ * the kernel has to find, which where the RAM is a virtual machine's costs
+ * more than the I/O itself: a floor that kept its pages measured the
+ * allocator of the host, not the device, and could be slower than the
+ * merge it is a floor of.
+ *
  * -j READERS reads with that many threads, each taking the next whole file
  * in the order given (default 1).  The merge reads every input model at
  * once, and a single stream of read() calls does not reach the throughput
@@ -39,6 +48,7 @@
 #include <unistd.h>
 
 #define BUF (8u << 20)
+#define BEHIND 2                /* chunks written, not yet dropped */
 #define MAX_READERS 64
 
 static double now(void)
@@ -84,18 +94,23 @@ static void wait_input(struct progress *pg, unsigned long long end,
 static int read_all(const char *path, char *buf, struct progress *pg)
 {
 	int fd = open(path, O_RDONLY);
+	off_t off = 0;
 	ssize_t k;
 
 	if (fd < 0)
 		return -1;
-	while ((k = read(fd, buf, BUF)) > 0)
+	while ((k = read(fd, buf, BUF)) > 0) {
+		posix_fadvise(fd, off, k, POSIX_FADV_DONTNEED);
+		off += k;
 		advance(pg, (unsigned long long)k, 0);
+	}
 	close(fd);
 	return k < 0 ? -1 : 0;
 }
 
-/* Write n bytes to path and fsync; when pg is set, pace on the reader and
- * start writeback of each chunk at once. */
+/* Write n bytes to path and fsync; when pg is set, pace on the reader.
+ * Writeback of each chunk starts at once; the chunk BEHIND chunks back is
+ * waited for and dropped. */
 static int write_all(const char *path, unsigned long long n, const char *buf,
 		     struct progress *pg)
 {
@@ -104,6 +119,10 @@ static int write_all(const char *path, unsigned long long n, const char *buf,
 
 	if (fd < 0)
 		return -1;
+	if (n && fallocate(fd, 0, 0, (off_t)n) && errno != EOPNOTSUPP) {
+		close(fd);
+		return -1;
+	}
 	while (off < n) {
 		size_t len = n - off < BUF ? (size_t)(n - off) : BUF;
 		ssize_t k;
@@ -114,9 +133,15 @@ static int write_all(const char *path, unsigned long long n, const char *buf,
 			close(fd);
 			return -1;
 		}
-		if (pg)
-			sync_file_range(fd, (off_t)off, (off_t)k,
-					SYNC_FILE_RANGE_WRITE);
+		sync_file_range(fd, (off_t)off, (off_t)k, SYNC_FILE_RANGE_WRITE);
+		if (off >= BEHIND * BUF) {
+			off_t old = (off_t)(off - BEHIND * BUF);
+
+			sync_file_range(fd, old, BUF, SYNC_FILE_RANGE_WAIT_BEFORE |
+					SYNC_FILE_RANGE_WRITE |
+					SYNC_FILE_RANGE_WAIT_AFTER);
+			posix_fadvise(fd, old, BUF, POSIX_FADV_DONTNEED);
+		}
 		off += (unsigned long long)k;
 	}
 	if (fsync(fd)) {
