@@ -377,36 +377,6 @@ static uint64_t units(const struct pipe *pp, size_t t)
 }
 
 /*
- * Hint the kernel to read the next merged tensor's inputs (packs aside)
- * when tensor t begins: the disk keeps busy while t is computed, and while
- * its later passes are served from the page cache.  Reads the kernel
- * starts this way cost the CPU much less than cold reads of the windows
- * themselves.
- */
-static void prefetch_next(struct pipe *pp, size_t t)
-{
-	const struct ds_plan *p = pp->p;
-
-	while (++t < p->not && p->ot[t].act != DS_ACT_MERGE)
-		;
-	if (t >= p->not)
-		return;
-	for (unsigned k = p->mp.uses_base ? 0 : 1; k <= p->ot[t].nsrc; k++) {
-		const struct ds_tensor *in = p->ot[t].in[k];
-		const struct ds_model *m = p->in[p->ot[t].src[k]];
-
-		/* a pack's frames are a tenth of the bytes, and where they
-		 * lie is in its seek table */
-		if (!in || m->pack)
-			continue;
-		posix_fadvise(pp->fds[p->ot[t].src[k] * pp->maxshards +
-				      in->shard],
-			      (off_t)(m->shards[in->shard].data_off + in->begin),
-			      (off_t)(in->end - in->begin), POSIX_FADV_WILLNEED);
-	}
-}
-
-/*
  * Start the cursor's tensor: its parameters (checked by the plan already)
  * and its passes, in the next state of the ring.  The ring has a state more
  * than there are slots, so no window in flight still reads the one reused.
@@ -422,7 +392,6 @@ static int begin_tensor(struct pipe *pp)
 	pp->cur = NULL;
 	if (o->act != DS_ACT_MERGE)
 		return 0;
-	prefetch_next(pp, pp->t);
 	pp->cur = &pp->ts[pp->t % pp->nts];
 	if ((rc = ds_plan_tparams(p, pp->t, &tp)) ||
 	    (rc = ds_mparams_from(pp->ctx, &mp, p->r->method, &tp)))
