@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -65,9 +66,12 @@ struct slot {
 	unsigned lerr_k;
 	unsigned perr_k;
 	uint64_t perr_frame;
-	void *in[DS_MAX_INPUTS];
+	void *in[DS_MAX_INPUTS];        /* the window of input k, in ibuf[k] */
+	void *ibuf[DS_MAX_INPUTS];
+	bool direct[DS_MAX_INPUTS];     /* input k read with O_DIRECT */
 	void *out;
 	struct ds_io_req rd[DS_MAX_INPUTS], wr, wake;
+	struct ds_io_req tail[DS_MAX_INPUTS];  /* a direct read's last bytes */
 };
 
 #define BEHIND 8
@@ -115,6 +119,7 @@ struct pipe {
 	float *scratch;
 	size_t scratch_floats;
 	int *fds;                       /* [k * maxshards + s] */
+	int *dfds;                      /* the same opened O_DIRECT, or -1 */
 	unsigned maxshards;
 	uint64_t chunk;                 /* bytes per copy window */
 	size_t t;                       /* cursor: next window */
@@ -452,6 +457,64 @@ static int next_window(struct pipe *pp, struct slot *s)
 	return 1;
 }
 
+/*
+ * Direct reads.  A merged tensor's window of a model that is read once,
+ * single pass, from a file that was not cached (pp->keep), is read with
+ * O_DIRECT: the disk's DMA fills the window buffer itself, where a
+ * buffered read has the kernel find a page for every 4 KiB, copy it out on
+ * the I/O thread and the dropper drop it afterwards; for a cold merge that
+ * was most of the CPU time not spent merging.  The read covers the
+ * window's bytes widened to DS_DIO_ALIGN at both ends (the buffers have
+ * that slack); the window starts at its offset within.  Where widening
+ * would pass the end of the file, the last partial block comes through
+ * the buffered descriptor as a request of its own (tail).  A window that
+ * lies inside the file's last block, and one whose bytes are not aligned
+ * to their element size (so that the window is as aligned in memory as its
+ * elements need), is read buffered.
+ */
+static bool read_direct(struct pipe *pp, struct slot *s, unsigned k,
+			struct ds_io_req *r)
+{
+	const struct ds_otensor *o = &pp->p->ot[s->t];
+	const struct ds_tensor *t = o->in[k];
+	const struct ds_model *m = pp->p->in[o->src[k]];
+	int dfd = pp->dfds[o->src[k] * pp->maxshards + t->shard];
+	uint64_t a = DS_DIO_ALIGN, lo, hi, end = r->off + r->len;
+	uint64_t fsize = m->shards[t->shard].size;
+
+	if (dfd < 0 || s->ts->npass != 1 || lora_at(pp, o, k) ||
+	    pp->keep[s->t * DS_MAX_INPUTS + k] ||
+	    r->off % ds_dtype_size(t->dtype))
+		return false;
+	lo = r->off & ~(a - 1);
+	hi = (end + a - 1) & ~(a - 1);
+	if (hi > fsize)
+		hi = end & ~(a - 1);
+	if (hi <= lo)                   /* inside the file's last block */
+		return false;
+	s->in[k] = (char *)s->ibuf[k] + (r->off - lo);
+	s->direct[k] = true;
+	if (hi < end) {
+		struct ds_io_req *tl = &s->tail[k];
+
+		*tl = (struct ds_io_req){
+			.fd = r->fd, .buf = (char *)s->ibuf[k] + (hi - lo),
+			.len = end - hi, .off = hi, .user = s,
+		};
+		s->pending++;
+		pp->outstanding++;
+		ds_io_submit(&pp->io, tl);
+	}
+	r->fd = dfd;
+	r->buf = s->ibuf[k];
+	r->off = lo;
+	r->len = hi - lo;
+	s->pending++;
+	pp->outstanding++;
+	ds_io_submit(&pp->io, r);
+	return true;
+}
+
 static void read_input(struct pipe *pp, struct slot *s, unsigned k,
 		       void *buf, uint64_t es)
 {
@@ -466,6 +529,8 @@ static void read_input(struct pipe *pp, struct slot *s, unsigned k,
 	r->len = s->n * es;
 	r->off = m->shards[t->shard].data_off + t->begin + s->i0 * es;
 	r->user = s;
+	if (o->act == DS_ACT_MERGE && read_direct(pp, s, k, r))
+		return;
 	if (lora_at(pp, o, k))
 		r->buf = lora_raw(s, k, t->dtype);
 	if (m->pack) {
@@ -499,6 +564,8 @@ static int start_window(struct pipe *pp, struct slot *s)
 	s->st = S_READING;
 	s->pending = 0;
 	s->redo = false;
+	memset(s->direct, 0, sizeof(s->direct));
+	memcpy(s->in, s->ibuf, sizeof(s->in));
 	pp->seq_issue++;
 	if (o->act == DS_ACT_COPY) {
 		read_input(pp, s, 0, s->out, 1);
@@ -675,7 +742,8 @@ static void io_failed(struct pipe *pp, struct slot *s, struct ds_io_req *r)
 				  o->name, strerror(-r->res));
 		return;
 	}
-	unsigned k = (unsigned)(r - s->rd);
+	unsigned k = (unsigned)(r >= s->tail && r < s->tail + DS_MAX_INPUTS ?
+				r - s->tail : r - s->rd);
 	pp->err = ds_fail(pp->ctx, r->res, "%s: reading tensor '%s' at offset "
 			  "%llu failed: %s",
 			  pp->p->in[o->src[k]]->shards[o->in[k]->shard].path,
@@ -807,7 +875,8 @@ static void cache_hygiene(struct pipe *pp, struct slot *s)
 		drop_run(pp, &pp->orun, old->fd, old->off, old->len);
 	*old = (struct range){ s->wr.fd, s->wr.off, s->wr.len };
 	for (unsigned k = 0; k < pp->p->ninputs; k++)
-		if (s->rd[k].len && !pp->keep[s->t * DS_MAX_INPUTS + k])
+		if (s->rd[k].len && !s->direct[k] &&
+		    !pp->keep[s->t * DS_MAX_INPUTS + k])
 			drop_run(pp, &pp->inrun[k], s->rd[k].fd,
 				 s->rd[k].off, s->rd[k].len);
 }
@@ -913,6 +982,35 @@ static bool mostly_cached(int fd)
 #endif
 }
 
+/*
+ * *dfd: a descriptor of path for direct reads, or -1 where the file system
+ * does not take them (EINVAL: tmpfs), wants an alignment larger than
+ * DS_DIO_ALIGN, or descriptors have run out (the buffered one serves).
+ * Any other error is the file's, and the merge's.
+ */
+static int open_direct(const char *path, int *dfd)
+{
+	*dfd = -1;
+#if defined(O_DIRECT) && defined(STATX_DIOALIGN)
+	int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	struct statx stx;
+
+	if (fd < 0)
+		return errno == EINVAL || errno == EMFILE || errno == ENFILE ?
+		       0 : -errno;
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) ||
+	    !(stx.stx_mask & STATX_DIOALIGN) || !stx.stx_dio_offset_align ||
+	    stx.stx_dio_offset_align > DS_DIO_ALIGN ||
+	    stx.stx_dio_mem_align > DS_DIO_ALIGN)
+		close(fd);
+	else
+		*dfd = fd;
+#else
+	(void)path;
+#endif
+	return 0;
+}
+
 static int open_inputs(struct pipe *pp)
 {
 	const struct ds_plan *p = pp->p;
@@ -921,33 +1019,52 @@ static int open_inputs(struct pipe *pp)
 		if (p->in[k]->nshards > pp->maxshards)
 			pp->maxshards = p->in[k]->nshards;
 	pp->fds = malloc(sizeof(int) * p->ninputs * pp->maxshards);
-	if (!pp->fds)
+	pp->dfds = malloc(sizeof(int) * p->ninputs * pp->maxshards);
+	if (!pp->fds || !pp->dfds)
 		return ds_fail(pp->ctx, -ENOMEM, "out of memory");
 	for (unsigned i = 0; i < p->ninputs * pp->maxshards; i++)
-		pp->fds[i] = -1;
+		pp->fds[i] = pp->dfds[i] = -1;
 	for (unsigned k = 0; k < p->ninputs; k++)
 		for (unsigned s = 0; s < p->in[k]->nshards; s++) {
 			const char *path = p->in[k]->shards[s].path;
-			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
 
 			if (fd < 0)
 				return ds_fail(pp->ctx, -errno, "%s: %s", path,
 					       strerror(errno));
 			pp->fds[k * pp->maxshards + s] = fd;
+			/* packs and LoRA models read their own way */
+			if (!p->in[k]->pack && !p->in[k]->lora)
+				rc = open_direct(path, &pp->dfds[k *
+						 pp->maxshards + s]);
+			if (rc)
+				return ds_fail(pp->ctx, rc, "%s: %s", path,
+					       strerror(-rc));
 		}
 	return 0;
 }
 
-/* Every window buffer and the workers' scratch, in one allocation. */
+/*
+ * Every window buffer and the workers' scratch, in one allocation, in huge
+ * pages where the kernel has them: a direct read's request is as long as
+ * the pages of its buffer allow (a segment per page, a few hundred
+ * segments), 1 MiB in pages of 4 KiB, where the disk serves 4 MiB
+ * requests best.
+ */
+#define HUGE ((size_t)2 << 20)
+
 static int alloc_buffers(struct pipe *pp)
 {
 	const struct ds_plan *p = pp->p;
 	uint64_t slot = ds_plan_slot_bytes(p, p->window);
 	uint64_t per = slot / (p->ninputs + 1);
+	/* an input's buffer: a direct read's slack at both ends */
+	uint64_t iper = (per + 2 * DS_DIO_ALIGN + DS_DIO_ALIGN - 1) &
+			~(uint64_t)(DS_DIO_ALIGN - 1);
 	size_t scratch = pp->scratch_floats * sizeof(float) * p->threads;
 	size_t red = (p->needs.red_bytes + 63) & ~(size_t)63;
 	size_t acc = (p->needs.acc_bytes + 63) & ~(size_t)63;
-	size_t total, cbytes, frb, kb;
+	size_t total, cbytes, frb, kb, oper, stride;
 	char *m;
 
 	pp->nslots = p->depth;
@@ -964,23 +1081,30 @@ static int alloc_buffers(struct pipe *pp)
 	frb = ((p->window / DS_PACK_FRAME + 3) * sizeof(struct ds_pack_frame) +
 	       63) & ~(size_t)63;
 	kb = ((p->window / 64 + 1) * sizeof(uint64_t) + 63) & ~(size_t)63;
-	total = pp->nslots * (slot + red + (size_t)__builtin_popcountll(
-			      pp->packs) * (cbytes + frb + kb)) + scratch + acc;
+	oper = (per + DS_DIO_ALIGN - 1) & ~(uint64_t)(DS_DIO_ALIGN - 1);
+	stride = (iper * p->ninputs + oper + red +
+		  (size_t)__builtin_popcountll(pp->packs) * (cbytes + frb + kb) +
+		  DS_DIO_ALIGN - 1) & ~(size_t)(DS_DIO_ALIGN - 1);
+	total = pp->nslots * stride + scratch + acc;
 	pp->slots = calloc(pp->nslots, sizeof(*pp->slots));
 	pp->ts = calloc(pp->nts, sizeof(*pp->ts));
-	pp->mem = aligned_alloc(4096, (total + 4095) & ~(size_t)4095);
+	pp->mem = aligned_alloc(HUGE, (total + HUGE - 1) & ~(size_t)(HUGE - 1));
 	if (!pp->slots || !pp->ts || !pp->mem)
 		return ds_fail(pp->ctx, -ENOMEM, "cannot allocate %llu bytes "
 			       "of window buffers; lower --memory",
 			       (unsigned long long)total);
-	m = pp->mem;
+#ifdef MADV_HUGEPAGE
+	madvise(pp->mem, (total + HUGE - 1) & ~(size_t)(HUGE - 1),
+		MADV_HUGEPAGE);
+#endif
 	for (unsigned i = 0; i < pp->nslots; i++) {
 		struct slot *s = &pp->slots[i];
 
-		for (unsigned k = 0; k < p->ninputs; k++, m += per)
-			s->in[k] = m;
+		m = (char *)pp->mem + i * stride;
+		for (unsigned k = 0; k < p->ninputs; k++, m += iper)
+			s->in[k] = s->ibuf[k] = m;
 		s->out = m;
-		m += per;
+		m += oper;
 		s->red = m;
 		m += red;
 		for (unsigned k = 1; k < p->ninputs; k++)
@@ -992,6 +1116,7 @@ static int alloc_buffers(struct pipe *pp)
 			}
 		s->wake.user = s;
 	}
+	m = (char *)pp->mem + pp->nslots * stride;
 	pp->acc = m;
 	m += acc;
 	pp->scratch = (float *)m;
@@ -1078,12 +1203,16 @@ static void teardown(struct pipe *pp)
 		pthread_join(pp->th[i], NULL);
 	pthread_mutex_destroy(&pp->lk);
 	pthread_cond_destroy(&pp->cv);
-	for (unsigned i = 0; pp->fds && i < pp->p->ninputs * pp->maxshards; i++)
+	for (unsigned i = 0; pp->fds && i < pp->p->ninputs * pp->maxshards; i++) {
 		if (pp->fds[i] >= 0)
 			close(pp->fds[i]);
+		if (pp->dfds && pp->dfds[i] >= 0)
+			close(pp->dfds[i]);
+	}
 	ds_io_destroy(&pp->io);
 	free(pp->th);
 	free(pp->fds);
+	free(pp->dfds);
 	free(pp->keep);
 	free(pp->slots);
 	free(pp->ts);

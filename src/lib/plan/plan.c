@@ -948,7 +948,8 @@ static int size_windows(struct ds_plan *p, const struct ds_merge_opts *o)
 	p->memory = p->depth * per_elem * p->window;
 	ds_method_needs(&p->mp, p->window, p->maxrow, &p->needs);
 	p->overhead = p->needs.acc_bytes + p->depth * p->needs.red_bytes +
-		      p->threads * p->needs.scratch_floats * sizeof(float);
+		      p->threads * p->needs.scratch_floats * sizeof(float) +
+		      (uint64_t)p->depth * (3 * p->ninputs + 2) * DS_DIO_ALIGN;
 	return lora_budget(p, budget);
 }
 
