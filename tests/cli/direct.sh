@@ -11,7 +11,8 @@
 # leaves the next F32 tensor at an offset of 2 mod 4, and a tensor of 3
 # elements that ends the file inside one block.  The same merges from a
 # copy on tmpfs (which refuses O_DIRECT, so everything is read buffered)
-# must give the same bytes, and the reference recomputes both.
+# must give the same bytes, and the reference recomputes both.  Delta
+# packs of the fine-tunes, read direct, give the merge of the full models.
 # shellcheck source=lib.sh
 . "${DS_TESTLIB:-$(dirname "$0")/lib.sh}"
 ds_setup direct
@@ -110,6 +111,31 @@ for meth in "linear" "dare_ties -p 0.6 --seed 5" "ties -p 0.5"; do
 				cmp "$T/o-$name/model.safetensors" \
 				"$T/s-$name/model.safetensors"
 	done
+done
+
+say "== delta packs: their frames are read direct too"
+for j in 1 2; do
+	"$DS_BIN" extract -q --base "$T/m/base" --model "$T/m/ft$j" -p 0.6 \
+		--seed 5 --stream $((j - 1)) -o "$T/m/ft$j.dsd" ||
+		hard_error "extract of ft$j failed"
+	[ -z "$S" ] || cp "$T/m/ft$j.dsd" "$S"/
+done
+for mem in 64M 4M; do
+	evict "$T"/m/base/model.safetensors "$T"/m/*.dsd
+	ds_merge "$T/p-$mem" --quiet --memory "$mem" --method dare_ties \
+		-p 0.6 --seed 5 --base "$T/m/base" --model "$T/m/ft1.dsd" \
+		--model "$T/m/ft2.dsd" &&
+		check "--memory $mem: packs give the merge of the full models" \
+			cmp "$T/o-dare_ties__p_0_6___seed_5_$(echo "$mem" |
+			tr -c 'a-z0-9\n' '_')/model.safetensors" \
+			"$T/p-$mem/model.safetensors"
+	[ -n "$S" ] || continue
+	ds_merge "$T/sp-$mem" --quiet --memory "$mem" --method dare_ties \
+		-p 0.6 --seed 5 --base "$S/base" --model "$S/ft1.dsd" \
+		--model "$S/ft2.dsd" &&
+		check "--memory $mem: the same bytes from packs on tmpfs" \
+			cmp "$T/p-$mem/model.safetensors" \
+			"$T/sp-$mem/model.safetensors"
 done
 
 ds_finish

@@ -57,6 +57,7 @@ struct slot {
 	 * merge's mask: methods.h, ds_window.keep) their mask into kbits[k]
 	 * and keep[k] set, the kept values into in[k] */
 	void *cbuf[DS_MAX_INPUTS];
+	const void *cdata[DS_MAX_INPUTS];   /* the frames, in cbuf */
 	struct ds_pack_frame *fr[DS_MAX_INPUTS];
 	unsigned nfr[DS_MAX_INPUTS];
 	uint64_t *kbits[DS_MAX_INPUTS];
@@ -260,13 +261,13 @@ static int expand_packs(struct pipe *pp, struct slot *s,
 			continue;
 		if (as_kept(pp, s, k)) {
 			rc = ds_pack_kept(wa->dc, pp->k, m->pack, ti, t->dtype,
-					  s->cbuf[k], s->fr[k], s->nfr[k], s->i0,
+					  s->cdata[k], s->fr[k], s->nfr[k], s->i0,
 					  s->in[k], s->kbits[k], &s->perr_frame);
 			s->keep[k] = s->kbits[k];
 		} else {
 			rc = ds_pack_expand(wa->dc, pp->k, m->pack, ti,
 					    m->pack->pt[ti].name_hash, t->dtype,
-					    s->cbuf[k], s->fr[k], s->nfr[k],
+					    s->cdata[k], s->fr[k], s->nfr[k],
 					    s->i0, s->n, s->in[0],
 					    o->in[0]->dtype, s->in[k], wa->vals,
 					    &s->perr_frame);
@@ -472,33 +473,30 @@ static int next_window(struct pipe *pp, struct slot *s)
  * to their element size (so that the window is as aligned in memory as its
  * elements need), is read buffered.
  */
-static bool read_direct(struct pipe *pp, struct slot *s, unsigned k,
-			struct ds_io_req *r)
+/*
+ * Submit r as a direct read into buf (DS_DIO_ALIGN-aligned, with that
+ * slack at both ends) from dfd, a file of fsize bytes; false (nothing
+ * submitted) when it lies inside the file's last block.  *data: where r's
+ * bytes begin in buf.
+ */
+static bool submit_direct(struct pipe *pp, struct slot *s, unsigned k,
+			  struct ds_io_req *r, int dfd, uint64_t fsize,
+			  void *buf, const void **data)
 {
-	const struct ds_otensor *o = &pp->p->ot[s->t];
-	const struct ds_tensor *t = o->in[k];
-	const struct ds_model *m = pp->p->in[o->src[k]];
-	int dfd = pp->dfds[o->src[k] * pp->maxshards + t->shard];
-	uint64_t a = DS_DIO_ALIGN, lo, hi, end = r->off + r->len;
-	uint64_t fsize = m->shards[t->shard].size;
+	uint64_t a = DS_DIO_ALIGN, end = r->off + r->len;
+	uint64_t lo = r->off & ~(a - 1), hi = (end + a - 1) & ~(a - 1);
 
-	if (dfd < 0 || s->ts->npass != 1 || lora_at(pp, o, k) ||
-	    pp->keep[s->t * DS_MAX_INPUTS + k] ||
-	    r->off % ds_dtype_size(t->dtype))
-		return false;
-	lo = r->off & ~(a - 1);
-	hi = (end + a - 1) & ~(a - 1);
 	if (hi > fsize)
 		hi = end & ~(a - 1);
-	if (hi <= lo)                   /* inside the file's last block */
+	if (hi <= lo)
 		return false;
-	s->in[k] = (char *)s->ibuf[k] + (r->off - lo);
+	*data = (char *)buf + (r->off - lo);
 	s->direct[k] = true;
 	if (hi < end) {
 		struct ds_io_req *tl = &s->tail[k];
 
 		*tl = (struct ds_io_req){
-			.fd = r->fd, .buf = (char *)s->ibuf[k] + (hi - lo),
+			.fd = r->fd, .buf = (char *)buf + (hi - lo),
 			.len = end - hi, .off = hi, .user = s,
 		};
 		s->pending++;
@@ -506,12 +504,40 @@ static bool read_direct(struct pipe *pp, struct slot *s, unsigned k,
 		ds_io_submit(&pp->io, tl);
 	}
 	r->fd = dfd;
-	r->buf = s->ibuf[k];
+	r->buf = buf;
 	r->off = lo;
 	r->len = hi - lo;
 	s->pending++;
 	pp->outstanding++;
 	ds_io_submit(&pp->io, r);
+	return true;
+}
+
+/* Whether input k of slot s may be read direct from dfd. */
+static bool may_read_direct(const struct pipe *pp, const struct slot *s,
+			    unsigned k, int dfd)
+{
+	return dfd >= 0 && s->ts && s->ts->npass == 1 &&
+	       !pp->keep[s->t * DS_MAX_INPUTS + k];
+}
+
+/* A window of a merged tensor of a safetensors model, read direct. */
+static bool read_direct(struct pipe *pp, struct slot *s, unsigned k,
+			struct ds_io_req *r)
+{
+	const struct ds_otensor *o = &pp->p->ot[s->t];
+	const struct ds_tensor *t = o->in[k];
+	const struct ds_model *m = pp->p->in[o->src[k]];
+	int dfd = pp->dfds[o->src[k] * pp->maxshards + t->shard];
+	const void *data;
+
+	if (m->pack || !may_read_direct(pp, s, k, dfd) ||
+	    lora_at(pp, o, k) ||
+	    r->off % ds_dtype_size(t->dtype) ||
+	    !submit_direct(pp, s, k, r, dfd, m->shards[t->shard].size,
+			   s->ibuf[k], &data))
+		return false;
+	s->in[k] = (void *)data;
 	return true;
 }
 
@@ -540,12 +566,20 @@ static void read_input(struct pipe *pp, struct slot *s, unsigned k,
 					s->fr[k], &s->nfr[k]);
 
 		r->buf = s->cbuf[k];
+		s->cdata[k] = s->cbuf[k];
 		if (rc) {
 			pp->err = ds_fail(pp->ctx, rc == DS_E_FORMAT ? rc : rc,
 					  "%s: tensor '%s': damaged seek table",
 					  m->shards[0].path, t->name);
 			return;
 		}
+		if (r->len && may_read_direct(pp, s, k, pp->dfds[o->src[k] *
+							       pp->maxshards]) &&
+		    submit_direct(pp, s, k, r, pp->dfds[o->src[k] *
+							pp->maxshards],
+				  m->shards[0].size, s->cbuf[k],
+				  &s->cdata[k]))
+			return;
 	}
 	s->pending++;
 	pp->outstanding++;
@@ -1033,8 +1067,8 @@ static int open_inputs(struct pipe *pp)
 				return ds_fail(pp->ctx, -errno, "%s: %s", path,
 					       strerror(errno));
 			pp->fds[k * pp->maxshards + s] = fd;
-			/* packs and LoRA models read their own way */
-			if (!p->in[k]->pack && !p->in[k]->lora)
+			/* LoRA models read their factors their own way */
+			if (!p->in[k]->lora)
 				rc = open_direct(path, &pp->dfds[k *
 						 pp->maxshards + s]);
 			if (rc)
@@ -1062,7 +1096,8 @@ static int alloc_buffers(struct pipe *pp)
 	uint64_t iper = (per + 2 * DS_DIO_ALIGN + DS_DIO_ALIGN - 1) &
 			~(uint64_t)(DS_DIO_ALIGN - 1);
 	size_t scratch = pp->scratch_floats * sizeof(float) * p->threads;
-	size_t red = (p->needs.red_bytes + 63) & ~(size_t)63;
+	size_t red = (p->needs.red_bytes + DS_DIO_ALIGN - 1) &
+		     ~(size_t)(DS_DIO_ALIGN - 1);
 	size_t acc = (p->needs.acc_bytes + 63) & ~(size_t)63;
 	size_t total, cbytes, frb, kb, oper, stride;
 	char *m;
@@ -1077,10 +1112,12 @@ static int alloc_buffers(struct pipe *pp)
 		if (p->in[k]->lora)
 			pp->loras |= 1ull << (k - 1);
 	}
-	cbytes = (ds_pack_window_bound(p->window, DS_DT_F32) + 63) & ~63ull;
+	cbytes = (ds_pack_window_bound(p->window, DS_DT_F32) +
+		  3 * DS_DIO_ALIGN - 1) & ~(uint64_t)(DS_DIO_ALIGN - 1);
 	frb = ((p->window / DS_PACK_FRAME + 3) * sizeof(struct ds_pack_frame) +
-	       63) & ~(size_t)63;
-	kb = ((p->window / 64 + 1) * sizeof(uint64_t) + 63) & ~(size_t)63;
+	       DS_DIO_ALIGN - 1) & ~(size_t)(DS_DIO_ALIGN - 1);
+	kb = ((p->window / 64 + 1) * sizeof(uint64_t) + DS_DIO_ALIGN - 1) &
+	     ~(size_t)(DS_DIO_ALIGN - 1);
 	oper = (per + DS_DIO_ALIGN - 1) & ~(uint64_t)(DS_DIO_ALIGN - 1);
 	stride = (iper * p->ninputs + oper + red +
 		  (size_t)__builtin_popcountll(pp->packs) * (cbytes + frb + kb) +

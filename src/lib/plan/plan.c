@@ -949,7 +949,7 @@ static int size_windows(struct ds_plan *p, const struct ds_merge_opts *o)
 	ds_method_needs(&p->mp, p->window, p->maxrow, &p->needs);
 	p->overhead = p->needs.acc_bytes + p->depth * p->needs.red_bytes +
 		      p->threads * p->needs.scratch_floats * sizeof(float) +
-		      (uint64_t)p->depth * (3 * p->ninputs + 2) * DS_DIO_ALIGN;
+		      (uint64_t)p->depth * (5 * p->ninputs + 3) * DS_DIO_ALIGN;
 	return lora_budget(p, budget);
 }
 
