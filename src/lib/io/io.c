@@ -3,10 +3,36 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "common/ctx.h"
 #include "io/io.h"
+
+int ds_open_direct(const char *path, int flags, int *fd)
+{
+	*fd = -1;
+#if defined(O_DIRECT) && defined(STATX_DIOALIGN)
+	int d = open(path, flags | O_DIRECT | O_CLOEXEC);
+	struct statx stx;
+
+	if (d < 0)
+		return errno == EINVAL || errno == EMFILE || errno == ENFILE ?
+		       0 : -errno;
+	if (statx(d, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) ||
+	    !(stx.stx_mask & STATX_DIOALIGN) || !stx.stx_dio_offset_align ||
+	    stx.stx_dio_offset_align > DS_DIO_ALIGN ||
+	    stx.stx_dio_mem_align > DS_DIO_ALIGN)
+		close(d);
+	else
+		*fd = d;
+#else
+	(void)path;
+	(void)flags;
+#endif
+	return 0;
+}
 
 int ds_io_rw_full(struct ds_io_req *r)
 {

@@ -91,6 +91,18 @@ static inline void ds_io_post(struct ds_io *io, struct ds_io_req *r)
 	io->ops->post(io->e, r);
 }
 
+/*
+ * Direct I/O (O_DIRECT) takes offsets, lengths and buffers aligned to
+ * DS_DIO_ALIGN, which covers what every common file system asks.
+ * ds_open_direct() opens path with flags | O_DIRECT into *fd, or leaves
+ * *fd -1 where the file system does not take direct I/O (EINVAL: tmpfs),
+ * wants a larger alignment, or descriptors have run out (the caller's
+ * buffered descriptor serves).  Returns 0, or -errno for any other error
+ * (the file's).
+ */
+#define DS_DIO_ALIGN 4096u
+int ds_open_direct(const char *path, int flags, int *fd);
+
 /* Synchronous full transfer with retries, shared by the backends. */
 int ds_io_rw_full(struct ds_io_req *r);
 

@@ -35,6 +35,7 @@ struct ofile {
 	char *final;                /* full path of the final name */
 	uint64_t size;              /* bytes written through put() */
 	int fd;
+	int dfd;                    /* the same opened O_DIRECT, or -1 */
 	XXH3_state_t *h;
 	XXH128_hash_t digest;
 };
@@ -478,6 +479,7 @@ static int add_file(struct ds_out *o, const char *name, uint64_t size,
 		    int keep)
 {
 	struct ofile *f;
+	int rc;
 
 	if (o->nf == o->cap) {
 		size_t cap = o->cap ? 2 * o->cap : 16;
@@ -488,7 +490,7 @@ static int add_file(struct ds_out *o, const char *name, uint64_t size,
 		o->cap = cap;
 	}
 	f = memset(&o->f[o->nf], 0, sizeof(*f));
-	f->fd = -1;
+	f->fd = f->dfd = -1;
 	f->name = strdup(name);
 	f->final = join(o->dir, "", name, "");
 	f->tmp = join(o->dir, ".", name, TMP_SUFFIX);
@@ -514,7 +516,17 @@ static int add_file(struct ds_out *o, const char *name, uint64_t size,
 	    errno != EOPNOTSUPP && errno != ENOSYS)
 		return ds_fail(o->ctx, -errno, "%s: %s", f->final,
 			       strerror(errno));
+	/* a shard's windows are written direct where they can be */
+	if (size && (rc = ds_open_direct(f->tmp, O_WRONLY, &f->dfd)))
+		return ds_fail(o->ctx, rc, "%s: %s", f->tmp, strerror(-rc));
 	return 0;
+}
+
+static void close_direct(struct ofile *f)
+{
+	if (f->dfd >= 0)
+		close(f->dfd);
+	f->dfd = -1;
 }
 
 /* Write buf at offset off of file f and feed it to the checksum. */
@@ -827,6 +839,11 @@ int ds_out_open(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
 int ds_out_fd(const struct ds_out *o, unsigned s)
 {
 	return o->f[s].fd;
+}
+
+int ds_out_dfd(const struct ds_out *o, unsigned s)
+{
+	return o->f[s].dfd;
 }
 
 const char *ds_out_path(const struct ds_out *o, unsigned s)
@@ -1279,6 +1296,7 @@ static int sync_close(struct ds_out *o, struct ofile *f)
 {
 	int rc = 0;
 
+	close_direct(f);
 	if (fsync(f->fd) || close(f->fd))
 		rc = ds_fail(o->ctx, -errno, "%s: %s", f->final,
 			     strerror(errno));
@@ -1437,6 +1455,7 @@ void ds_out_abort(struct ds_out *o)
 	if (!o)
 		return;
 	for (size_t i = 0; i < o->nf; i++) {
+		close_direct(&o->f[i]);
 		if (o->f[i].fd >= 0)
 			close(o->f[i].fd);
 		o->f[i].fd = -1;
@@ -1477,6 +1496,7 @@ size_t ds_out_suspend(struct ds_out *o)
 		struct ofile *f = &o->f[i];
 		int keep = i < o->p->nos && i <= last;
 
+		close_direct(f);
 		if (f->fd >= 0)
 			close(f->fd);
 		f->fd = -1;
@@ -1500,6 +1520,7 @@ void ds_out_free(struct ds_out *o)
 	if (!o)
 		return;
 	for (size_t i = 0; i < o->nf; i++) {
+		close_direct(&o->f[i]);
 		if (o->f[i].fd >= 0)
 			close(o->f[i].fd);
 		free(o->f[i].name);

@@ -51,6 +51,9 @@ int ds_out_open(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
 int ds_out_journal(struct ds_out *o, size_t t, uint64_t digest);
 /* Descriptor of shard s's temporary file. */
 int ds_out_fd(const struct ds_out *o, unsigned s);
+/* Shard s opened O_DIRECT (io.h, ds_open_direct), or -1: the pipeline
+ * writes a window's whole blocks through it, the rest through ds_out_fd. */
+int ds_out_dfd(const struct ds_out *o, unsigned s);
 /* Path of shard s's final name (for messages). */
 const char *ds_out_path(const struct ds_out *o, unsigned s);
 /* Feed the next bytes of shard s, in file order, to its checksum. */

@@ -70,8 +70,13 @@ struct slot {
 	void *in[DS_MAX_INPUTS];        /* the window of input k, in ibuf[k] */
 	void *ibuf[DS_MAX_INPUTS];
 	bool direct[DS_MAX_INPUTS];     /* input k read with O_DIRECT */
-	void *out;
-	struct ds_io_req rd[DS_MAX_INPUTS], wr, wake;
+	void *out;                      /* the output window, in obuf */
+	void *obuf;
+	bool wdirect;                   /* its whole blocks written direct */
+	unsigned wpending;              /* writes outstanding */
+	/* wr: the window's write, or when direct its partial first and last
+	 * blocks (wh, wt) and its whole blocks (wd) */
+	struct ds_io_req rd[DS_MAX_INPUTS], wr, wh, wt, wd, wake;
 	struct ds_io_req tail[DS_MAX_INPUTS];  /* a direct read's last bytes */
 };
 
@@ -586,6 +591,78 @@ static void read_input(struct pipe *pp, struct slot *s, unsigned k,
 	ds_io_submit(&pp->io, r);
 }
 
+/* Where window s goes in its shard. */
+static uint64_t out_offset(const struct pipe *pp, const struct slot *s)
+{
+	const struct ds_otensor *o = &pp->p->ot[s->t];
+
+	return pp->p->os[o->oshard].hlen + o->obegin + s->i0 *
+	       (o->act == DS_ACT_MERGE ? ds_dtype_size(o->odt) : 1);
+}
+
+/*
+ * Direct writes.  The output window lies in its buffer at its offset in the
+ * file modulo DS_DIO_ALIGN, so that its whole blocks can go with O_DIRECT
+ * from where they are: the page cache neither takes a copy of them nor
+ * writes them back, and nothing is dropped afterwards.  The partial blocks
+ * at its two ends go buffered (the neighbouring window, or the header,
+ * writes the rest of each), and are written back and dropped as before.
+ * A window whose offset is not a multiple of its element size stays at the
+ * start of its buffer and is written buffered whole.
+ */
+static void place_output(const struct pipe *pp, struct slot *s)
+{
+	const struct ds_otensor *o = &pp->p->ot[s->t];
+	uint64_t off = out_offset(pp, s);
+
+	s->wdirect = ds_out_dfd(pp->o, o->oshard) >= 0 &&
+		     (o->act != DS_ACT_MERGE ||
+		      off % ds_dtype_size(o->odt) == 0);
+	s->out = (char *)s->obuf + (s->wdirect ? off % DS_DIO_ALIGN : 0);
+}
+
+static void put_write(struct pipe *pp, struct slot *s, struct ds_io_req *w)
+{
+	s->wpending++;
+	pp->outstanding++;
+	ds_io_submit(&pp->io, w);
+}
+
+/* Submit the write of window s, which s->wr describes whole. */
+static void submit_write(struct pipe *pp, struct slot *s, int dfd)
+{
+	const struct ds_io_req *w = &s->wr;
+	uint64_t a = DS_DIO_ALIGN, end = w->off + w->len;
+	uint64_t lo = (w->off + a - 1) & ~(uint64_t)(a - 1);
+	uint64_t hi = end & ~(uint64_t)(a - 1);
+
+	s->wpending = 0;
+	if (!s->wdirect || hi <= lo) {
+		put_write(pp, s, &s->wr);
+		return;
+	}
+	if (lo > w->off) {
+		s->wh = (struct ds_io_req){
+			.fd = w->fd, .write = true, .buf = w->buf,
+			.len = lo - w->off, .off = w->off, .user = s,
+		};
+		put_write(pp, s, &s->wh);
+	}
+	if (end > hi) {
+		s->wt = (struct ds_io_req){
+			.fd = w->fd, .write = true,
+			.buf = (char *)w->buf + (hi - w->off),
+			.len = end - hi, .off = hi, .user = s,
+		};
+		put_write(pp, s, &s->wt);
+	}
+	s->wd = (struct ds_io_req){
+		.fd = dfd, .write = true, .buf = (char *)w->buf + (lo - w->off),
+		.len = hi - lo, .off = lo, .user = s,
+	};
+	put_write(pp, s, &s->wd);
+}
+
 /* Queue the reads of the next window into slot s. */
 static int start_window(struct pipe *pp, struct slot *s)
 {
@@ -600,6 +677,7 @@ static int start_window(struct pipe *pp, struct slot *s)
 	s->redo = false;
 	memset(s->direct, 0, sizeof(s->direct));
 	memcpy(s->in, s->ibuf, sizeof(s->in));
+	place_output(pp, s);
 	pp->seq_issue++;
 	if (o->act == DS_ACT_COPY) {
 		read_input(pp, s, 0, s->out, 1);
@@ -719,7 +797,6 @@ static int start_write(struct pipe *pp)
 {
 	struct slot *s = &pp->slots[pp->seq_write % pp->nslots];
 	const struct ds_otensor *o;
-	const struct ds_oshard *os;
 	uint64_t es;
 
 	if (pp->seq_write == pp->seq_issue || s->st != S_COMPUTED)
@@ -729,7 +806,6 @@ static int start_write(struct pipe *pp)
 		return 1;
 	}
 	o = &pp->p->ot[s->t];
-	os = &pp->p->os[o->oshard];
 	/* In window order, the writing pass's guesses are checked (select.c);
 	 * a window that guessed wrong is computed again first. */
 	if (o->act == DS_ACT_MERGE && !pp->err) {
@@ -748,7 +824,7 @@ static int start_write(struct pipe *pp)
 	s->wr = (struct ds_io_req){
 		.fd = ds_out_fd(pp->o, o->oshard), .write = true,
 		.buf = s->out, .len = s->n * es, .user = s,
-		.off = os->hlen + o->obegin + s->i0 * es,
+		.off = out_offset(pp, s),
 	};
 	ds_out_hash(pp->o, o->oshard, s->out, s->wr.len);
 	if (s->i0 == 0)
@@ -759,8 +835,7 @@ static int start_write(struct pipe *pp)
 		s->tdigest = XXH3_64bits_digest(pp->tensor_hash);
 	s->st = S_WRITING;
 	pp->seq_write++;
-	pp->outstanding++;
-	ds_io_submit(&pp->io, &s->wr);
+	submit_write(pp, s, ds_out_dfd(pp->o, o->oshard));
 	return 1;
 }
 
@@ -770,7 +845,7 @@ static void io_failed(struct pipe *pp, struct slot *s, struct ds_io_req *r)
 
 	if (pp->err)
 		return;
-	if (r == &s->wr) {
+	if (r->write) {
 		pp->err = ds_fail(pp->ctx, r->res, "%s: write of tensor '%s' "
 				  "failed: %s", ds_out_path(pp->o, o->oshard),
 				  o->name, strerror(-r->res));
@@ -794,9 +869,11 @@ static void on_event(struct pipe *pp, struct ds_io_req *r)
 	pp->outstanding--;
 	if (r != &s->wake && r->res < 0)
 		io_failed(pp, s, r);
-	if (r == &s->wr) {
-		s->st = S_WRITTEN;
+	if (r->write) {
 		pp->done += r->len;
+		if (--s->wpending)
+			return;
+		s->st = S_WRITTEN;
 		if (pp->progress && !pp->err) {
 			struct ds_progress pr = {
 				.tensor = pp->p->ot[s->t].name,
@@ -1016,35 +1093,6 @@ static bool mostly_cached(int fd)
 #endif
 }
 
-/*
- * *dfd: a descriptor of path for direct reads, or -1 where the file system
- * does not take them (EINVAL: tmpfs), wants an alignment larger than
- * DS_DIO_ALIGN, or descriptors have run out (the buffered one serves).
- * Any other error is the file's, and the merge's.
- */
-static int open_direct(const char *path, int *dfd)
-{
-	*dfd = -1;
-#if defined(O_DIRECT) && defined(STATX_DIOALIGN)
-	int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
-	struct statx stx;
-
-	if (fd < 0)
-		return errno == EINVAL || errno == EMFILE || errno == ENFILE ?
-		       0 : -errno;
-	if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) ||
-	    !(stx.stx_mask & STATX_DIOALIGN) || !stx.stx_dio_offset_align ||
-	    stx.stx_dio_offset_align > DS_DIO_ALIGN ||
-	    stx.stx_dio_mem_align > DS_DIO_ALIGN)
-		close(fd);
-	else
-		*dfd = fd;
-#else
-	(void)path;
-#endif
-	return 0;
-}
-
 static int open_inputs(struct pipe *pp)
 {
 	const struct ds_plan *p = pp->p;
@@ -1069,8 +1117,8 @@ static int open_inputs(struct pipe *pp)
 			pp->fds[k * pp->maxshards + s] = fd;
 			/* LoRA models read their factors their own way */
 			if (!p->in[k]->lora)
-				rc = open_direct(path, &pp->dfds[k *
-						 pp->maxshards + s]);
+				rc = ds_open_direct(path, O_RDONLY, &pp->dfds[k *
+						    pp->maxshards + s]);
 			if (rc)
 				return ds_fail(pp->ctx, rc, "%s: %s", path,
 					       strerror(-rc));
@@ -1118,7 +1166,7 @@ static int alloc_buffers(struct pipe *pp)
 	       DS_DIO_ALIGN - 1) & ~(size_t)(DS_DIO_ALIGN - 1);
 	kb = ((p->window / 64 + 1) * sizeof(uint64_t) + DS_DIO_ALIGN - 1) &
 	     ~(size_t)(DS_DIO_ALIGN - 1);
-	oper = (per + DS_DIO_ALIGN - 1) & ~(uint64_t)(DS_DIO_ALIGN - 1);
+	oper = (per + 2 * DS_DIO_ALIGN - 1) & ~(uint64_t)(DS_DIO_ALIGN - 1);
 	stride = (iper * p->ninputs + oper + red +
 		  (size_t)__builtin_popcountll(pp->packs) * (cbytes + frb + kb) +
 		  DS_DIO_ALIGN - 1) & ~(size_t)(DS_DIO_ALIGN - 1);
@@ -1140,7 +1188,7 @@ static int alloc_buffers(struct pipe *pp)
 		m = (char *)pp->mem + i * stride;
 		for (unsigned k = 0; k < p->ninputs; k++, m += iper)
 			s->in[k] = s->ibuf[k] = m;
-		s->out = m;
+		s->out = s->obuf = m;
 		m += oper;
 		s->red = m;
 		m += red;

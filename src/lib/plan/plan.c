@@ -14,6 +14,7 @@
 #include "common/ctx.h"
 #include "inputs/lora.h"
 #include "inputs/pack.h"
+#include "io/io.h"
 #include "plan/plan.h"
 
 static bool is_float(enum ds_dtype dt)
@@ -949,6 +950,8 @@ static int size_windows(struct ds_plan *p, const struct ds_merge_opts *o)
 	ds_method_needs(&p->mp, p->window, p->maxrow, &p->needs);
 	p->overhead = p->needs.acc_bytes + p->depth * p->needs.red_bytes +
 		      p->threads * p->needs.scratch_floats * sizeof(float) +
+		      /* the window buffers' alignment and slack for
+		       * direct I/O (pipeline.c) */
 		      (uint64_t)p->depth * (5 * p->ninputs + 3) * DS_DIO_ALIGN;
 	return lora_budget(p, budget);
 }

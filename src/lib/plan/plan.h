@@ -12,9 +12,6 @@
 
 /* Input slot 0 is the layout model (the base); 1..n the fine-tunes. */
 #define DS_MAX_INPUTS (DS_MAX_MODELS + 1)
-/* The alignment of direct reads (pipeline.c): the window buffers have
- * that much slack at both ends and start on it, counted in the overhead */
-#define DS_DIO_ALIGN 4096u
 
 enum ds_action { DS_ACT_MERGE, DS_ACT_COPY };
 
