@@ -3,8 +3,9 @@
 # pagecache.sh - a merge leaves the page cache as it found its inputs
 #
 # Inputs that were not in the page cache leave it as they are consumed:
-# after a merge from evicted inputs, at most a tenth of their bytes are
-# cached (the headers and the partial pages at window edges stay).
+# after a merge or an extract from evicted inputs, at most a tenth of
+# their bytes are cached (the headers and the partial pages at window edges
+# stay).
 # Inputs that were cached stay cached (that needs cachestat(2), Linux 6.5,
 # to see the files' pages; where it does not, the merge drops them too and
 # that case is skipped).
@@ -66,6 +67,12 @@ for m in dare_ties ties; do
 	check "$m, from evicted inputs: at most 10% of them cached after" \
 		below 11 "$@"
 done
+evict "$@"
+run "$DS_BIN" extract -q --base "$T/fx/base" --model "$T/fx/ft1" -p 0.9 \
+	-o "$T/cold.dsd"
+check "extract from evicted inputs: exit 0 (got $ds_rc)" [ "$ds_rc" -eq 0 ]
+check "extract, from evicted inputs: at most 10% of them cached after" \
+	below 11 "$T"/fx/base/*.safetensors "$T"/fx/ft1/*.safetensors
 # shellcheck disable=SC2016 # expanded by the inner shell
 check "the same bytes as ties with --io pread" sh -c '
 	"$1" merge -q --io pread --method ties -p 0.5 --base "$2/base" \
@@ -98,6 +105,12 @@ if sees_cache "$1"; then
 		above 95 "$@"
 	check "the same bytes as from evicted inputs" \
 		cmp "$T/warm/CHECKSUMS.xxh128" "$T/cold-ties/CHECKSUMS.xxh128"
+	run "$DS_BIN" extract -q --base "$T/fx/base" --model "$T/fx/ft1" \
+		-p 0.9 -o "$T/warm.dsd"
+	check "extract, from cached inputs: more than 95% still cached after" \
+		above 95 "$@"
+	check "the same pack as from evicted inputs" \
+		cmp "$T/warm.dsd" "$T/cold.dsd"
 else
 	say "(cachestat(2) does not see the cache here, kernel $(uname -r):" \
 		"the merge drops these inputs too; skipped)"

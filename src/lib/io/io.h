@@ -103,6 +103,10 @@ static inline void ds_io_post(struct ds_io *io, struct ds_io_req *r)
 #define DS_DIO_ALIGN 4096u
 int ds_open_direct(const char *path, int flags, int *fd);
 
+/* Whether most of fd's file is in the page cache (cachestat(2), Linux
+ * 6.5; false where it is missing): a merge leaves such a file cached. */
+bool ds_mostly_cached(int fd);
+
 /* Synchronous full transfer with retries, shared by the backends. */
 int ds_io_rw_full(struct ds_io_req *r);
 

@@ -16,8 +16,26 @@
 #include <zstd.h>
 #include "common/ctx.h"
 #include "inputs/pack.h"
+#include "io/io.h"
 #include "kernels/philox.h"
 #include "kernels/xxh.h"
+
+/*
+ * What extract reads leaves the page cache behind it, as a merge's reads
+ * do (unless the file was mostly cached before: it is left so).  Ranges
+ * read in a row are dropped DROP_STEP at a time, cut on DROP_STEP
+ * boundaries: a large folio of the cache (2 MiB at most) goes only when it
+ * lies wholly in a range dropped.  Keeping the pages made the kernel find
+ * a fresh one for every read, most of extract's time where the RAM is a
+ * virtual machine's; the kernel's own read-ahead, not WILLNEED hints
+ * (served one page a folio), reads ahead.
+ */
+#define DROP_STEP ((uint64_t)2 << 20)
+
+struct behind {
+	int fd;                         /* -1: nothing pending */
+	uint64_t from, to;              /* read, not yet dropped */
+};
 
 /*
  * One pass over base and model, frame by frame (65536 elements): the
@@ -41,6 +59,8 @@ struct writer {
 	ds_progress_fn *progress;
 	void *user;
 	uint64_t done, total;
+	struct behind behind;           /* of the model's reads */
+	const bool *mkeep;              /* per shard: the model's, cached */
 };
 
 static void put_le64(unsigned char *b, uint64_t v)
@@ -124,32 +144,34 @@ static size_t gather(struct writer *w, uint32_t hash, bool whole,
 	return n * es;
 }
 
-/* Reading ahead of a sequential walk of [off, end) of fd: the kernel is
- * asked for the next AHEAD bytes whenever fewer than half are pending, so
- * the disk works while a frame is compressed. */
-#define AHEAD (16u << 20)
-
-struct ahead {
-	int fd;
-	uint64_t at, end;
-};
-
-static void ahead_from(struct ahead *a, int fd, uint64_t off, uint64_t end)
+static void behind_flush(struct behind *b)
 {
-	a->fd = fd;
-	a->at = off;
-	a->end = end;
+	if (b->fd >= 0 && b->to > b->from)
+		(void)posix_fadvise(b->fd, (off_t)b->from,
+				    (off_t)(b->to - b->from),
+				    POSIX_FADV_DONTNEED);
+	b->fd = -1;
 }
 
-static void ahead_to(struct ahead *a, uint64_t off)
+/* [off, off + len) of fd was read; keep: fd's file stays cached. */
+static void behind_read(struct behind *b, int fd, bool keep, uint64_t off,
+			uint64_t len)
 {
-	uint64_t len = a->end - a->at < AHEAD ? a->end - a->at : AHEAD;
+	uint64_t cut;
 
-	if (a->fd < 0 || len == 0 || off + AHEAD / 2 < a->at)
+	if (keep)
 		return;
-	(void)posix_fadvise(a->fd, (off_t)a->at, (off_t)len,
-			    POSIX_FADV_WILLNEED);
-	a->at += len;
+	if (b->fd != fd || off != b->to) {
+		behind_flush(b);
+		*b = (struct behind){ fd, off, off };
+	}
+	b->to = off + len;
+	cut = b->to & ~(DROP_STEP - 1);
+	if (cut >= b->from + DROP_STEP) {
+		(void)posix_fadvise(fd, (off_t)b->from, (off_t)(cut - b->from),
+				    POSIX_FADV_DONTNEED);
+		b->from = cut;
+	}
 }
 
 static int put_frame(struct writer *w, size_t bytes)
@@ -181,23 +203,22 @@ static int pack_tensor(struct writer *w, int mfd, const struct ds_model *m,
 	bool whole = !bt || !(t->dtype == DS_DT_F16 || t->dtype == DS_DT_BF16 ||
 			      t->dtype == DS_DT_F32);
 	uint64_t first = w->frame;
-	struct ahead am;
 	int rc = 0;
 
 	if (es == 0)
 		rc = ds_fail(w->ctx, DS_E_USAGE, "%s: tensor '%s' is %s, of less "
 			     "than a byte per element: packs store whole "
 			     "elements", m->arg, t->name, ds_dtype_name(t->dtype));
-	ahead_from(&am, mfd, m->shards[t->shard].data_off + t->begin,
-		   m->shards[t->shard].data_off + t->end);
 	for (uint64_t i0 = 0; !rc && i0 < t->numel; i0 += DS_PACK_FRAME) {
 		size_t mlen = (size_t)(t->numel - i0 < DS_PACK_FRAME ?
 				       t->numel - i0 : DS_PACK_FRAME);
 		uint64_t off = m->shards[t->shard].data_off + t->begin + i0 * es;
 
-		ahead_to(&am, off);
 		rc = read_at(w->ctx, mfd, m->shards[t->shard].path, w->raw,
 			     mlen * es, off);
+		if (!rc)
+			behind_read(&w->behind, mfd, w->mkeep[t->shard], off,
+				    mlen * es);
 		if (!rc)
 			rc = put_frame(w, gather(w, hash, whole, w->raw, i0, mlen,
 						 es));
@@ -268,13 +289,15 @@ static int finish(struct writer *w)
 	return rc;
 }
 
-static int open_fds(ds_ctx *ctx, const struct ds_model *m, int *fd)
+static int open_fds(ds_ctx *ctx, const struct ds_model *m, int *fd,
+		    bool *keep)
 {
 	for (unsigned s = 0; s < m->nshards; s++) {
 		fd[s] = open(m->shards[s].path, O_RDONLY | O_CLOEXEC);
 		if (fd[s] < 0)
 			return ds_fail(ctx, -errno, "%s: %s", m->shards[s].path,
 				       strerror(errno));
+		keep[s] = ds_mostly_cached(fd[s]);
 		(void)posix_fadvise(fd[s], 0, 0, POSIX_FADV_SEQUENTIAL);
 	}
 	return 0;
@@ -288,6 +311,7 @@ static int open_fds(ds_ctx *ctx, const struct ds_model *m, int *fd)
 struct hasher {
 	const struct ds_model *b, *m;
 	const int *bfd;
+	const bool *bkeep;              /* per shard: cached before */
 	uint64_t *digest;               /* per tensor of the model */
 	char *buf;
 	atomic_bool stop;
@@ -312,6 +336,7 @@ static void *hash_bases(void *arg)
 {
 	struct hasher *h = arg;
 	XXH3_state_t *st = XXH3_createState();
+	struct behind bh = { .fd = -1 };
 
 	if (!st)
 		h->rc = -ENOMEM;
@@ -333,10 +358,14 @@ static void *hash_bases(void *arg)
 				h->bad_off = off;
 			else
 				ds_xxh3_64_update(st, h->buf, n);
+			if (!h->rc)
+				behind_read(&bh, h->bfd[bt->shard],
+					    h->bkeep[bt->shard], off, n);
 			h->bad = i;
 		}
 		h->digest[i] = XXH3_64bits_digest(st);
 	}
+	behind_flush(&bh);
 	XXH3_freeState(st);
 	return NULL;
 }
@@ -371,21 +400,25 @@ static int run(struct writer *w, const struct ds_model *b,
 {
 	int *bfd = calloc(b->nshards + 1, sizeof(int));
 	int *mfd = calloc(m->nshards + 1, sizeof(int));
+	bool *bkeep = calloc(b->nshards + 1, sizeof(bool));
+	bool *mkeep = calloc(m->nshards + 1, sizeof(bool));
 	uint64_t frames = 0;
 	unsigned char head[16] = "DSDPACK";
-	struct hasher h = { .b = b, .m = m, .bfd = bfd };
+	struct hasher h = { .b = b, .m = m, .bfd = bfd, .bkeep = bkeep };
 	pthread_t th;
 	bool started;
-	int rc = bfd && mfd ? 0 : -ENOMEM, e;
+	int rc = bfd && mfd && bkeep && mkeep ? 0 : -ENOMEM, e;
 
 	for (unsigned s = 0; bfd && s < b->nshards; s++)
 		bfd[s] = -1;
 	for (unsigned s = 0; mfd && s < m->nshards; s++)
 		mfd[s] = -1;
 	if (!rc)
-		rc = open_fds(w->ctx, b, bfd);
+		rc = open_fds(w->ctx, b, bfd, bkeep);
 	if (!rc)
-		rc = open_fds(w->ctx, m, mfd);
+		rc = open_fds(w->ctx, m, mfd, mkeep);
+	w->behind.fd = -1;
+	w->mkeep = mkeep;
 	for (size_t i = 0; i < m->ntensors; i++) {
 		frames += (m->tensors[i].numel + DS_PACK_FRAME - 1) / DS_PACK_FRAME;
 		w->total += m->tensors[i].end - m->tensors[i].begin;
@@ -408,6 +441,7 @@ static int run(struct writer *w, const struct ds_model *b,
 
 		rc = pack_tensor(w, mfd[t->shard], m, t, base_of(b, t));
 	}
+	behind_flush(&w->behind);
 	if (started) {
 		atomic_store(&h.stop, rc != 0);
 		pthread_join(th, NULL);
@@ -426,6 +460,8 @@ static int run(struct writer *w, const struct ds_model *b,
 			close(mfd[s]);
 	free(bfd);
 	free(mfd);
+	free(bkeep);
+	free(mkeep);
 	return rc;
 }
 

@@ -82,13 +82,6 @@ struct slot {
 
 #define BEHIND 8
 
-/* cachestat(2) has one number on every architecture (Linux 6.5); older C
- * libraries do not name it */
-#ifdef SYS_cachestat
-#define DS_SYS_CACHESTAT SYS_cachestat
-#else
-#define DS_SYS_CACHESTAT 451
-#endif
 
 struct range {
 	int fd;
@@ -1070,29 +1063,6 @@ static int loop(struct pipe *pp)
 
 /* ---- set-up --------------------------------------------------------------- */
 
-/*
- * Is most of the file in the page cache?  cachestat(2) (Linux 6.5) tells
- * without reading it; where it is missing the answer is no, and the merge
- * drops what it reads.
- */
-static bool mostly_cached(int fd)
-{
-#ifdef __linux__
-	struct { uint64_t off, len; } range = { 0, 0 };   /* the whole file */
-	struct { uint64_t cache, dirty, wb, evicted, recent; } cs;
-	struct stat st;
-
-	if (fstat(fd, &st) || st.st_size <= 0 ||
-	    syscall(DS_SYS_CACHESTAT, fd, &range, &cs, 0))
-		return false;
-	return cs.cache * (uint64_t)sysconf(_SC_PAGESIZE) >
-	       (uint64_t)st.st_size / 2;
-#else
-	(void)fd;
-	return false;
-#endif
-}
-
 static int open_inputs(struct pipe *pp)
 {
 	const struct ds_plan *p = pp->p;
@@ -1348,7 +1318,7 @@ static int mark_keeps(struct pipe *pp, size_t first)
 		return ds_fail(pp->ctx, -ENOMEM, "out of memory");
 	}
 	for (size_t i = 0; i < nfd; i++)
-		cached[i] = pp->fds[i] >= 0 && mostly_cached(pp->fds[i]);
+		cached[i] = pp->fds[i] >= 0 && ds_mostly_cached(pp->fds[i]);
 	for (size_t t = first; t < p->not; t++) {
 		const struct ds_otensor *o = &p->ot[t];
 
