@@ -42,12 +42,15 @@ bench_start() {
 	[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$BENCH_DIR"' EXIT
 	: >"$R"
 }
-# time_job NAME ROUND FILE...: prepare FILE..., then time the sourcing
-# script's `job NAME $M` into the samples as time.NAME
+# time_job NAME ROUND FILE...: the sourcing script's clean (removing an
+# earlier job's output, with the discards that can set off, is no part of
+# a job), prepare FILE..., then time its `job NAME $M` into the samples as
+# time.NAME
 time_job() {
 	name=$1
 	round=$2
 	shift 2
+	clean
 	prepare "$@"
 	t0=$(now)
 	job "$name" "$M"

@@ -51,12 +51,11 @@ gen() {
 	done
 }
 
-# job NAME DIR [TIMEV]: the command of one measured job, under
-# /usr/bin/time -v into TIMEV when given
+# job NAME DIR [TIMEV] (after clean): the command of one measured job,
+# under /usr/bin/time -v into TIMEV when given
 job() {
 	name=$1
 	d=$2
-	rm -rf "$BENCH_DIR/out" "$BENCH_DIR/out.dsd"
 	set -- ${3:+/usr/bin/time -v -o "$3"}
 	case $name in
 	extract)
@@ -75,6 +74,9 @@ job() {
 			-o "$BENCH_DIR/out" ;;
 	esac
 }
+
+# clean: no output of an earlier job (its removal is not timed)
+clean() { rm -rf "$BENCH_DIR/out" "$BENCH_DIR/out.dsd"; }
 
 # inputs NAME DIR: the files job NAME reads, one input model per word
 inputs() {
@@ -107,6 +109,7 @@ model_bytes=$(size "$M"/ft1/*.safetensors)
 pack_bytes=$(size "$M"/ft1.dsd)
 
 # The packs merge is the full merge (DESIGN 7): checked once, untimed.
+clean
 job full "$M"
 mv "$BENCH_DIR/out" "$BENCH_DIR/out.full"
 job packs "$M"
@@ -145,6 +148,7 @@ for s in $RSS_SIZES; do
 	say "peak RSS, models of $s"
 	gen "$BENCH_DIR/r$s" "$s"
 	for name in extract apply packs; do
+		clean
 		job "$name" "$BENCH_DIR/r$s" "$BENCH_DIR/time.txt"
 		put "rss.$name.$s" "$(rss "$BENCH_DIR/time.txt")"
 		say "$name, models of $s: peak RSS $(get "rss.$name.$s") MiB"

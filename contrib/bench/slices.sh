@@ -73,12 +73,11 @@ parameters:
 EOR
 }
 
-# job NAME DIR [TIMEV]: one measured job into $BENCH_DIR/out, under
-# /usr/bin/time -v into TIMEV when given
+# job NAME DIR [TIMEV] (after clean): one measured job into $BENCH_DIR/out,
+# under /usr/bin/time -v into TIMEV when given
 job() {
 	name=$1
 	d=$2
-	rm -rf "$BENCH_DIR/out"
 	set -- ${3:+/usr/bin/time -v -o "$3"}
 	case $name in
 	frank|gslerp)
@@ -101,6 +100,9 @@ job frank "$M"
 mv "$BENCH_DIR/out" "$BENCH_DIR/frank.ref"
 frank_bytes=$(size "$BENCH_DIR"/frank.ref/*.safetensors)
 frank_layers=$(layers_of "$BENCH_DIR/frank.ref")
+
+# clean: no output of an earlier job (its removal is not timed)
+clean() { rm -rf "$BENCH_DIR/out"; }
 
 # floor NAME: the pipelined floor's time for job NAME's bytes
 floor() {
@@ -129,6 +131,7 @@ for s in $RSS_SIZES; do
 	say "peak RSS, models of $s"
 	gen "$BENCH_DIR/r$s" "$s"
 	for name in frank gslerp; do
+		clean
 		job "$name" "$BENCH_DIR/r$s" "$BENCH_DIR/time.txt"
 		put "rss.$name.$s" "$(rss "$BENCH_DIR/time.txt")"
 		say "$name, models of $s: peak RSS $(get "rss.$name.$s") MiB"

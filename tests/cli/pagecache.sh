@@ -69,10 +69,17 @@ for m in dare_ties ties; do
 done
 evict "$@"
 run "$DS_BIN" extract -q --base "$T/fx/base" --model "$T/fx/ft1" -p 0.9 \
-	-o "$T/cold.dsd"
+	-o "$T/fx/ft1.dsd"
 check "extract from evicted inputs: exit 0 (got $ds_rc)" [ "$ds_rc" -eq 0 ]
 check "extract, from evicted inputs: at most 10% of them cached after" \
 	below 11 "$T"/fx/base/*.safetensors "$T"/fx/ft1/*.safetensors
+run "$DS_BIN" extract -q --base "$T/fx/base" --model "$T/fx/ft2" -p 0.9 \
+	--stream 1 -o "$T/fx/ft2.dsd"
+evict "$@" "$T/fx/ft1.dsd" "$T/fx/ft2.dsd"
+ds_merge "$T/cold-packs" --method dare_ties -p 0.9 --base "$T/fx/base" \
+	--model "$T/fx/ft1.dsd" --model "$T/fx/ft2.dsd"
+check "dare_ties of evicted packs: at most 10% of the packs cached after" \
+	below 11 "$T/fx/ft1.dsd" "$T/fx/ft2.dsd"
 # shellcheck disable=SC2016 # expanded by the inner shell
 check "the same bytes as ties with --io pread" sh -c '
 	"$1" merge -q --io pread --method ties -p 0.5 --base "$2/base" \
@@ -106,11 +113,11 @@ if sees_cache "$1"; then
 	check "the same bytes as from evicted inputs" \
 		cmp "$T/warm/CHECKSUMS.xxh128" "$T/cold-ties/CHECKSUMS.xxh128"
 	run "$DS_BIN" extract -q --base "$T/fx/base" --model "$T/fx/ft1" \
-		-p 0.9 -o "$T/warm.dsd"
+		-p 0.9 -o "$T/fx/warm.dsd"
 	check "extract, from cached inputs: more than 95% still cached after" \
 		above 95 "$@"
 	check "the same pack as from evicted inputs" \
-		cmp "$T/warm.dsd" "$T/cold.dsd"
+		cmp "$T/fx/warm.dsd" "$T/fx/ft1.dsd"
 else
 	say "(cachestat(2) does not see the cache here, kernel $(uname -r):" \
 		"the merge drops these inputs too; skipped)"

@@ -1323,11 +1323,16 @@ static int mark_keeps(struct pipe *pp, size_t first)
 		const struct ds_otensor *o = &p->ot[t];
 
 		for (unsigned k = 0; k <= o->nsrc; k++) {
+			const struct ds_model *m = p->in[o->src[k]];
+
 			if (!o->in[k])
 				continue;
-			u[n++] = (struct use){ p->in[o->src[k]],
-					       o->in[k]->shard, k,
-					       o->in[k]->begin, t };
+			/* a pack's tensors all begin at 0: their index
+			 * tells them apart */
+			u[n++] = (struct use){ m, o->in[k]->shard, k,
+					       m->pack ? (uint64_t)(o->in[k] -
+						m->tensors) : o->in[k]->begin,
+					       t };
 			pp->keep[t * DS_MAX_INPUTS + k] =
 				cached[o->src[k] * pp->maxshards +
 				       o->in[k]->shard];
