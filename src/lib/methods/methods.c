@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #include <xxhash.h>
 #include "common/ctx.h"
@@ -401,11 +402,28 @@ static void kept_chunk(const struct ds_kernel_ops *k,
 		     mp->s[j], mp->w[j], c->m);
 }
 
+/* Model j's values of the chunk in binary32: the window's own where they
+ * are binary32 already (a LoRA model's, expanded; an F32 model's) and
+ * aligned as floats, which load would only copy, else converted (or
+ * copied) into c->x. */
+static const float *x_of(const struct ds_kernel_ops *k,
+			 const struct ds_window *win, const struct ds_chunk *c,
+			 unsigned j)
+{
+	const void *p = ds_at(win->x[j], win->xdt[j], c->off);
+
+	if (win->xdt[j] == DS_DT_F32 && (uintptr_t)p % sizeof(float) == 0)
+		return p;
+	k->load(win->xdt[j], p, c->x, c->m);
+	return c->x;
+}
+
 /* acc += w_j * d_j for every model, d_j as the method defines it. */
 static void combine(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 		    const struct ds_window *win, const struct ds_chunk *c)
 {
 	struct ds_dare dp;
+	const float *x;
 	unsigned j;
 
 	for (j = 0; j < mp->n; j++) {
@@ -416,16 +434,15 @@ static void combine(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 			kept_chunk(k, mp, win, c, j, c->acc);
 			continue;
 		}
-		k->load(win->xdt[j], ds_at(win->x[j], win->xdt[j], c->off),
-			c->x, c->m);
+		x = x_of(k, win, c, j);
 		if (mp->method == DS_M_LINEAR) {
-			k->axpy(c->acc, mp->w[j], c->x, c->m);
+			k->axpy(c->acc, mp->w[j], x, c->m);
 		} else if (!mp->dare) {
-			k->delta(c->b, c->x, c->x, c->m);
+			k->delta(c->b, x, c->x, c->m);
 			k->axpy(c->acc, mp->w[j], c->x, c->m);
 		} else {
 			dare_of(mp, j, &dp);
-			k->dare_axpy(c->acc, c->b, c->x, &dp, c->i0, c->m);
+			k->dare_axpy(c->acc, c->b, x, &dp, c->i0, c->m);
 		}
 	}
 }
@@ -451,10 +468,8 @@ static void ties(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 			kept_chunk(k, mp, win, c, j, ej);
 			continue;
 		}
-		k->load(win->xdt[j], ds_at(win->x[j], win->xdt[j], c->off),
-			c->x, c->m);
 		dare_of(mp, j, &dp);
-		k->dare_axpy(ej, c->b, c->x, &dp, c->i0, c->m);
+		k->dare_axpy(ej, c->b, x_of(k, win, c, j), &dp, c->i0, c->m);
 	}
 	k->ties(c->e, DS_CHUNK, mp->n, mp->w, c->acc, c->dsum, c->m);
 }
