@@ -54,16 +54,11 @@ model "$T/m/base" 1
 model "$T/m/ft1" 2
 model "$T/m/ft2" 3
 
-# evict: the models leave the page cache (a cached input is read
+# cold: the models leave the page cache (a cached input is read
 # buffered, as the merge leaves the cache as it found it)
-evict() {
+cold() {
 	sync
-	py '
-for f in sys.argv[1:]:
-    fd = os.open(f, os.O_RDONLY)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    os.close(fd)
-' "$@"
+	evict "$@"
 }
 size=$(stat -c %s "$T/m/base/model.safetensors")
 check "the file ends inside a block ($size bytes)" [ $((size % 4096)) -ne 0 ]
@@ -96,7 +91,7 @@ for meth in "linear" "dare_ties -p 0.6 --seed 5" "ties -p 0.5"; do
 		# shellcheck disable=SC2086
 		set -- --method $meth
 		name=$(echo "$meth-$mem" | tr -c 'a-z0-9\n' '_')
-		evict "$T"/m/*/model.safetensors
+		cold "$T"/m/*/model.safetensors
 		if ds_merge "$T/o-$name" --quiet --memory "$mem" "$@" \
 			--base "$T/m/base" --model "$T/m/ft1" --model "$T/m/ft2"
 		then
@@ -121,7 +116,7 @@ for j in 1 2; do
 	[ -z "$S" ] || cp "$T/m/ft$j.dsd" "$S"/
 done
 for mem in 64M 4M; do
-	evict "$T"/m/base/model.safetensors "$T"/m/*.dsd
+	cold "$T"/m/base/model.safetensors "$T"/m/*.dsd
 	ds_merge "$T/p-$mem" --quiet --memory "$mem" --method dare_ties \
 		-p 0.6 --seed 5 --base "$T/m/base" --model "$T/m/ft1.dsd" \
 		--model "$T/m/ft2.dsd" &&

@@ -334,6 +334,17 @@ hf_cache_add() {
 	printf '%s' "$ds_rev" >"$ds_repo/refs/main"
 }
 
+# evict FILE...: drop the files' clean pages from the page cache (needs
+# Python; sync first for pages just written)
+evict() {
+	py '
+for f in sys.argv[1:]:
+    fd = os.open(f, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+' "$@"
+}
+
 # py CODE ARGS...: a line of Python (sys.argv[1:] = ARGS) for small edits.
 py() {
 	ds_code=$1

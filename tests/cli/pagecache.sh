@@ -22,16 +22,6 @@ mkfix "$T/fx" --models 2 --size 24000000 --seed 71
 set -- "$T"/fx/base/*.safetensors "$T"/fx/ft1/*.safetensors \
 	"$T"/fx/ft2/*.safetensors
 
-# evict FILE...: drop the files' clean pages from the cache
-evict() {
-	py '
-for f in sys.argv[1:]:
-    fd = os.open(f, os.O_RDONLY)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    os.close(fd)
-' "$@"
-}
-
 # cached FILE...: percent of the files' bytes in the page cache
 cached() {
 	total=$(stat -c %s "$@" | awk '{ s += $1 } END { print s }')
