@@ -82,7 +82,6 @@ struct slot {
 
 #define BEHIND 8
 
-
 struct range {
 	int fd;
 	uint64_t off, len;
@@ -559,7 +558,7 @@ static void read_input(struct pipe *pp, struct slot *s, unsigned k,
 		r->buf = lora_raw(s, k, t->dtype);
 	if (m->pack) {
 		/* the window's frames, expanded by the worker */
-		int rc = ds_pack_window(r->fd, m->pack, (size_t)(t - m->tensors),
+		int dfd, rc = ds_pack_window(r->fd, m->pack, (size_t)(t - m->tensors),
 					s->i0, s->n, &r->off, &r->len,
 					s->fr[k], &s->nfr[k]);
 
@@ -571,12 +570,10 @@ static void read_input(struct pipe *pp, struct slot *s, unsigned k,
 					  m->shards[0].path, t->name);
 			return;
 		}
-		if (r->len && may_read_direct(pp, s, k, pp->dfds[o->src[k] *
-							       pp->maxshards]) &&
-		    submit_direct(pp, s, k, r, pp->dfds[o->src[k] *
-							pp->maxshards],
-				  m->shards[0].size, s->cbuf[k],
-				  &s->cdata[k]))
+		dfd = pp->dfds[o->src[k] * pp->maxshards];
+		if (r->len && may_read_direct(pp, s, k, dfd) &&
+		    submit_direct(pp, s, k, r, dfd, m->shards[0].size,
+				  s->cbuf[k], &s->cdata[k]))
 			return;
 	}
 	s->pending++;
@@ -1103,7 +1100,13 @@ static int open_inputs(struct pipe *pp)
  * segments), 1 MiB in pages of 4 KiB, where the disk serves 4 MiB
  * requests best.
  */
-#define HUGE ((size_t)2 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
+
+/* n rounded up to a multiple of DS_DIO_ALIGN */
+static uint64_t dio_round(uint64_t n)
+{
+	return (n + DS_DIO_ALIGN - 1) & ~(uint64_t)(DS_DIO_ALIGN - 1);
+}
 
 static int alloc_buffers(struct pipe *pp)
 {
@@ -1111,11 +1114,9 @@ static int alloc_buffers(struct pipe *pp)
 	uint64_t slot = ds_plan_slot_bytes(p, p->window);
 	uint64_t per = slot / (p->ninputs + 1);
 	/* an input's buffer: a direct read's slack at both ends */
-	uint64_t iper = (per + 2 * DS_DIO_ALIGN + DS_DIO_ALIGN - 1) &
-			~(uint64_t)(DS_DIO_ALIGN - 1);
+	uint64_t iper = dio_round(per + 2 * DS_DIO_ALIGN);
 	size_t scratch = pp->scratch_floats * sizeof(float) * p->threads;
-	size_t red = (p->needs.red_bytes + DS_DIO_ALIGN - 1) &
-		     ~(size_t)(DS_DIO_ALIGN - 1);
+	size_t red = dio_round(p->needs.red_bytes);
 	size_t acc = (p->needs.acc_bytes + 63) & ~(size_t)63;
 	size_t total, cbytes, frb, kb, oper, stride;
 	char *m;
@@ -1130,26 +1131,26 @@ static int alloc_buffers(struct pipe *pp)
 		if (p->in[k]->lora)
 			pp->loras |= 1ull << (k - 1);
 	}
-	cbytes = (ds_pack_window_bound(p->window, DS_DT_F32) +
-		  3 * DS_DIO_ALIGN - 1) & ~(uint64_t)(DS_DIO_ALIGN - 1);
-	frb = ((p->window / DS_PACK_FRAME + 3) * sizeof(struct ds_pack_frame) +
-	       DS_DIO_ALIGN - 1) & ~(size_t)(DS_DIO_ALIGN - 1);
-	kb = ((p->window / 64 + 1) * sizeof(uint64_t) + DS_DIO_ALIGN - 1) &
-	     ~(size_t)(DS_DIO_ALIGN - 1);
-	oper = (per + 2 * DS_DIO_ALIGN - 1) & ~(uint64_t)(DS_DIO_ALIGN - 1);
-	stride = (iper * p->ninputs + oper + red +
-		  (size_t)__builtin_popcountll(pp->packs) * (cbytes + frb + kb) +
-		  DS_DIO_ALIGN - 1) & ~(size_t)(DS_DIO_ALIGN - 1);
+	cbytes = dio_round(ds_pack_window_bound(p->window, DS_DT_F32) +
+			   2 * DS_DIO_ALIGN);
+	frb = dio_round((p->window / DS_PACK_FRAME + 3) *
+			sizeof(struct ds_pack_frame));
+	kb = dio_round((p->window / 64 + 1) * sizeof(uint64_t));
+	oper = dio_round(per + DS_DIO_ALIGN);
+	stride = dio_round(iper * p->ninputs + oper + red +
+			   (size_t)__builtin_popcountll(pp->packs) *
+			   (cbytes + frb + kb));
 	total = pp->nslots * stride + scratch + acc;
 	pp->slots = calloc(pp->nslots, sizeof(*pp->slots));
 	pp->ts = calloc(pp->nts, sizeof(*pp->ts));
-	pp->mem = aligned_alloc(HUGE, (total + HUGE - 1) & ~(size_t)(HUGE - 1));
+	pp->mem = aligned_alloc(HUGE_PAGE, (total + HUGE_PAGE - 1) &
+				~(size_t)(HUGE_PAGE - 1));
 	if (!pp->slots || !pp->ts || !pp->mem)
 		return ds_fail(pp->ctx, -ENOMEM, "cannot allocate %llu bytes "
 			       "of window buffers; lower --memory",
 			       (unsigned long long)total);
 #ifdef MADV_HUGEPAGE
-	madvise(pp->mem, (total + HUGE - 1) & ~(size_t)(HUGE - 1),
+	madvise(pp->mem, (total + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1),
 		MADV_HUGEPAGE);
 #endif
 	for (unsigned i = 0; i < pp->nslots; i++) {
