@@ -390,16 +390,51 @@ static void dare_of(const struct ds_mparams *mp, unsigned j,
 	dp->w = mp->w[j];
 }
 
+/*
+ * kept_axpy where the mask keeps: acc[i] = acc[i] + w * ((v[r] - b[i]) * s)
+ * for the kept i, in element order; the others are left as they are.
+ * That is kept_axpy's acc when w is finite and no acc[i] is -0: a dropped
+ * element adds w * +0 = +-0, and acc + +-0 is acc then (a sum that starts
+ * at +0 never becomes -0 in round-to-nearest).  A mask at p 0.9 keeps a
+ * tenth: a word of it at a time, its set bits one by one, costs a fraction
+ * of a dense pass over every element.  Plain C, so one result on every
+ * kernel path.
+ */
+static void kept_scatter(float *acc, const float *b, const float *v,
+			 const uint64_t *keep, float s, float w, size_t n)
+{
+	size_t r = 0;
+
+	for (size_t q = 0; q * 64 < n; q++) {
+		uint64_t x = keep[q];
+
+		if (n - q * 64 < 64)
+			x &= (1ull << (n - q * 64)) - 1;
+		for (; x; x &= x - 1) {
+			size_t i = q * 64 + (size_t)__builtin_ctzll(x);
+
+			acc[i] = acc[i] + w * ((v[r++] - b[i]) * s);
+		}
+	}
+}
+
 /* acc = acc + w_j * d_j for model j given by its mask and kept values:
- * only those are converted, and no Philox is drawn. */
+ * only those are converted, and no Philox is drawn.  acc is never -0
+ * here (the methods' sums start at +0), so with a finite weight only the
+ * kept elements are visited. */
 static void kept_chunk(const struct ds_kernel_ops *k,
 		       const struct ds_mparams *mp, const struct ds_window *win,
 		       const struct ds_chunk *c, unsigned j, float *acc)
 {
+	const uint64_t *keep = win->keep[j] + c->off / 64;
+
 	k->load(win->xdt[j], ds_at(win->x[j], win->xdt[j], c->kv[j]), c->x,
 		c->nk[j]);
-	k->kept_axpy(acc, c->b, c->x, c->nk[j], win->keep[j] + c->off / 64,
-		     mp->s[j], mp->w[j], c->m);
+	if (isfinite(mp->w[j]))
+		kept_scatter(acc, c->b, c->x, keep, mp->s[j], mp->w[j], c->m);
+	else
+		k->kept_axpy(acc, c->b, c->x, c->nk[j], keep, mp->s[j],
+			     mp->w[j], c->m);
 }
 
 /* Model j's values of the chunk in binary32: the window's own where they
