@@ -3,11 +3,13 @@
 #include "config.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <xxhash.h>
 #include "common/ctx.h"
 #include "kernels/bits.h"
+#include "kernels/convert.h"
 #include "kernels/philox.h"
 #include "methods/steps.h"
 #include "recipe/recipe.h"
@@ -390,32 +392,66 @@ static void dare_of(const struct ds_mparams *mp, unsigned j,
 	dp->w = mp->w[j];
 }
 
+/* Element i of x (dtype dt, aligned or not) in binary32, as load gives
+ * it. */
+static inline float x_at(const void *x, enum ds_dtype dt, size_t i)
+{
+	uint16_t h;
+	float f;
+
+	if (dt == DS_DT_F32) {
+		memcpy(&f, (const char *)x + 4 * i, sizeof(f));
+		return f;
+	}
+	memcpy(&h, (const char *)x + 2 * i, sizeof(h));
+	return dt == DS_DT_BF16 ? ds_cvt_bf16_f32(h) : ds_cvt_f16_f32(h);
+}
+
 /*
- * kept_axpy where the mask keeps: acc[i] = acc[i] + w * ((v[r] - b[i]) * s)
- * for the kept i, in element order; the others are left as they are.
- * That is kept_axpy's acc when w is finite and no acc[i] is -0: a dropped
- * element adds w * +0 = +-0, and acc + +-0 is acc then (a sum that starts
- * at +0 never becomes -0 in round-to-nearest).  A mask at p 0.9 keeps a
- * tenth: a word of it at a time, its set bits one by one, costs a fraction
- * of a dense pass over every element.  Plain C, so one result on every
- * kernel path.
+ * dare_axpy (kept_axpy) where the mask keeps: acc[i] = acc[i] +
+ * w * ((x_i - b[i]) * s) for the kept i, in element order, x_i the next of
+ * the kept values v when v is given, else element i of x (dtype dt); the
+ * others are left as they are.  That is dare_axpy's acc when w is finite
+ * and no acc[i] is -0: a dropped element adds w * +0 = +-0, and acc + +-0
+ * is acc then (a sum that starts at +0 never becomes -0 in
+ * round-to-nearest).  A mask at p 0.9 keeps a tenth: a word of it at a
+ * time, its set bits one by one, costs a fraction of a dense pass over
+ * every element, and reads and converts only the kept values.  Plain C,
+ * so one result on every kernel path.
  */
-static void kept_scatter(float *acc, const float *b, const float *v,
-			 const uint64_t *keep, float s, float w, size_t n)
+static inline __attribute__((always_inline)) void
+scatter_as(float *acc, const float *b, const uint64_t *keep, const float *v,
+	   const void *x, enum ds_dtype dt, float s, float w, size_t n)
 {
 	size_t r = 0;
 
 	for (size_t q = 0; q * 64 < n; q++) {
-		uint64_t x = keep[q];
+		uint64_t bits = keep[q];
 
 		if (n - q * 64 < 64)
-			x &= (1ull << (n - q * 64)) - 1;
-		for (; x; x &= x - 1) {
-			size_t i = q * 64 + (size_t)__builtin_ctzll(x);
+			bits &= (1ull << (n - q * 64)) - 1;
+		for (; bits; bits &= bits - 1) {
+			size_t i = q * 64 + (size_t)__builtin_ctzll(bits);
+			float xi = v ? v[r++] : x_at(x, dt, i);
 
-			acc[i] = acc[i] + w * ((v[r++] - b[i]) * s);
+			acc[i] = acc[i] + w * ((xi - b[i]) * s);
 		}
 	}
+}
+
+/* scatter_as with its loop made for each source. */
+static void kept_scatter(float *acc, const float *b, const uint64_t *keep,
+			 const float *v, const void *x, enum ds_dtype dt,
+			 float s, float w, size_t n)
+{
+	if (v)
+		scatter_as(acc, b, keep, v, NULL, DS_DT_F32, s, w, n);
+	else if (dt == DS_DT_BF16)
+		scatter_as(acc, b, keep, NULL, x, DS_DT_BF16, s, w, n);
+	else if (dt == DS_DT_F16)
+		scatter_as(acc, b, keep, NULL, x, DS_DT_F16, s, w, n);
+	else
+		scatter_as(acc, b, keep, NULL, x, DS_DT_F32, s, w, n);
 }
 
 /* acc = acc + w_j * d_j for model j given by its mask and kept values:
@@ -431,10 +467,36 @@ static void kept_chunk(const struct ds_kernel_ops *k,
 	k->load(win->xdt[j], ds_at(win->x[j], win->xdt[j], c->kv[j]), c->x,
 		c->nk[j]);
 	if (isfinite(mp->w[j]))
-		kept_scatter(acc, c->b, c->x, keep, mp->s[j], mp->w[j], c->m);
+		kept_scatter(acc, c->b, keep, c->x, NULL, DS_DT_F32, mp->s[j],
+			     mp->w[j], c->m);
 	else
 		k->kept_axpy(acc, c->b, c->x, c->nk[j], keep, mp->s[j],
 			     mp->w[j], c->m);
+}
+
+/*
+ * dare_axpy of model j read whole, when its mask drops at least half (p
+ * >= 0.5) and its weight is finite: the mask as bits (keep_bits, the same
+ * Philox draws), then only the kept elements visited, as for a pack.
+ * acc is never -0 here, as above.  Returns false when dare_axpy is the
+ * faster way (or the only exact one).
+ */
+static bool dare_sparse(const struct ds_kernel_ops *k,
+			const struct ds_mparams *mp,
+			const struct ds_window *win, const struct ds_chunk *c,
+			unsigned j, float *acc)
+{
+	uint64_t bits[DS_CHUNK / 64];
+
+	if (mp->thr[j] < (1ull << 31) || mp->thr[j] > UINT32_MAX ||
+	    !isfinite(mp->w[j]))
+		return false;
+	k->keep_bits(mp->seed, mp->sj[j], mp->name_hash, c->i0, c->m,
+		     (uint32_t)mp->thr[j], bits);
+	kept_scatter(acc, c->b, bits, NULL,
+		     ds_at(win->x[j], win->xdt[j], c->off), win->xdt[j],
+		     mp->s[j], mp->w[j], c->m);
+	return true;
 }
 
 /* Model j's values of the chunk in binary32: the window's own where they
@@ -469,6 +531,8 @@ static void combine(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 			kept_chunk(k, mp, win, c, j, c->acc);
 			continue;
 		}
+		if (mp->dare && dare_sparse(k, mp, win, c, j, c->acc))
+			continue;
 		x = x_of(k, win, c, j);
 		if (mp->method == DS_M_LINEAR) {
 			k->axpy(c->acc, mp->w[j], x, c->m);
@@ -503,6 +567,8 @@ static void ties(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 			kept_chunk(k, mp, win, c, j, ej);
 			continue;
 		}
+		if (dare_sparse(k, mp, win, c, j, ej))
+			continue;
 		dare_of(mp, j, &dp);
 		k->dare_axpy(ej, c->b, x_of(k, win, c, j), &dp, c->i0, c->m);
 	}
