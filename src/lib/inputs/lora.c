@@ -439,6 +439,13 @@ static struct need need_of(struct ds_model *const *m, unsigned nm,
 	return n;
 }
 
+/* Columns of a tile of v for rank r: TILE_FLOATS floats, 16 columns or
+ * more, a multiple of 16. */
+static uint64_t tile_of(unsigned r)
+{
+	return r >= TILE_FLOATS / 16 ? 16 : TILE_FLOATS / r / 16 * 16;
+}
+
 static uint64_t up64(uint64_t x)
 {
 	return (x + 63) & ~(uint64_t)63;
@@ -516,21 +523,22 @@ int ds_lora_expand(const struct ds_lora_pair *p, const struct ds_tensor *w,
 	first = i0 / cols;
 	last = (i0 + n - 1) / cols;
 	nr = last - first + 1;
+	tile = tile_of(r);
 	if (b->vfor != p) {
 		b->vfor = NULL;
-		if (!p->trans) {
-			/* v = A [r, cols] */
-			if ((rc = read_f32(fd, data_off, p->a, 0, r * cols, k,
-					   b->raw, b->v)))
-				return rc;
-		} else {
-			/* v = B^T of B [cols, r] */
-			if ((rc = read_f32(fd, data_off, p->b, 0, cols * r, k,
-					   b->raw, b->tmp)))
-				return rc;
-			for (uint64_t c = 0; c < cols; c++)
-				for (unsigned j = 0; j < r; j++)
-					b->v[j * cols + c] = b->tmp[c * r + j];
+		/* v = A [r, cols], or B^T of B [cols, r], in column tiles */
+		if ((rc = read_f32(fd, data_off, p->trans ? p->b : p->a, 0,
+				   r * cols, k, b->raw, b->tmp)))
+			return rc;
+		for (uint64_t c0 = 0; c0 < cols; c0 += tile) {
+			uint64_t wd = cols - c0 < tile ? cols - c0 : tile;
+			float *vt = b->v + c0 * r;
+
+			for (unsigned j = 0; j < r; j++)
+				for (uint64_t c = 0; c < wd; c++)
+					vt[j * wd + c] = p->trans ?
+						b->tmp[(c0 + c) * r + j] :
+						b->tmp[j * cols + c0 + c];
 		}
 		b->vfor = p;
 	}
@@ -569,12 +577,15 @@ int ds_lora_expand(const struct ds_lora_pair *p, const struct ds_tensor *w,
 	}
 	/*
 	 * Then x += s * (u_i . v) a tile of columns at a time, every row of
-	 * the window in turn, so the tile's r rows of v stay in the L1 cache.
-	 * Each element's sum is the same whatever the order of the tiles.
+	 * the window in turn, so the tile's r rows of v stay in the L1 cache:
+	 * they lie next to each other (v is stored a tile at a time), where
+	 * rows of v a whole row of W apart would fall into the same few sets
+	 * of the cache and evict each other.  Each element's sum is the same
+	 * whatever the order of the tiles.
 	 */
-	tile = r >= TILE_FLOATS / 16 ? 16 : TILE_FLOATS / r / 16 * 16;
 	for (uint64_t c0 = 0; c0 < cols; c0 += tile) {
 		uint64_t c1 = cols - c0 < tile ? cols : c0 + tile;
+		const float *vt = b->v + c0 * r;
 
 		for (uint64_t i = first; i <= last; i++) {
 			uint64_t lo = i == first ? i0 % cols : 0;
@@ -583,7 +594,7 @@ int ds_lora_expand(const struct ds_lora_pair *p, const struct ds_tensor *w,
 			float *xs = x + (i * cols + a - i0);
 
 			if (a < e)
-				row(xs, b->v + a, (size_t)cols,
+				row(xs, vt + (a - c0), (size_t)(c1 - c0),
 				    b->u + (i - first) * r, r, p->s, xs,
 				    (size_t)(e - a));
 		}
