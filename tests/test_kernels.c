@@ -1121,6 +1121,81 @@ START_TEST(lora_known)
 }
 END_TEST
 
+/* The picked-column sums of kernels.h written out here: v by columns of
+ * rp floats. */
+static float pick_ref(const float *v, size_t rp, uint32_t c, const float *u,
+		      unsigned r)
+{
+	float acc = 0.0f, prod;
+
+	for (unsigned k = 0; k < r; k++) {
+		prod = u[k] * v[c * rp + k];
+		acc = acc + prod;
+	}
+	return acc;
+}
+
+/* Hand-computed: 0 + 1*3 + 2*4 = 11 at column 1 (column 0 and the 6
+ * unused values of column 1 hold what must not be summed). */
+START_TEST(lora_pick_known)
+{
+	float v[16] = { 100.0f, 100.0f, 0, 0, 0, 0, 0, 0,
+			3.0f, 4.0f, 1e30f, 1e30f, 1e30f, 1e30f, 1e30f, 1e30f };
+	const float u[2] = { 1.0f, 2.0f };
+	const uint32_t idx[1] = { 1 };
+	float acc[2];
+
+	for (int p = 0; p < npaths; p++) {
+		acc[1] = 7.0f;
+		ds_lora_pick_kernel(paths[p])(v, idx, 1, u, 2, acc);
+		ck_assert_float_eq(acc[0], 11.0f);
+		ck_assert_float_eq(acc[1], 7.0f);
+	}
+}
+END_TEST
+
+/* Every path against pick_ref: ranks around multiples of 8, any number
+ * of columns picked in any order (repeats too), nothing past acc[m - 1]
+ * written. */
+START_TEST(cross_lora_pick)
+{
+	static const size_t ms[] = { 0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100 };
+	static const unsigned rs[] = { 1, 2, 3, 5, 7, 8, 9, 12, 16, 17, 24 };
+	enum { NCOL = 40 };
+	static float v[NCOL * 24 + 1], u[25], acc[101];   /* fill_f: +1 */
+	static uint32_t idx[100];
+
+	for (size_t a = 0; a < sizeof(ms) / sizeof(ms[0]); a++)
+		for (size_t b = 0; b < sizeof(rs) / sizeof(rs[0]); b++) {
+			size_t m = ms[a];
+			unsigned r = rs[b];
+			size_t rp = (r + 7) / 8 * 8;
+
+			fill_f(v, NCOL * rp);
+			fill_f(u, r);
+			for (size_t l = 0; l < m; l++)
+				idx[l] = (uint32_t)rnd() % NCOL;
+			for (int p = 0; p < npaths; p++) {
+				memset(acc, 0x5a, sizeof(acc));
+				ds_lora_pick_kernel(paths[p])(v, idx, m, u, r,
+							      acc);
+				for (size_t l = 0; l < m; l++) {
+					float e = pick_ref(v, rp, idx[l], u, r);
+
+					if (!(e != e && acc[l] != acc[l]))
+						ck_assert_msg(fb(e) == fb(acc[l]),
+							      "%s m %zu r %u l %zu"
+							      ": %08x, expected "
+							      "%08x", paths[p]->name,
+							      m, r, l, fb(acc[l]),
+							      fb(e));
+				}
+				ck_assert_uint_eq(fb(acc[m]), 0x5a5a5a5au);
+			}
+		}
+}
+END_TEST
+
 /* Every path against lora_ref on odd widths, ranks, strides, starts. */
 START_TEST(cross_lora)
 {
@@ -1216,6 +1291,8 @@ static Suite *kernels_suite(void)
 	tcase_add_test(tc, cross_kept_methods);
 	tcase_add_test(tc, lora_known);
 	tcase_add_test(tc, cross_lora);
+	tcase_add_test(tc, lora_pick_known);
+	tcase_add_test(tc, cross_lora_pick);
 	tcase_add_test(tc, dispatch);
 	suite_add_tcase(s, tc);
 	return s;

@@ -80,6 +80,29 @@ static inline size_t ds_bits_count(const uint64_t *bits, size_t n)
 	return c;
 }
 
+/*
+ * The set bits of w as off + their positions, lowest first, into idx[];
+ * returns how many.  idx needs room for one more than that.  A random
+ * mask at p 0.9 sets 6.4 of 64 bits: a loop until the word is clear would
+ * mispredict its end at every word, so 12 steps run unconditionally
+ * (each writes, and counts only while bits are left; the bit 63 ORed in
+ * keeps ctz defined), and a loop takes the rare rest.
+ */
+static inline unsigned ds_bits_list(uint64_t w, uint32_t off, uint32_t *idx)
+{
+	unsigned m = 0;
+
+#pragma GCC unroll 12
+	for (int s = 0; s < 12; s++) {
+		idx[m] = off + (uint32_t)__builtin_ctzll(w | 1ull << 63);
+		m += w != 0;
+		w &= w - 1;
+	}
+	for (; w; w &= w - 1)
+		idx[m++] = off + (uint32_t)__builtin_ctzll(w);
+	return m;
+}
+
 /* thr > 0 (a threshold of 0 keeps everything and needs no mask). */
 static inline size_t ds_keep_bits(const uint32_t *u, size_t n, uint32_t thr,
 				  uint64_t *bits)

@@ -166,6 +166,20 @@ ds_lora_row_fn *ds_lora_kernel(const struct ds_kernel_ops *k)
 	return ds_lora_row_scalar;
 }
 
+ds_lora_pick_fn *ds_lora_pick_kernel(const struct ds_kernel_ops *k)
+{
+#ifdef DS_TRY_AVX2
+	if (k == &ds_kernel_avx2_ops)
+		return ds_lora_pick_avx2;
+#endif
+#ifdef DS_TRY_AVX512
+	if (k == &ds_kernel_avx512_ops)
+		return ds_lora_pick_avx2;       /* AVX-512 CPUs run AVX2 */
+#endif
+	(void)k;
+	return ds_lora_pick_scalar;
+}
+
 /* ---- XXH3 updates (kernels/xxh.h) ---------------------------------------- */
 
 typedef void xxh_fn(void *state, const void *p, size_t n);

@@ -163,6 +163,30 @@ ds_lora_row_fn ds_lora_row_neon;
 /* The LoRA row update of the same path as k (one of ds_kernel_get's). */
 ds_lora_row_fn *ds_lora_kernel(const struct ds_kernel_ops *k);
 
+/*
+ * The sums of the LoRA row update at m picked columns of a row segment
+ * (the elements a DARE mask keeps), in binary32 without contraction:
+ *
+ *   acc[l] = +0 + u[0] * vc[0] + u[1] * vc[1] + ... + u[r-1] * vc[r-1]
+ *
+ * for vc = v + idx[l] * rp, rp = r rounded up to a multiple of 8: v holds
+ * the other factor by columns, each column's r values (and rp - r more,
+ * not summed) next to each other.  That is the acc of ds_lora_row_fn for
+ * that column, term by term, so w + s * acc[l] is its x.  Same bits on
+ * every path.
+ */
+typedef void ds_lora_pick_fn(const float *v, const uint32_t *idx, size_t m,
+			     const float *u, unsigned r, float *acc);
+
+ds_lora_pick_fn ds_lora_pick_scalar;
+#if defined(DS_HAVE_AVX2) && (defined(__x86_64__) || defined(__i386__))
+ds_lora_pick_fn ds_lora_pick_avx2;
+#endif
+
+/* The picked-column sums of the same path as k: AVX2 gathers on the x86
+ * paths, the scalar loop elsewhere. */
+ds_lora_pick_fn *ds_lora_pick_kernel(const struct ds_kernel_ops *k);
+
 /* One Philox4x32-10 block: x = philox(ctr, key). */
 void ds_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2],
 		      uint32_t x[4]);
