@@ -142,6 +142,35 @@ for mt in 4M/2 3M/1 4M/2/scalar; do
 done
 ref_check "$T/w-4M-2" $BIG
 
+# At p >= 0.5 a DARE merge takes an adapted model's kept elements only:
+# the mask first, then the row update of just those (pipeline.c,
+# ds_lora_kept), tile by tile when W is the base's window and row by row
+# when W is read into the model's own (a copy of the base).  Ranks that
+# are not a multiple of 8 leave part of the last 8 of each column unused.
+say "== p >= 0.5: only the kept elements, every rank, W in place or not"
+mklora "$BB" "$T/ab5" --seed 8 --r 5 --targets down_proj,up_proj
+mklora "$BB" "$T/ab12" --seed 9 --r 12 --fan-in-fan-out --dtype f16 \
+	--targets down_proj,q_proj
+cp -r "$BB" "$T/bbcopy"
+for kv in "dare_ties -p 0.9" "dare_linear -p 0.5 --seed 3" \
+	"dare_ties --densities 0.1,0.3,0.45 --lambda 0.5"; do
+	K="--base $BB --model $BB+$T/ab1 --model $T/bbcopy+$T/ab5 --model $BB+$T/ab12 --method $kv"
+	tag=$(echo "$kv" | tr -c 'a-z0-9\n' _)
+	ds_merge "$T/k-$tag" --quiet $K --threads 1 && ref_check "$T/k-$tag" $K
+	for mt in 6M/2 4M/1/scalar; do
+		mem=${mt%%/*}
+		rest=${mt#*/}
+		thr=${rest%%/*}
+		kern=
+		case $mt in */scalar) kern=scalar ;; esac
+		DARE_STREAM_KERNEL=$kern ds_merge "$T/k-$tag-$mem$kern" --quiet \
+			$K --memory "$mem" --threads "$thr"
+		check "$kv, --memory $mem${kern:+ $kern}: identical bytes" \
+			cmp -s "$T/k-$tag/model.safetensors" \
+			"$T/k-$tag-$mem$kern/model.safetensors"
+	done
+done
+
 say "== delta-stats BASE BASE+ADAPTER against statsref.py"
 SREF=${DS_STATSREF:-$ds_top/tests/ref/statsref.py}
 run "$DS_BIN" delta-stats --json "$B" "$B+$T/a1" "$B+$T/a4"

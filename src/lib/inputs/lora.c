@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,6 +13,8 @@
 #include <jansson.h>
 #include "common/ctx.h"
 #include "inputs/lora.h"
+#include "kernels/bits.h"
+#include "kernels/convert.h"
 
 #define CONFIG_NAME  "adapter_config.json"
 #define WEIGHTS_NAME "adapter_model.safetensors"
@@ -428,7 +431,9 @@ static struct need need_of(struct ds_model *const *m, unsigned nm,
 			uint64_t rows = w->shape[0], cols = w->shape[1];
 			uint64_t nr = window / cols + 2 < rows ?
 				      window / cols + 2 : rows;
-			uint64_t v = (uint64_t)p->r * cols;
+			/* v by rows of tiles, or by columns of r rounded
+			 * up to 8 (ds_lora_kept) */
+			uint64_t v = (uint64_t)(p->r + 7) / 8 * 8 * cols;
 			uint64_t u = (uint64_t)p->r * nr;
 
 			n.v = v > n.v ? v : n.v;
@@ -507,56 +512,77 @@ static int read_f32(int fd, uint64_t data_off, const struct ds_tensor *t,
 	return rc;
 }
 
+/* v (kept from the window before when it is p's) and u, the rows
+ * first..last of the window i0..i0+n of W, into b. */
+static int load_factors(const struct ds_lora_pair *p,
+			const struct ds_tensor *w,
+			const struct ds_kernel_ops *k, int fd,
+			uint64_t data_off, uint64_t first, uint64_t last,
+			bool by_cols, struct ds_lora_buf *b)
+{
+	const uint64_t rows = w->shape[0], cols = w->shape[1];
+	const uint64_t nr = last - first + 1, tile = tile_of(p->r);
+	const unsigned r = p->r, rp = (r + 7) / 8 * 8;
+	int rc;
+
+	if (b->vfor != p || b->vcols != by_cols) {
+		b->vfor = NULL;
+		/* v = A [r, cols], or B^T of B [cols, r]: element (j, c) */
+		if ((rc = read_f32(fd, data_off, p->trans ? p->b : p->a, 0,
+				   r * cols, k, b->raw, b->tmp)))
+			return rc;
+#define V_AT(j, c) (p->trans ? b->tmp[(c) * r + (j)] : b->tmp[(j) * cols + (c)])
+		/* in column tiles, each [r, tile] */
+		for (uint64_t c0 = 0; !by_cols && c0 < cols; c0 += tile) {
+			uint64_t wd = cols - c0 < tile ? cols - c0 : tile;
+			float *vt = b->v + c0 * r;
+
+			for (unsigned j = 0; j < r; j++)
+				for (uint64_t c = 0; c < wd; c++)
+					vt[j * wd + c] = V_AT(j, c0 + c);
+		}
+		/* or by columns: [cols, rp], rows r..rp-1 zero */
+		for (uint64_t c = 0; by_cols && c < cols; c++)
+			for (unsigned j = 0; j < rp; j++)
+				b->v[c * rp + j] = j < r ? V_AT(j, c) : 0.0f;
+#undef V_AT
+		b->vfor = p;
+		b->vcols = by_cols;
+	}
+	if (!p->trans) {
+		/* u = rows first..last of B [rows, r] */
+		return read_f32(fd, data_off, p->b, first * r, nr * r, k,
+				b->raw, b->u);
+	}
+	/* u = columns first..last of A [r, rows] */
+	for (unsigned j = 0; j < r; j++)
+		if ((rc = read_f32(fd, data_off, p->a, j * rows + first, nr, k,
+				   b->raw, b->tmp + j * nr)))
+			return rc;
+	for (uint64_t i = 0; i < nr; i++)
+		for (unsigned j = 0; j < r; j++)
+			b->u[i * r + j] = b->tmp[j * nr + i];
+	return 0;
+}
+
 int ds_lora_expand(const struct ds_lora_pair *p, const struct ds_tensor *w,
 		   const struct ds_kernel_ops *k, ds_lora_row_fn *row, int fd,
 		   uint64_t data_off, const void *wraw, uint64_t i0, size_t n,
 		   float *x, struct ds_lora_buf *b)
 {
-	const uint64_t rows = w->shape[0], cols = w->shape[1];
+	const uint64_t cols = w->shape[1];
 	const size_t es = ds_dtype_size(w->dtype);
 	const unsigned r = p->r;
-	uint64_t first, last, nr, pos, tile;
+	const uint64_t tile = tile_of(r);
+	uint64_t first, last, pos;
 	int rc;
 
 	if (n == 0)
 		return 0;
 	first = i0 / cols;
 	last = (i0 + n - 1) / cols;
-	nr = last - first + 1;
-	tile = tile_of(r);
-	if (b->vfor != p) {
-		b->vfor = NULL;
-		/* v = A [r, cols], or B^T of B [cols, r], in column tiles */
-		if ((rc = read_f32(fd, data_off, p->trans ? p->b : p->a, 0,
-				   r * cols, k, b->raw, b->tmp)))
-			return rc;
-		for (uint64_t c0 = 0; c0 < cols; c0 += tile) {
-			uint64_t wd = cols - c0 < tile ? cols - c0 : tile;
-			float *vt = b->v + c0 * r;
-
-			for (unsigned j = 0; j < r; j++)
-				for (uint64_t c = 0; c < wd; c++)
-					vt[j * wd + c] = p->trans ?
-						b->tmp[(c0 + c) * r + j] :
-						b->tmp[j * cols + c0 + c];
-		}
-		b->vfor = p;
-	}
-	if (!p->trans) {
-		/* u = rows first..last of B [rows, r] */
-		if ((rc = read_f32(fd, data_off, p->b, first * r, nr * r, k,
-				   b->raw, b->u)))
-			return rc;
-	} else {
-		/* u = columns first..last of A [r, rows] */
-		for (unsigned j = 0; j < r; j++)
-			if ((rc = read_f32(fd, data_off, p->a, j * rows + first,
-					   nr, k, b->raw, b->tmp + j * nr)))
-				return rc;
-		for (uint64_t i = 0; i < nr; i++)
-			for (unsigned j = 0; j < r; j++)
-				b->u[i * r + j] = b->tmp[j * nr + i];
-	}
+	if ((rc = load_factors(p, w, k, fd, data_off, first, last, false, b)))
+		return rc;
 	/*
 	 * x = W in binary32: at once when W lies outside x; else forward a
 	 * chunk at a time, each chunk converted before its floats are stored,
@@ -597,6 +623,171 @@ int ds_lora_expand(const struct ds_lora_pair *p, const struct ds_tensor *w,
 				row(xs, vt + (a - c0), (size_t)(c1 - c0),
 				    b->u + (i - first) * r, r, p->s, xs,
 				    (size_t)(e - a));
+		}
+	}
+	return 0;
+}
+
+/* Element e of the W values at wraw (dtype dt) in binary32, as load gives
+ * it. */
+static float w_at(const void *wraw, enum ds_dtype dt, uint64_t e)
+{
+	uint16_t h;
+	float f;
+
+	if (dt == DS_DT_F32) {
+		memcpy(&f, (const char *)wraw + 4 * e, sizeof(f));
+		return f;
+	}
+	memcpy(&h, (const char *)wraw + 2 * e, sizeof(h));
+	return dt == DS_DT_BF16 ? ds_cvt_bf16_f32(h) : ds_cvt_f16_f32(h);
+}
+
+/* The set bits of bits[] from bit a to bit b - 1 (a < b). */
+static size_t count_range(const uint64_t *bits, uint64_t a, uint64_t b)
+{
+	size_t c = 0;
+
+	for (uint64_t q = a / 64; q * 64 < b; q++) {
+		uint64_t w = bits[q];
+
+		if (q * 64 < a)
+			w &= ~0ull << (a % 64);
+		if (b - q * 64 < 64)
+			w &= (1ull << (b - q * 64)) - 1;
+		c += ds_popcount64(w);
+	}
+	return c;
+}
+
+/* What every segment of a ds_lora_kept window shares. */
+struct kept_win {
+	const struct ds_lora_pair *p;
+	enum ds_dtype wdt;
+	ds_lora_pick_fn *pick;
+	const void *wraw;
+	const uint64_t *bits;
+	const struct ds_lora_buf *b;
+	uint64_t i0, n, cols, first, last, tile;
+	float *x;
+};
+
+/* W's values of row i of the window in the column tile from c0 on, into
+ * the cache: the kept ones are too sparse a read for the hardware
+ * prefetcher, and when the tiles go row by row, rows apart. */
+static void prefetch_w(const struct kept_win *kw, uint64_t i, uint64_t c0)
+{
+	const uint64_t es = ds_dtype_size(kw->wdt), cols = kw->cols;
+	uint64_t a = i * cols + c0, e = a + kw->tile;
+
+	a = a > kw->i0 ? a - kw->i0 : 0;
+	e = e - kw->i0 < kw->n ? e - kw->i0 : kw->n;
+	for (uint64_t f = a * es / 64; a < e && f <= (e * es - 1) / 64; f++)
+		__builtin_prefetch((const char *)kw->wraw + f * 64);
+}
+
+/*
+ * The kept elements of row i of the window in the column tile from c0 on,
+ * into x[at], x[at + 1], ...: their columns listed, their sums (pick: the
+ * row update's, term by term), then x = w + s * acc in element order.
+ * Returns how many there are.
+ */
+static size_t kept_segment(const struct kept_win *kw, uint64_t i,
+			   uint64_t c0, size_t at)
+{
+	const unsigned r = kw->p->r, rp = (r + 7) / 8 * 8;
+	const uint64_t cols = kw->cols;
+	const uint64_t c1 = cols - c0 < kw->tile ? cols : c0 + kw->tile;
+	const uint64_t lo = i == kw->first ? kw->i0 % cols : 0;
+	const uint64_t hi = i == kw->last ? (kw->i0 + kw->n - 1) % cols + 1 :
+			    cols;
+	/* window elements ea..eb-1 are columns a..e-1; base is column c0 */
+	const uint64_t a = lo > c0 ? lo : c0, e = hi < c1 ? hi : c1;
+	const uint64_t ea = i * cols + a - kw->i0, eb = i * cols + e - kw->i0;
+	const uint64_t base = i * cols + c0 - kw->i0;
+	const float *vt = kw->b->v + c0 * rp;
+	uint32_t idx[TILE_FLOATS + 1];
+	float acc[TILE_FLOATS];
+	size_t m = 0;
+
+	if (a >= e)
+		return 0;
+	for (uint64_t q = ea / 64; q * 64 < eb; q++) {
+		uint64_t bw = kw->bits[q];
+
+		if (q * 64 < ea)
+			bw &= ~0ull << (ea % 64);
+		if (eb - q * 64 < 64)
+			bw &= (1ull << (eb - q * 64)) - 1;
+		m += ds_bits_list(bw, (uint32_t)(q * 64 - base), idx + m);
+	}
+	/* the columns' values: a cache line of v each at rank 16 */
+	for (size_t l = 0; l < m; l++)
+		__builtin_prefetch(vt + idx[l] * rp);
+	kw->pick(vt, idx, m, kw->b->u + (i - kw->first) * r, r, acc);
+	for (size_t l = 0; l < m; l++)
+		kw->x[at + l] = w_at(kw->wraw, kw->wdt, base + idx[l]) +
+				kw->p->s * acc[l];
+	return m;
+}
+
+int ds_lora_kept(const struct ds_lora_pair *p, const struct ds_tensor *w,
+		 const struct ds_kernel_ops *k, ds_lora_pick_fn *pick, int fd,
+		 uint64_t data_off, const void *wraw, uint64_t i0, size_t n,
+		 const struct ds_lora_mask *mk, float *x, uint64_t *bits,
+		 struct ds_lora_buf *b)
+{
+	const uint64_t cols = w->shape[1];
+	const size_t es = ds_dtype_size(w->dtype);
+	struct kept_win kw;
+	uint32_t *rank;
+	size_t kept = 0;
+	int rc;
+
+	if (n == 0)
+		return 0;
+	kw = (struct kept_win){ p, w->dtype, pick, wraw, bits, b, i0, n, cols,
+				i0 / cols, (i0 + n - 1) / cols,
+				tile_of(p->r), x };
+	if ((rc = load_factors(p, w, k, fd, data_off, kw.first, kw.last, true,
+			       b)))
+		return rc;
+	k->keep_bits(mk->seed, mk->j, mk->name_hash, i0, n, mk->thr, bits);
+	/*
+	 * Row by row when W's values lie in x: x[kept] is written after
+	 * element e >= kept of W is read, and W's values lie at or after x's
+	 * (ds_lora_expand), so none is overwritten before it is read.
+	 */
+	if ((const char *)wraw < (const char *)(x + n) &&
+	    (const char *)wraw + n * es > (const char *)x) {
+		for (uint64_t i = kw.first; i <= kw.last; i++)
+			for (uint64_t c0 = 0; c0 < cols; c0 += kw.tile) {
+				prefetch_w(&kw, i, c0);
+				kept += kept_segment(&kw, i, c0, kept);
+			}
+		return 0;
+	}
+	/*
+	 * Else tile by tile, every row of the window in turn, so the tile of
+	 * v stays in the L1 cache; each row's values go where its kept
+	 * elements are counted to start (rank, in tmp: room for a float a
+	 * row and more).
+	 */
+	rank = (uint32_t *)b->tmp;
+	for (uint64_t i = kw.first; i <= kw.last; i++) {
+		uint64_t ea = i == kw.first ? 0 : i * cols - i0;
+		uint64_t eb = i == kw.last ? n : (i + 1) * cols - i0;
+
+		rank[i - kw.first] = (uint32_t)kept;
+		kept += count_range(bits, ea, eb);
+	}
+	for (uint64_t c0 = 0; c0 < cols; c0 += kw.tile) {
+		prefetch_w(&kw, kw.first, c0);
+		for (uint64_t i = kw.first; i <= kw.last; i++) {
+			if (i < kw.last)
+				prefetch_w(&kw, i + 1, c0);
+			rank[i - kw.first] += (uint32_t)kept_segment(
+				&kw, i, c0, rank[i - kw.first]);
 		}
 	}
 	return 0;

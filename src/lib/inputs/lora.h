@@ -65,6 +65,7 @@ struct ds_lora_buf {
 	float *v, *u, *tmp, *w;
 	void *raw;
 	const struct ds_lora_pair *vfor;
+	bool vcols;                 /* v by columns (ds_lora_kept) */
 };
 
 /* Bytes of the ds_lora_buf of each model of m[0..nm) that has an adapter,
@@ -88,5 +89,27 @@ int ds_lora_expand(const struct ds_lora_pair *p, const struct ds_tensor *w,
 		   const struct ds_kernel_ops *k, ds_lora_row_fn *row, int fd,
 		   uint64_t data_off, const void *wraw, uint64_t i0, size_t n,
 		   float *x, struct ds_lora_buf *b);
+
+/* The DARE mask the merge draws for a model at a tensor (DESIGN 4). */
+struct ds_lora_mask {
+	uint64_t seed;
+	uint32_t j, name_hash;
+	uint32_t thr;                  /* drop iff u < thr; >= 1 */
+};
+
+/*
+ * ds_lora_expand for a model whose window the merge reads only where its
+ * DARE mask mk keeps (methods.h, ds_window.keep): the mask into bits (a
+ * bit per element, keep_bits), and the adapted values of the kept
+ * elements only, in element order, into x[0], x[1], ...  Each is the
+ * value ds_lora_expand gives that element (pick: ds_lora_pick_kernel of
+ * k).  wraw and the return values
+ * as for ds_lora_expand.
+ */
+int ds_lora_kept(const struct ds_lora_pair *p, const struct ds_tensor *w,
+		 const struct ds_kernel_ops *k, ds_lora_pick_fn *pick, int fd,
+		 uint64_t data_off, const void *wraw, uint64_t i0, size_t n,
+		 const struct ds_lora_mask *mk, float *x, uint64_t *bits,
+		 struct ds_lora_buf *b);
 
 #endif

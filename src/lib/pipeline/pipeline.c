@@ -131,6 +131,7 @@ struct pipe {
 	uint64_t packs;                 /* bit k-1: input k reads a pack */
 	uint64_t loras;                 /* bit k-1: input k is BASE+ADAPTER */
 	ds_lora_row_fn *lrow;
+	ds_lora_pick_fn *lpick;
 	uint64_t lora_bytes;            /* of each worker's ds_lora_bufs */
 	XXH3_state_t *base_hash;        /* of the base tensor, when packs */
 	uint64_t seq_issue, seq_write, seq_retire;
@@ -277,7 +278,30 @@ static int expand_packs(struct pipe *pp, struct slot *s,
 	return 0;
 }
 
-/* Apply each LoRA model's adapter to its window, into binary32. */
+/*
+ * Whether LoRA input k can come to the merge as its mask and kept values
+ * (methods.h, ds_window.keep), as a pack's does: the method is
+ * dare_linear or dare_ties in one pass and drops at least half of the
+ * model (below that, expanding every element costs no more than the
+ * scattered ones).  The mask is the merge's own, drawn here.
+ */
+static bool lora_as_kept(const struct slot *s, unsigned k,
+			 struct ds_lora_mask *mk)
+{
+	const struct ds_mparams *mp = &s->ts->mp;
+	unsigned j = k - 1;
+
+	if (!s->kbits[k] || !mp->dare || s->ts->npass != 1 || !writing(s) ||
+	    j >= mp->n || mp->thr[j] < (1ull << 31) ||
+	    mp->thr[j] > UINT32_MAX)
+		return false;
+	*mk = (struct ds_lora_mask){ mp->seed, mp->sj[j], mp->name_hash,
+				     (uint32_t)mp->thr[j] };
+	return true;
+}
+
+/* Apply each LoRA model's adapter to its window, into binary32: every
+ * element, or only those the merge's mask keeps. */
 static int expand_loras(struct pipe *pp, struct slot *s,
 			struct worker_arg *wa)
 {
@@ -286,17 +310,29 @@ static int expand_loras(struct pipe *pp, struct slot *s,
 	for (unsigned k = 1; k <= o->nsrc; k++) {
 		const struct ds_lora_pair *lp = lora_at(pp, o, k);
 		const struct ds_model *m = pp->p->in[o->src[k]];
-		int rc;
+		struct ds_lora_mask mk;
+		const void *wraw;
+		int fd, rc;
 
+		if (pp->loras >> (k - 1) & 1)
+			s->keep[k] = NULL;
 		if (!lp)
 			continue;
-		rc = ds_lora_expand(lp, o->in[k], pp->k, pp->lrow,
-				    pp->fds[o->src[k] * pp->maxshards +
-					    m->lora->shard],
-				    m->shards[m->lora->shard].data_off,
-				    lora_on_base(pp, s, k) ? s->in[0] :
-				    lora_raw(s, k, o->in[k]->dtype), s->i0,
-				    s->n, s->in[k], &wa->lb[o->src[k]]);
+		fd = pp->fds[o->src[k] * pp->maxshards + m->lora->shard];
+		wraw = lora_on_base(pp, s, k) ? s->in[0] :
+		       lora_raw(s, k, o->in[k]->dtype);
+		if (lora_as_kept(s, k, &mk)) {
+			rc = ds_lora_kept(lp, o->in[k], pp->k, pp->lpick, fd,
+					  m->shards[m->lora->shard].data_off,
+					  wraw, s->i0, s->n, &mk, s->in[k],
+					  s->kbits[k], &wa->lb[o->src[k]]);
+			s->keep[k] = s->kbits[k];
+		} else {
+			rc = ds_lora_expand(lp, o->in[k], pp->k, pp->lrow, fd,
+					    m->shards[m->lora->shard].data_off,
+					    wraw, s->i0, s->n, s->in[k],
+					    &wa->lb[o->src[k]]);
+		}
 		if (rc) {
 			s->lerr_k = k;
 			return rc;
@@ -1139,7 +1175,8 @@ static int alloc_buffers(struct pipe *pp)
 	oper = dio_round(per + DS_DIO_ALIGN);
 	stride = dio_round(iper * p->ninputs + oper + red +
 			   (size_t)__builtin_popcountll(pp->packs) *
-			   (cbytes + frb + kb));
+			   (cbytes + frb + kb) +
+			   (size_t)__builtin_popcountll(pp->loras) * kb);
 	total = pp->nslots * stride + scratch + acc;
 	pp->slots = calloc(pp->nslots, sizeof(*pp->slots));
 	pp->ts = calloc(pp->nts, sizeof(*pp->ts));
@@ -1169,6 +1206,9 @@ static int alloc_buffers(struct pipe *pp)
 				s->fr[k] = (struct ds_pack_frame *)(m + cbytes);
 				s->kbits[k] = (uint64_t *)(m + cbytes + frb);
 				m += cbytes + frb + kb;
+			} else if (pp->loras >> (k - 1) & 1) {
+				s->kbits[k] = (uint64_t *)m;
+				m += kb;
 			}
 		s->wake.user = s;
 	}
@@ -1369,6 +1409,7 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 	pthread_cond_init(&pp.cv, NULL);
 	pp.k = ds_kernel_select();
 	pp.lrow = pp.k ? ds_lora_kernel(pp.k) : NULL;
+	pp.lpick = pp.k ? ds_lora_pick_kernel(pp.k) : NULL;
 	if (!pp.k)
 		rc = ds_fail(ctx, DS_E_USAGE, "DARE_STREAM_KERNEL names a "
 			       "kernel path this machine cannot run");

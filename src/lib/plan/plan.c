@@ -905,7 +905,10 @@ static int lora_budget(struct ds_plan *p, uint64_t budget)
 			       nl > 1 ? "their" : "its",
 			       (unsigned long long)total, p->threads,
 			       (unsigned long long)(2 * p->threads * total));
-	p->overhead += p->threads * total;
+	/* and each window of an adapted model a bit per element for its
+	 * mask, when the merge takes only its kept values (pipeline.c) */
+	p->overhead += p->threads * total + (uint64_t)p->depth * nl *
+		       ((p->window / 64 + 1) * 8 + 2 * DS_DIO_ALIGN);
 	return 0;
 }
 
