@@ -680,6 +680,8 @@ static void prefetch_w(const struct kept_win *kw, uint64_t i, uint64_t c0)
 	const uint64_t es = ds_dtype_size(kw->wdt), cols = kw->cols;
 	uint64_t a = i * cols + c0, e = a + kw->tile;
 
+	if (e <= kw->i0)
+		return;         /* a tile before the window's start */
 	a = a > kw->i0 ? a - kw->i0 : 0;
 	e = e - kw->i0 < kw->n ? e - kw->i0 : kw->n;
 	for (uint64_t f = a * es / 64; a < e && f <= (e * es - 1) / 64; f++)
