@@ -3,9 +3,9 @@
 #include "config.h"
 
 #include <errno.h>
-#include <stdbool.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -628,21 +628,6 @@ int ds_lora_expand(const struct ds_lora_pair *p, const struct ds_tensor *w,
 	return 0;
 }
 
-/* Element e of the W values at wraw (dtype dt) in binary32, as load gives
- * it. */
-static float w_at(const void *wraw, enum ds_dtype dt, uint64_t e)
-{
-	uint16_t h;
-	float f;
-
-	if (dt == DS_DT_F32) {
-		memcpy(&f, (const char *)wraw + 4 * e, sizeof(f));
-		return f;
-	}
-	memcpy(&h, (const char *)wraw + 2 * e, sizeof(h));
-	return dt == DS_DT_BF16 ? ds_cvt_bf16_f32(h) : ds_cvt_f16_f32(h);
-}
-
 /* The set bits of bits[] from bit a to bit b - 1 (a < b). */
 static size_t count_range(const uint64_t *bits, uint64_t a, uint64_t b)
 {
@@ -728,7 +713,7 @@ static size_t kept_segment(const struct kept_win *kw, uint64_t i,
 		__builtin_prefetch(vt + idx[l] * rp);
 	kw->pick(vt, idx, m, kw->b->u + (i - kw->first) * r, r, acc);
 	for (size_t l = 0; l < m; l++)
-		kw->x[at + l] = w_at(kw->wraw, kw->wdt, base + idx[l]) +
+		kw->x[at + l] = ds_cvt_at(kw->wraw, kw->wdt, base + idx[l]) +
 				kw->p->s * acc[l];
 	return m;
 }

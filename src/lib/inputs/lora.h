@@ -103,8 +103,7 @@ struct ds_lora_mask {
  * bit per element, keep_bits), and the adapted values of the kept
  * elements only, in element order, into x[0], x[1], ...  Each is the
  * value ds_lora_expand gives that element (pick: ds_lora_pick_kernel of
- * k).  wraw and the return values
- * as for ds_lora_expand.
+ * k).  wraw and the return values as for ds_lora_expand.
  */
 int ds_lora_kept(const struct ds_lora_pair *p, const struct ds_tensor *w,
 		 const struct ds_kernel_ops *k, ds_lora_pick_fn *pick, int fd,

@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include "dare-stream.h"
 
 /* Canonical quiet NaN every merged NaN is stored as (see methods.c). */
 #define DS_CANON_NAN_BITS 0x7fc00000u
@@ -107,6 +108,21 @@ static inline uint16_t ds_cvt_f32_f16(float f)
 	rem = m & ((1u << sh) - 1);
 	h += rem > (1u << (sh - 1)) || (rem == (1u << (sh - 1)) && (h & 1u));
 	return (uint16_t)(sign | h);
+}
+
+/* Element i of p, of dtype dt (F32, F16 or BF16; aligned or not), in
+ * binary32: what load gives it. */
+static inline float ds_cvt_at(const void *p, enum ds_dtype dt, uint64_t i)
+{
+	uint16_t h;
+	float f;
+
+	if (dt == DS_DT_F32) {
+		memcpy(&f, (const char *)p + 4 * i, sizeof(f));
+		return f;
+	}
+	memcpy(&h, (const char *)p + 2 * i, sizeof(h));
+	return dt == DS_DT_BF16 ? ds_cvt_bf16_f32(h) : ds_cvt_f16_f32(h);
 }
 
 #endif

@@ -183,8 +183,8 @@ ds_lora_pick_fn ds_lora_pick_scalar;
 ds_lora_pick_fn ds_lora_pick_avx2;
 #endif
 
-/* The picked-column sums of the same path as k: AVX2 gathers on the x86
- * paths, the scalar loop elsewhere. */
+/* The picked-column sums of the same path as k: the AVX2 transpose on the
+ * x86 paths, the scalar loop elsewhere. */
 ds_lora_pick_fn *ds_lora_pick_kernel(const struct ds_kernel_ops *k);
 
 /* One Philox4x32-10 block: x = philox(ctr, key). */

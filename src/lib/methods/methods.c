@@ -392,21 +392,6 @@ static void dare_of(const struct ds_mparams *mp, unsigned j,
 	dp->w = mp->w[j];
 }
 
-/* Element i of x (dtype dt, aligned or not) in binary32, as load gives
- * it. */
-static inline float x_at(const void *x, enum ds_dtype dt, size_t i)
-{
-	uint16_t h;
-	float f;
-
-	if (dt == DS_DT_F32) {
-		memcpy(&f, (const char *)x + 4 * i, sizeof(f));
-		return f;
-	}
-	memcpy(&h, (const char *)x + 2 * i, sizeof(h));
-	return dt == DS_DT_BF16 ? ds_cvt_bf16_f32(h) : ds_cvt_f16_f32(h);
-}
-
 /*
  * dare_axpy (kept_axpy) where the mask keeps: acc[i] = acc[i] +
  * w * ((x_i - b[i]) * s) for the kept i, in element order, x_i the next of
@@ -432,7 +417,7 @@ scatter_as(float *acc, const float *b, const uint64_t *keep, const float *v,
 			bits &= (1ull << (n - q * 64)) - 1;
 		for (; bits; bits &= bits - 1) {
 			size_t i = q * 64 + (size_t)__builtin_ctzll(bits);
-			float xi = v ? v[r++] : x_at(x, dt, i);
+			float xi = v ? v[r++] : ds_cvt_at(x, dt, i);
 
 			acc[i] = acc[i] + w * ((xi - b[i]) * s);
 		}
@@ -488,8 +473,7 @@ static bool dare_sparse(const struct ds_kernel_ops *k,
 {
 	uint64_t bits[DS_CHUNK / 64];
 
-	if (mp->thr[j] < (1ull << 31) || mp->thr[j] > UINT32_MAX ||
-	    !isfinite(mp->w[j]))
+	if (!ds_dare_sparse(mp->thr[j]) || !isfinite(mp->w[j]))
 		return false;
 	k->keep_bits(mp->seed, mp->sj[j], mp->name_hash, c->i0, c->m,
 		     (uint32_t)mp->thr[j], bits);

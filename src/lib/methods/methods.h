@@ -121,6 +121,16 @@ struct ds_window {
 	size_t n;
 };
 
+/*
+ * Whether a DARE mask of threshold thr drops at least half (p >= 0.5) and
+ * keeps some: then visiting only its kept elements beats a dense pass
+ * (methods.c), and an adapted model is expanded only there (pipeline.c).
+ */
+static inline bool ds_dare_sparse(uint64_t thr)
+{
+	return thr >= (1ull << 31) && thr <= UINT32_MAX;
+}
+
 /* Floats of scratch memory ds_method_window() needs for n models. */
 size_t ds_method_scratch_floats(unsigned nmodels);
 

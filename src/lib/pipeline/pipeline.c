@@ -292,8 +292,7 @@ static bool lora_as_kept(const struct slot *s, unsigned k,
 	unsigned j = k - 1;
 
 	if (!s->kbits[k] || !mp->dare || s->ts->npass != 1 || !writing(s) ||
-	    j >= mp->n || mp->thr[j] < (1ull << 31) ||
-	    mp->thr[j] > UINT32_MAX)
+	    j >= mp->n || !ds_dare_sparse(mp->thr[j]))
 		return false;
 	*mk = (struct ds_lora_mask){ mp->seed, mp->sj[j], mp->name_hash,
 				     (uint32_t)mp->thr[j] };
