@@ -814,6 +814,119 @@ START_TEST(cross_ties_finish)
 }
 END_TEST
 
+/*
+ * ties_kept (on every path that has one, and the element-by-element
+ * reference the paths finish with) against the steps it fuses, run here
+ * one by one on the scalar path: load the base, per model a row set to +0
+ * and kept_axpy'd with its mask and kept values, ties, finish, store.
+ * 1 to 5 models, all given by their kept values, all read whole with a
+ * mask, or mixed (one with no mask, keeping all); BF16 throughout or
+ * dtypes mixed; with and without normalize; lengths crossing the vector
+ * steps; masks of several densities, special values everywhere; each
+ * model's kept values in a buffer of exactly their number (ASan sees a
+ * read past them).
+ */
+START_TEST(cross_ties_kept)
+{
+	static char braw[4 * MAXN], xraw[5][4 * MAXN], o0[4 * MAXN];
+	static char o1[4 * MAXN];
+	static float b[MAXN], e[5 * MAXN], acc[MAXN], D[MAXN];
+	static float kv[MAXN];
+	static uint64_t keep[5][MAXN / 64 + 1], all[MAXN / 64 + 1];
+	static const size_t lens[] = { 0, 7, 31, 32, 33, 64, 95, 257, 1003,
+				       1099 };
+	static const float ws[5] = { 1.0f, -0.5f, 2.0f, 0.25f, 3.0f };
+	static const unsigned dens[4] = { 10, 2, 1, 100 };  /* 1 in d kept */
+	void *cv[5] = { NULL };
+	struct ds_tk t;
+	size_t n, k, nv, es;
+	unsigned c, j, mode, nm;
+	int p;
+
+	memset(all, 0xff, sizeof(all));
+	for (c = 0; c < 5 * 3 * 2 * 2 * 10; c++) {
+		nm = 1 + c % 5;
+		mode = c / 5 % 3;               /* kept, whole, mixed */
+		n = lens[c / 60];
+		memset(&t, 0, sizeof(t));
+		t.bdt = c / 15 % 2 ? dts[rnd() % 3] : DS_DT_BF16;
+		t.odt = c / 15 % 2 ? dts[rnd() % 3] : DS_DT_BF16;
+		t.normalize = c / 30 % 2;
+		t.lambda = c % 7 ? 1.0f : -0.75f;
+		t.b = braw;
+		t.nm = nm;
+		fill_raw(t.bdt, braw, n);
+		ds_kernel_scalar_ops.load(t.bdt, braw, b, n);
+		for (j = 0; j < nm; j++) {
+			struct ds_tk_model *md = &t.m[j];
+
+			md->dt = c / 15 % 2 ? dts[rnd() % 3] : DS_DT_BF16;
+			es = md->dt == DS_DT_F32 ? 4 : 2;
+			md->s = j == 1 ? bf(special_bits()) : 10.0f;
+			md->w = ws[j];
+			md->kept = mode == 0 || (mode == 2 && j % 2 == 0);
+			fill_raw(md->dt, xraw[j], n);
+			for (k = 0; k < MAXN / 64 + 1; k++)
+				keep[j][k] = rnd();     /* bits past n */
+			for (k = 0, nv = 0; k < n; k++) {
+				uint64_t bit = 1ull << (k % 64);
+
+				keep[j][k / 64] &= ~bit;
+				if (rnd() % dens[(c + j) % 4] == 0) {
+					keep[j][k / 64] |= bit;
+					nv++;
+				}
+			}
+			md->keep = mode == 2 && j == 1 ? NULL : keep[j];
+			if (!md->keep)
+				nv = n;
+			cv[j] = malloc(nv ? nv * es : 1);
+			ck_assert_ptr_nonnull(cv[j]);
+			for (k = 0, nv = 0; k < n; k++)
+				if (!md->keep || md->keep[k / 64] >> (k % 64) & 1)
+					memcpy((char *)cv[j] + nv++ * es,
+					       xraw[j] + k * es, es);
+			md->v = md->kept ? cv[j] : xraw[j];
+			md->nv = nv;
+			/* the steps */
+			ds_kernel_scalar_ops.load(md->dt, cv[j], kv, nv);
+			memset(e + j * MAXN, 0, n * sizeof(float));
+			ds_kernel_scalar_ops.kept_axpy(e + j * MAXN, b, kv, nv,
+						       md->keep ? md->keep : all,
+						       md->s, md->w, n);
+		}
+		{
+			float w[5];
+
+			for (j = 0; j < nm; j++)
+				w[j] = t.m[j].w;
+			ds_kernel_scalar_ops.ties(e, MAXN, nm, w, acc, D, n);
+		}
+		ds_kernel_scalar_ops.finish(acc, b, t.normalize ? D : NULL, 0.0f,
+					    t.lambda, n);
+		ds_kernel_scalar_ops.store(t.odt, acc, o0, n);
+		es = t.odt == DS_DT_F32 ? 4 : 2;
+		memset(o1, 0x5a, sizeof(o1));
+		t.out = o1;
+		ds_ties_kept_ref(&t, 0, n);
+		ck_assert_msg(!memcmp(o0, o1, n * es), "reference, case %u", c);
+		for (p = 0; p < npaths; p++) {
+			if (!paths[p]->ties_kept)
+				continue;
+			memset(o1, 0x5a, sizeof(o1));
+			paths[p]->ties_kept(&t, n);
+			ck_assert_msg(!memcmp(o0, o1, n * es), "%s, case %u",
+				      paths[p]->name, c);
+			ck_assert_int_eq((unsigned char)o1[n * es], 0x5a);
+		}
+		for (j = 0; j < nm; j++) {
+			free(cv[j]);
+			cv[j] = NULL;
+		}
+	}
+}
+END_TEST
+
 /* Whole windows of every method, dtype mix and option, chunked oddly. */
 static void cross_window(enum ds_method m, int normalize, double p_drop)
 {
@@ -1289,6 +1402,7 @@ static Suite *kernels_suite(void)
 	tcase_add_test(tc, count_range_long);
 	tcase_add_test(tc, cross_methods);
 	tcase_add_test(tc, cross_kept_methods);
+	tcase_add_test(tc, cross_ties_kept);
 	tcase_add_test(tc, lora_known);
 	tcase_add_test(tc, cross_lora);
 	tcase_add_test(tc, lora_pick_known);

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <immintrin.h>
+#include <string.h>
 #include "kernels/kernels.h"
 #include "kernels/bits.h"
 #include "kernels/convert.h"
@@ -728,6 +729,230 @@ static void finish_avx2(float *acc, const float *b, const float *dsum,
 		    lambda, n - i);
 }
 
+/* 8 elements of dt at element i of p. */
+static inline __m256 ld8(enum ds_dtype dt, const void *p, size_t i)
+{
+	if (dt == DS_DT_BF16)
+		return ld_bf16((const char *)p + 2 * i);
+	if (dt == DS_DT_F16)
+		return ld_f16((const char *)p + 2 * i);
+	return _mm256_loadu_ps((const float *)p + i);
+}
+
+/* 8 floats rounded to dt into element i of p. */
+static inline void st8(enum ds_dtype dt, void *p, size_t i, __m256 v)
+{
+	if (dt == DS_DT_BF16)
+		_mm_storeu_si128((__m128i *)((char *)p + 2 * i), st_bf16(v));
+	else if (dt == DS_DT_F16)
+		_mm_storeu_si128((__m128i *)((char *)p + 2 * i), st_f16(v));
+	else
+		_mm256_storeu_ps((float *)p + i, v);
+}
+
+/*
+ * For each 8-bit mask m, lane l of lanes[m] is where lane l's value sits
+ * among the kept ones (vpermps reads only the low 3 bits), with the sign
+ * bit set where lane l is dropped (a blendv selector); nkept8[m] is how
+ * many lanes m keeps.
+ */
+#define LANE(m, l) ((m) >> (l) & 1 ? (int32_t)POP7((m) & ((1u << (l)) - 1)) : \
+		    INT32_MIN)
+#define LANES(m) { LANE(m, 0), LANE(m, 1), LANE(m, 2), LANE(m, 3), \
+		   LANE(m, 4), LANE(m, 5), LANE(m, 6), LANE(m, 7) }
+#define LN4(m) LANES(m), LANES((m) + 1), LANES((m) + 2), LANES((m) + 3)
+#define LN16(m) LN4(m), LN4((m) + 4), LN4((m) + 8), LN4((m) + 12)
+#define LN64(m) LN16(m), LN16((m) + 16), LN16((m) + 32), LN16((m) + 48)
+static const int32_t lanes[256][8] __attribute__((aligned(32))) = {
+	LN64(0), LN64(64), LN64(128), LN64(192)
+};
+#define KC(m) (POP7(m) + ((m) >> 7))
+#define KC4(m) KC(m), KC((m) + 1), KC((m) + 2), KC((m) + 3)
+#define KC16(m) KC4(m), KC4((m) + 4), KC4((m) + 8), KC4((m) + 12)
+#define KC64(m) KC16(m), KC16((m) + 16), KC16((m) + 32), KC16((m) + 48)
+static const uint8_t nkept8[256] = { KC64(0), KC64(64), KC64(128), KC64(192) };
+
+/* The last kept values of a model, fewer than 8 from v[r] on, into tail. */
+static __attribute__((noinline)) const void *
+kept_tail(const char *v, size_t nv, size_t es, size_t r, char *tail)
+{
+	memset(tail, 0, 32);
+	memcpy(tail, v + r * es, (nv - r) * es);
+	return tail;
+}
+
+/* 8 F32 to BF16 as st_bf16 where no lane is a NaN but the canonical one
+ * (whose rounding gives its upper half as the NaN rule does). */
+static inline __m128i st_bf16_canon(__m256 v)
+{
+	__m256i x = _mm256_castps_si256(v);
+	__m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16),
+				       _mm256_set1_epi32(1));
+	__m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x,
+					_mm256_set1_epi32(0x7fff)), lsb), 16);
+
+	return _mm_packus_epi32(_mm256_castsi256_si128(r),
+				_mm256_extracti128_si256(r, 1));
+}
+
+/* Vectors of 8 per ties_kept step: enough independent work in flight
+ * to cover the latency of one element's chain (expand, row, sums,
+ * election, finish, rounding), which one vector alone leaves exposed. */
+#define TKV 4
+
+/* How a ties_kept step reads its models: each as it says, or all of them
+ * given by their kept values, or all read whole with a mask. */
+enum tk_mode { TK_ANY, TK_KEPT, TK_WHOLE };
+
+/* A ties_kept call's models as its steps read them, in locals the
+ * output's stores cannot alias. */
+struct tk_in {
+	const uint64_t *keep[DS_MAX_MODELS];
+	const char *v[DS_MAX_MODELS];
+	size_t nv[DS_MAX_MODELS], r[DS_MAX_MODELS];
+	enum ds_dtype dt[DS_MAX_MODELS];
+	bool kept[DS_MAX_MODELS];
+	__m256 s[DS_MAX_MODELS], w[DS_MAX_MODELS];
+};
+
+/*
+ * One ties_kept step of 8 * TKV elements from i (a multiple of 8 * TKV,
+ * so the lanes are 4 bytes of one word of each mask), lane by lane the
+ * reference's steps:
+ *   - row e_j = w_j * ((x - b) * s_j), +0 where dropped (blendv on
+ *     lanes[m]), x expanded from the kept values by vpermps on lanes[m];
+ *     the reference's +0 + in front only turns -0 into +0, which neither
+ *     S nor the election can tell apart;
+ *   - the election: e_j has S's sign (S >= 0 counts as +) and is not
+ *     zero or NaN iff (e_j ^ sign) > 0, sign the sign bit where S is
+ *     not >= 0; D only when it divides;
+ *   - finish as finish_avx2, the store as store_avx2.
+ * xdt is every model's dtype, or -1 to read each one's.
+ */
+static inline __attribute__((always_inline)) void
+tk_step(struct tk_in *in, unsigned nm, const void *bp, void *out, size_t i,
+	bool norm, __m256 lam, enum ds_dtype bdt, int xdt, enum ds_dtype odt,
+	enum tk_mode mode)
+{
+	const __m256 z = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+	const __m256 sgn = _mm256_set1_ps(-0.0f);
+	__m256 e[DS_MAX_MODELS][TKV], b[TKV], S[TKV], a[TKV], D[TKV];
+	__m256 x, v, ns, sel, lm;
+	unsigned j, q, m;
+
+#pragma GCC unroll 4
+	for (q = 0; q < TKV; q++) {
+		b[q] = ld8(bdt, bp, i + 8 * q);
+		S[q] = z;
+	}
+	for (j = 0; j < nm; j++) {
+		enum ds_dtype dt = xdt < 0 ? in->dt[j] : (enum ds_dtype)xdt;
+		size_t es = dt == DS_DT_F32 ? 4 : 2;
+		bool kept = mode == TK_ANY ? in->kept[j] : mode == TK_KEPT;
+		bool all = mode == TK_ANY ? !in->keep[j] : false;
+		uint32_t m32 = all ? 0 :
+			       (uint32_t)(in->keep[j][i / 64] >> (i % 64));
+		size_t rj = in->r[j];
+
+#pragma GCC unroll 4
+		for (q = 0; q < TKV; q++) {
+			m = m32 >> 8 * q & 0xff;
+			lm = _mm256_load_ps((const float *)lanes[m]);
+			if (kept) {
+				const void *src = in->v[j] + rj * es;
+				char tail[32] __attribute__((aligned(32)));
+
+				if (__builtin_expect(rj + 8 > in->nv[j], 0))
+					src = kept_tail(in->v[j], in->nv[j], es,
+							rj, tail);
+				x = _mm256_permutevar8x32_ps(ld8(dt, src, 0),
+					_mm256_castps_si256(lm));
+				rj += nkept8[m];
+			} else {
+				x = ld8(dt, in->v[j], i + 8 * q);
+			}
+			x = _mm256_mul_ps(_mm256_sub_ps(x, b[q]), in->s[j]);
+			x = _mm256_mul_ps(in->w[j], x);
+			if (!all)
+				x = _mm256_blendv_ps(x, z, lm);
+			e[j][q] = x;
+			S[q] = _mm256_add_ps(S[q], x);
+		}
+		in->r[j] = rj;
+	}
+#pragma GCC unroll 4
+	for (q = 0; q < TKV; q++) {
+		ns = _mm256_andnot_ps(_mm256_cmp_ps(S[q], z, _CMP_GE_OQ), sgn);
+		a[q] = z;
+		D[q] = z;
+		for (j = 0; j < nm; j++) {
+			v = e[j][q];
+			sel = _mm256_cmp_ps(_mm256_xor_ps(v, ns), z, _CMP_GT_OQ);
+			a[q] = _mm256_add_ps(a[q], _mm256_and_ps(v, sel));
+			if (norm)
+				D[q] = _mm256_add_ps(D[q],
+						     _mm256_and_ps(in->w[j], sel));
+		}
+	}
+#pragma GCC unroll 4
+	for (q = 0; q < TKV; q++) {
+		v = a[q];
+		if (norm)
+			v = _mm256_div_ps(v, _mm256_blendv_ps(D[q], one,
+				_mm256_cmp_ps(D[q], z, _CMP_EQ_OQ)));
+		v = canon8(_mm256_add_ps(b[q], _mm256_mul_ps(lam, v)));
+		if (odt == DS_DT_BF16)
+			_mm_storeu_si128((__m128i *)((char *)out +
+						     2 * (i + 8 * q)),
+					 st_bf16_canon(v));
+		else
+			st8(odt, out, i + 8 * q, v);
+	}
+}
+
+/* The steps of one case, with what the compiler may know of it. */
+#define TK_LOOP(norm, bdt, xdt, odt, mode) \
+	for (; i + 8 * TKV <= n; i += 8 * TKV) \
+		tk_step(&in, t->nm, t->b, t->out, i, norm, lam, bdt, xdt, \
+			odt, mode)
+
+/* ties_kept: whole steps, the all-BF16 cases (the usual checkpoints) with
+ * their dtypes, how the models come and normalize known to the compiler;
+ * the reference for the tail. */
+void ds_ties_kept_avx2(const struct ds_tk *t, size_t n)
+{
+	const __m256 lam = _mm256_set1_ps(t->lambda);
+	bool bf = t->bdt == DS_DT_BF16 && t->odt == DS_DT_BF16;
+	unsigned j, nkept = 0, nmask = 0;
+	struct tk_in in;
+	size_t i = 0;
+
+	for (j = 0; j < t->nm; j++) {
+		in.keep[j] = t->m[j].keep;
+		in.v[j] = t->m[j].v;
+		in.nv[j] = t->m[j].nv;
+		in.r[j] = 0;
+		in.dt[j] = t->m[j].dt;
+		in.kept[j] = t->m[j].kept;
+		in.s[j] = _mm256_set1_ps(t->m[j].s);
+		in.w[j] = _mm256_set1_ps(t->m[j].w);
+		bf = bf && t->m[j].dt == DS_DT_BF16;
+		nkept += t->m[j].kept;
+		nmask += !t->m[j].kept && t->m[j].keep;
+	}
+	if (bf && nkept == t->nm && t->normalize)
+		TK_LOOP(true, DS_DT_BF16, DS_DT_BF16, DS_DT_BF16, TK_KEPT);
+	else if (bf && nkept == t->nm)
+		TK_LOOP(false, DS_DT_BF16, DS_DT_BF16, DS_DT_BF16, TK_KEPT);
+	else if (bf && nmask == t->nm && t->normalize)
+		TK_LOOP(true, DS_DT_BF16, DS_DT_BF16, DS_DT_BF16, TK_WHOLE);
+	else if (bf && nmask == t->nm)
+		TK_LOOP(false, DS_DT_BF16, DS_DT_BF16, DS_DT_BF16, TK_WHOLE);
+	else
+		TK_LOOP(t->normalize, t->bdt, -1, t->odt, TK_ANY);
+	ds_ties_kept_ref(t, i, n);
+}
+
 /* ---- rank selection ----------------------------------------------------- */
 
 /* Rank keys of 8 floats: |d|'s bits, 0x7fffffff for a NaN (a NaN's bits
@@ -815,4 +1040,5 @@ const struct ds_kernel_ops ds_kernel_avx2_ops = {
 	.rank_keys = rank_keys_avx2,
 	.keep_range = keep_range_avx2,
 	.count_range = count_range_avx2,
+	.ties_kept = ds_ties_kept_avx2,
 };

@@ -890,4 +890,7 @@ const struct ds_kernel_ops ds_kernel_avx512_ops = {
 	.rank_keys = rank_keys_avx512,
 	.keep_range = keep_range_avx512,
 	.count_range = count_range_avx512,
+#ifdef DS_HAVE_AVX2
+	.ties_kept = ds_ties_kept_avx2,
+#endif
 };

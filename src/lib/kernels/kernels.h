@@ -3,6 +3,7 @@
 #ifndef DS_KERNELS_H
 #define DS_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "dare-stream.h"
@@ -53,6 +54,17 @@
  *   finish:   v = acc; v = v / (dsum == 0 ? 1 : dsum) when dsum is given,
  *             else v = v / div when div != 0; v = b + lambda * v when b is
  *             given; a NaN v becomes the canonical quiet NaN 0x7fc00000.
+ *   ties_kept: dare_ties from masks straight to the output, in one pass
+ *             (optional: NULL on a path without it, where methods.c runs
+ *             the steps one by one): for element k, b = load(b[k]); row
+ *             e_j = kept ? +0 + w_j * ((x - b) * s_j) : +0 for each
+ *             model (kept: bit k of its mask, every element without one;
+ *             x: its element k, or its next kept value when it holds only
+ *             those), then ties, finish (dsum when normalize, lambda, b)
+ *             and store to the output's dtype.  Those are the steps'
+ *             bits: memset, kept_axpy or dare_axpy, ties, finish, store.
+ *             Every weight is finite (a dropped element's term is then +0
+ *             either way).  Nothing past a model's last kept value is read.
  *
  * and the rank selection's loops (select.c), integer logic on the rank
  * key of DESIGN 5.1, key(d) = bits(d) & 0x7fffffff, 0x7fffffff for every
@@ -72,6 +84,28 @@ struct ds_dare {
 	uint32_t j, name_hash;
 	uint32_t thr;                  /* drop iff u < thr; 0 keeps all */
 	float s, w;
+};
+
+/* One model of a ties_kept call: its mask, values, scale and weight. */
+struct ds_tk_model {
+	const uint64_t *keep;          /* bit k % 64 of keep[k / 64]; NULL: all */
+	const void *v;                 /* every element, or (kept) the kept ones */
+	size_t nv;                     /* kept: how many values v holds */
+	enum ds_dtype dt;
+	bool kept;
+	float s, w;
+};
+
+/* A ties_kept call: n elements of the base and the output, nm models. */
+struct ds_tk {
+	const void *b;
+	enum ds_dtype bdt;
+	void *out;
+	enum ds_dtype odt;
+	float lambda;
+	bool normalize;
+	unsigned nm;
+	struct ds_tk_model m[DS_MAX_MODELS];
 };
 
 struct ds_kernel_ops {
@@ -100,7 +134,16 @@ struct ds_kernel_ops {
 			   float *x, size_t n);
 	size_t (*count_range)(const float *d, int32_t lo, int32_t hi,
 			      size_t n);
+	void (*ties_kept)(const struct ds_tk *t, size_t n);
 };
+
+/* ties_kept of elements k0 .. n-1 element by element, in plain C: the
+ * reference the vector paths finish their tails with. */
+void ds_ties_kept_ref(const struct ds_tk *t, size_t k0, size_t n);
+#if defined(DS_HAVE_AVX2) && (defined(__x86_64__) || defined(__i386__))
+/* The AVX2 ties_kept, which the AVX-512 path uses too. */
+void ds_ties_kept_avx2(const struct ds_tk *t, size_t n);
+#endif
 
 /* The scalar reference path (scalar.c); always available. */
 extern const struct ds_kernel_ops ds_kernel_scalar_ops;

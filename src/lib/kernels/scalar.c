@@ -4,6 +4,7 @@
 
 #include <string.h>
 #include "kernels/kernels.h"
+#include "kernels/bits.h"
 #include "kernels/convert.h"
 #include "kernels/philox.h"
 
@@ -237,22 +238,59 @@ static void ties_scalar(const float *e, size_t stride, unsigned nm,
 		ties_el(e + k, stride, nm, w, acc + k, dsum + k);
 }
 
+/* finish of one element. */
+static inline float finish_el(float v, const float *b, const float *dsum,
+			      float div, float lambda)
+{
+	if (dsum)
+		v = v / (*dsum == 0.0f ? 1.0f : *dsum);
+	else if (div != 0.0f)
+		v = v / div;
+	if (b)
+		v = *b + lambda * v;
+	return v != v ? ds_bitsf(DS_CANON_NAN_BITS) : v;
+}
+
 /* Normalize, add the base scaled by lambda, canonicalize NaN. */
 static void finish_scalar(float *acc, const float *b, const float *dsum,
 			  float div, float lambda, size_t n)
 {
 	size_t k;
-	float v;
 
-	for (k = 0; k < n; k++) {
-		v = acc[k];
-		if (dsum)
-			v = v / (dsum[k] == 0.0f ? 1.0f : dsum[k]);
-		else if (div != 0.0f)
-			v = v / div;
-		if (b)
-			v = b[k] + lambda * v;
-		acc[k] = v != v ? ds_bitsf(DS_CANON_NAN_BITS) : v;
+	for (k = 0; k < n; k++)
+		acc[k] = finish_el(acc[k], b ? b + k : NULL,
+				   dsum ? dsum + k : NULL, div, lambda);
+}
+
+/* The steps of ties_kept element by element: row e_j as memset and
+ * kept_axpy (or dare_axpy) leave it, then ties_el, finish_el, store. */
+void ds_ties_kept_ref(const struct ds_tk *t, size_t k0, size_t n)
+{
+	size_t r[DS_MAX_MODELS], es = t->odt == DS_DT_F32 ? 4 : 2;
+	float e[DS_MAX_MODELS], w[DS_MAX_MODELS], b, a, D, x;
+	unsigned j;
+	size_t k;
+
+	if (k0 >= n)
+		return;
+	for (j = 0; j < t->nm; j++) {
+		r[j] = t->m[j].kept ? ds_bits_count(t->m[j].keep, k0) : 0;
+		w[j] = t->m[j].w;
+	}
+	for (k = k0; k < n; k++) {
+		b = ds_cvt_at(t->b, t->bdt, k);
+		for (j = 0; j < t->nm; j++) {
+			const struct ds_tk_model *md = &t->m[j];
+
+			e[j] = 0.0f;
+			if (md->keep && !(md->keep[k / 64] >> (k % 64) & 1))
+				continue;
+			x = ds_cvt_at(md->v, md->dt, md->kept ? r[j]++ : k);
+			e[j] = e[j] + md->w * ((x - b) * md->s);
+		}
+		ties_el(e, 1, t->nm, w, &a, &D);
+		a = finish_el(a, &b, t->normalize ? &D : NULL, 0.0f, t->lambda);
+		store_scalar(t->odt, &a, (char *)t->out + k * es, 1);
 	}
 }
 

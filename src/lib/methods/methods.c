@@ -559,6 +559,62 @@ static void ties(const struct ds_kernel_ops *k, const struct ds_mparams *mp,
 	k->ties(c->e, DS_CHUNK, mp->n, mp->w, c->acc, c->dsum, c->m);
 }
 
+/*
+ * dare_ties of the chunk in the kernel's one pass (ties_kept) when it has
+ * one and every weight is finite: a model given by its mask and kept
+ * values as it is, a model read whole with its mask drawn here (into the
+ * rows' scratch, which the pass does not use), a model at p = 1 left out
+ * (its row is +0, which the election's sums never notice).  False when
+ * the steps are to run one by one.
+ */
+static bool ties_fused(const struct ds_kernel_ops *k,
+		       const struct ds_mparams *mp,
+		       const struct ds_window *win, const struct ds_chunk *c)
+{
+	uint64_t *bits = (uint64_t *)c->e;
+	struct ds_tk t;
+	unsigned j;
+
+	if (!k->ties_kept)
+		return false;
+	t.b = ds_at(win->base, win->bdt, c->off);
+	t.bdt = win->bdt;
+	t.out = (char *)win->out + c->off * ds_elsize(win->odt);
+	t.odt = win->odt;
+	t.lambda = mp->lambda;
+	t.normalize = mp->normalize;
+	t.nm = 0;
+	for (j = 0; j < mp->n; j++) {
+		struct ds_tk_model *md = &t.m[t.nm];
+
+		if (!isfinite(mp->w[j]))
+			return false;
+		if (mp->thr[j] > UINT32_MAX)
+			continue;
+		md->dt = win->xdt[j];
+		md->s = mp->s[j];
+		md->w = mp->w[j];
+		md->kept = win->keep[j] != NULL;
+		if (md->kept) {
+			md->keep = win->keep[j] + c->off / 64;
+			md->v = ds_at(win->x[j], md->dt, c->kv[j]);
+			md->nv = c->nw[j] - c->kv[j];   /* the rest may be read */
+		} else {
+			md->v = ds_at(win->x[j], md->dt, c->off);
+			md->keep = NULL;
+			if (mp->thr[j]) {
+				md->keep = bits + (size_t)t.nm * (DS_CHUNK / 64);
+				k->keep_bits(mp->seed, mp->sj[j], mp->name_hash,
+					     c->i0, c->m, (uint32_t)mp->thr[j],
+					     (uint64_t *)md->keep);
+			}
+		}
+		t.nm++;
+	}
+	k->ties_kept(&t, c->m);
+	return true;
+}
+
 /* One chunk: load the base, combine the models, finish, store. */
 static void window_chunk(const struct ds_kernel_ops *k,
 			 const struct ds_mparams *mp,
@@ -566,6 +622,9 @@ static void window_chunk(const struct ds_kernel_ops *k,
 {
 	const float *b = NULL, *dsum = NULL;
 	float div = 0.0f;
+
+	if (mp->ties && mp->uses_base && ties_fused(k, mp, win, c))
+		return;
 
 	if (mp->uses_base) {
 		k->load(win->bdt, ds_at(win->base, win->bdt, c->off), c->b, c->m);
@@ -592,6 +651,8 @@ void ds_method_window(const struct ds_kernel_ops *k,
 
 	ds_chunk_carve(&c, scratch, mp->n);
 	memset(c.kv, 0, mp->n * sizeof(c.kv[0]));
+	for (unsigned j = 0; j < mp->n; j++)
+		c.nw[j] = win->keep[j] ? ds_bits_count(win->keep[j], win->n) : 0;
 	for (c.off = 0; c.off < win->n; c.off += DS_CHUNK) {
 		c.m = win->n - c.off < DS_CHUNK ? win->n - c.off : DS_CHUNK;
 		c.i0 = win->i0 + c.off;
