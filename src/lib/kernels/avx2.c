@@ -34,18 +34,26 @@ static inline __m256 ld_f16(const void *p)
 	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
-/*
- * 8 F32 rounded to BF16 in the upper halves of the dwords, the integer
- * rounding of convert.h lane by lane: add 0x7fff plus the lowest kept
- * bit; NaN lanes get x | 0x00400000 instead, i.e. upper half | 0x40.
- */
-static inline __m256i bf16_round(__m256 v)
+/* The integer rounding of convert.h lane by lane, for lanes that are not
+ * NaN: add 0x7fff plus the lowest kept bit. */
+static inline __m256i bf16_round_num(__m256 v)
 {
 	__m256i x = _mm256_castps_si256(v);
 	__m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16),
 				       _mm256_set1_epi32(1));
-	__m256i r = _mm256_add_epi32(_mm256_add_epi32(x,
-					_mm256_set1_epi32(0x7fff)), lsb);
+
+	return _mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)),
+				lsb);
+}
+
+/*
+ * 8 F32 rounded to BF16 in the upper halves of the dwords: bf16_round_num,
+ * but NaN lanes get x | 0x00400000 instead, i.e. upper half | 0x40.
+ */
+static inline __m256i bf16_round(__m256 v)
+{
+	__m256i x = _mm256_castps_si256(v);
+	__m256i r = bf16_round_num(v);
 	__m256i q = _mm256_or_si256(x, _mm256_set1_epi32(0x00400000));
 
 	return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(r),
@@ -785,11 +793,7 @@ kept_tail(const char *v, size_t nv, size_t es, size_t r, char *tail)
  * (whose rounding gives its upper half as the NaN rule does). */
 static inline __m128i st_bf16_canon(__m256 v)
 {
-	__m256i x = _mm256_castps_si256(v);
-	__m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16),
-				       _mm256_set1_epi32(1));
-	__m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x,
-					_mm256_set1_epi32(0x7fff)), lsb), 16);
+	__m256i r = _mm256_srli_epi32(bf16_round_num(v), 16);
 
 	return _mm_packus_epi32(_mm256_castsi256_si128(r),
 				_mm256_extracti128_si256(r, 1));

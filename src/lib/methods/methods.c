@@ -577,6 +577,9 @@ static bool ties_fused(const struct ds_kernel_ops *k,
 
 	if (!k->ties_kept)
 		return false;
+	for (j = 0; j < mp->n; j++)
+		if (!isfinite(mp->w[j]))
+			return false;
 	t.b = ds_at(win->base, win->bdt, c->off);
 	t.bdt = win->bdt;
 	t.out = (char *)win->out + c->off * ds_elsize(win->odt);
@@ -587,8 +590,6 @@ static bool ties_fused(const struct ds_kernel_ops *k,
 	for (j = 0; j < mp->n; j++) {
 		struct ds_tk_model *md = &t.m[t.nm];
 
-		if (!isfinite(mp->w[j]))
-			return false;
 		if (mp->thr[j] > UINT32_MAX)
 			continue;
 		md->dt = win->xdt[j];
@@ -603,10 +604,11 @@ static bool ties_fused(const struct ds_kernel_ops *k,
 			md->v = ds_at(win->x[j], md->dt, c->off);
 			md->keep = NULL;
 			if (mp->thr[j]) {
-				md->keep = bits + (size_t)t.nm * (DS_CHUNK / 64);
+				uint64_t *mb = bits + (size_t)t.nm * (DS_CHUNK / 64);
+
 				k->keep_bits(mp->seed, mp->sj[j], mp->name_hash,
-					     c->i0, c->m, (uint32_t)mp->thr[j],
-					     (uint64_t *)md->keep);
+					     c->i0, c->m, (uint32_t)mp->thr[j], mb);
+				md->keep = mb;
 			}
 		}
 		t.nm++;
