@@ -51,6 +51,18 @@ for point in window=1 window=7 window=23 tensor=1 tensor=10 tensor=21 \
 	check "resumed output identical to the clean run" diff -r "$T/clean" "$out"
 done
 
+say "== a resumed run keeps the tensors its journal lists, and only those"
+# Killed as the 10th tensor is journaled: resuming verifies the 10 (the
+# fixture has 22 with bytes) and writes the other 12.
+out=$T/kept
+# shellcheck disable=SC2086
+DARE_STREAM_TEST_KILL=tensor=10 run "$DS_BIN" merge -o "$out" $ARGS
+# shellcheck disable=SC2086
+run_expect 0 "resuming .*: 10 of 22 tensors already written and verified" \
+	"$DS_BIN" merge -o "$out" --resume $(echo $ARGS | sed 's/--quiet//')
+check "kept and rewritten tensors: identical to the clean run" \
+	diff -r "$T/clean" "$out"
+
 say "== a resumed run redoes a tensor whose bytes were damaged"
 out=$T/damaged
 # shellcheck disable=SC2086

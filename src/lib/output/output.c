@@ -111,7 +111,7 @@ uint64_t ds_part_journal_run(const char *path)
 
 	if (!j)
 		return 0;
-	if (fscanf(j, "dare-stream-journal 1 %llx run %llx\n", &fp,
+	if (fscanf(j, "dare-stream-journal 2 %llx run %llx\n", &fp,
 		   &run) != 2)
 		run = 0;
 	fclose(j);
@@ -548,11 +548,19 @@ static int put(struct ds_out *o, struct ofile *f, const void *buf,
 /* ---- journal ---------------------------------------------------------------
  * .dare-stream.journal: a first line naming the merge (fingerprint of the
  * recipe, the output layout and the input files), then one line per finished
- * tensor, in output order: "T index xxh3-64-of-its-bytes".  A line is
+ * tensor, in output order: "T index xxh3-64-of-its-shard-so-far".  A line is
  * appended with one write() once every byte of the tensor is written, so a
  * killed run leaves a valid prefix (a torn last line is ignored).  Resuming
  * reads each listed tensor back and checks its digest, so data lost after
  * the journal line (a crash of the machine) is detected and redone.
+ *
+ * The digest is the XXH3-64 of the tensor's shard from its first byte to
+ * the tensor's last, read off the state that hashes the shard for
+ * CHECKSUMS.xxh128 (XXH3's 64- and 128-bit variants accumulate the same
+ * state), so the bytes written are hashed once.  Resuming reads the
+ * journaled tensors of a shard in order, feeding that state as it goes,
+ * which gives each the same digest.  Version 1 journals held each
+ * tensor's own XXH3-64; they are not resumed from (a new journal starts).
  */
 
 static uint64_t fingerprint(const struct ds_plan *p)
@@ -623,12 +631,7 @@ static int verify_tensor(struct ds_out *o, size_t t, uint64_t d, char *buf,
 	const struct ds_oshard *os = &o->p->os[ot->oshard];
 	struct ofile *f = &o->f[ot->oshard];
 	uint64_t left = tensor_bytes(o->p, t), off = os->hlen + ot->obegin;
-	XXH64_hash_t got;
-	XXH3_state_t *h = XXH3_createState();
 
-	if (!h)
-		return -ENOMEM;
-	XXH3_64bits_reset(h);
 	XXH3_copyState(save, f->h);
 	while (left) {
 		struct ds_io_req r = { .fd = f->fd, .buf = buf, .off = off,
@@ -636,14 +639,11 @@ static int verify_tensor(struct ds_out *o, size_t t, uint64_t d, char *buf,
 
 		if (ds_io_rw_full(&r))
 			break;          /* short file: not written after all */
-		ds_xxh3_64_update(h, buf, r.len);
 		ds_xxh3_128_update(f->h, buf, r.len);
 		left -= r.len;
 		off += r.len;
 	}
-	got = XXH3_64bits_digest(h);
-	XXH3_freeState(h);
-	if (!left && got == d)
+	if (!left && XXH3_64bits_digest(f->h) == d)
 		return 1;
 	XXH3_copyState(f->h, save);     /* as if never read */
 	return 0;
@@ -689,11 +689,11 @@ static int open_journal(struct ds_out *o, const char *path, int trunc)
 static int journal_head(const struct ds_out *o, char *head, size_t size)
 {
 	if (o->p->parts)        /* the run, for the other parts to see */
-		return snprintf(head, size, "dare-stream-journal 1 %016llx "
+		return snprintf(head, size, "dare-stream-journal 2 %016llx "
 				"run %016llx\n",
 				(unsigned long long)o->fingerprint,
 				(unsigned long long)o->p->run);
-	return snprintf(head, size, "dare-stream-journal 1 %016llx\n",
+	return snprintf(head, size, "dare-stream-journal 2 %016llx\n",
 			(unsigned long long)o->fingerprint);
 }
 
@@ -854,6 +854,12 @@ const char *ds_out_path(const struct ds_out *o, unsigned s)
 void ds_out_hash(struct ds_out *o, unsigned s, const void *buf, size_t len)
 {
 	ds_xxh3_128_update(o->f[s].h, buf, len);
+}
+
+/* XXH3-64 and XXH3-128 accumulate the same state: one pass, two digests. */
+uint64_t ds_out_digest(const struct ds_out *o, unsigned s)
+{
+	return XXH3_64bits_digest(o->f[s].h);
 }
 
 /* ---- finishing ----------------------------------------------------------- */

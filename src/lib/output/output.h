@@ -47,7 +47,8 @@ int ds_out_check(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
  */
 int ds_out_open(ds_ctx *ctx, const struct ds_plan *p, const char *dir,
 		int resume, struct ds_out **out, size_t *first);
-/* Record that tensor t (all of its bytes, XXH3-64 digest) is written. */
+/* Record that tensor t is written, all of its bytes; digest: its shard's
+ * ds_out_digest() after them. */
 int ds_out_journal(struct ds_out *o, size_t t, uint64_t digest);
 /* Descriptor of shard s's temporary file. */
 int ds_out_fd(const struct ds_out *o, unsigned s);
@@ -58,6 +59,8 @@ int ds_out_dfd(const struct ds_out *o, unsigned s);
 const char *ds_out_path(const struct ds_out *o, unsigned s);
 /* Feed the next bytes of shard s, in file order, to its checksum. */
 void ds_out_hash(struct ds_out *o, unsigned s, const void *buf, size_t len);
+/* XXH3-64 of shard s's bytes fed so far: its journal digest. */
+uint64_t ds_out_digest(const struct ds_out *o, unsigned s);
 /* Write the index, recipe, copied files and CHECKSUMS.xxh128, fsync, and
  * rename everything into place (CHECKSUMS.xxh128 last).  A part of a
  * partitioned merge writes no index and no checksums: part 0 writes the

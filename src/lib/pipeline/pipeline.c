@@ -50,7 +50,7 @@ struct slot {
 	unsigned pending;               /* reads outstanding */
 	bool redo;                      /* computed again (ds_write_check) */
 	int last;                       /* last window of its tensor */
-	uint64_t tdigest;               /* then: XXH3-64 of the tensor */
+	uint64_t tdigest;               /* then: its shard's XXH3-64 so far */
 	struct ds_tstate *ts;           /* its tensor's state (merged ones) */
 	void *red;                      /* reduction buffer */
 	/* delta packs: compressed frames read, expanded into in[k], or (the
@@ -141,7 +141,6 @@ struct pipe {
 	struct range inrun[DS_MAX_INPUTS];   /* each input's */
 	unsigned char *keep;            /* [t * DS_MAX_INPUTS + k]: the pages
 					 * of input k of output tensor t stay */
-	XXH3_state_t *tensor_hash;      /* of the tensor being written */
 	unsigned outstanding;           /* events ds_io_wait() still owes */
 	int err;
 	const struct ds_cancel *cancel; /* checked at every event */
@@ -852,12 +851,9 @@ static int start_write(struct pipe *pp)
 		.off = out_offset(pp, s),
 	};
 	ds_out_hash(pp->o, o->oshard, s->out, s->wr.len);
-	if (s->i0 == 0)
-		XXH3_64bits_reset(pp->tensor_hash);
-	ds_xxh3_64_update(pp->tensor_hash, s->out, s->wr.len);
 	s->last = s->i0 + s->n == units(pp, s->t);
 	if (s->last)
-		s->tdigest = XXH3_64bits_digest(pp->tensor_hash);
+		s->tdigest = ds_out_digest(pp->o, o->oshard);
 	s->st = S_WRITING;
 	pp->seq_write++;
 	submit_write(pp, s, ds_out_dfd(pp->o, o->oshard));
@@ -1312,7 +1308,6 @@ static void teardown(struct pipe *pp)
 	free(pp->slots);
 	free(pp->ts);
 	free(pp->mem);
-	XXH3_freeState(pp->tensor_hash);
 	XXH3_freeState(pp->base_hash);
 }
 
@@ -1397,7 +1392,6 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 		.ctx = ctx, .p = p, .o = o, .progress = progress, .t = first,
 		.cancel = cancel,
 		.user = user, .scratch_floats = p->needs.scratch_floats,
-		.tensor_hash = XXH3_createState(),
 		.base_hash = XXH3_createState(),
 	};
 	struct worker_arg wa[64] = { { 0 } };
@@ -1416,7 +1410,7 @@ int ds_pipeline_run(ds_ctx *ctx, const struct ds_plan *p, struct ds_out *o,
 		pp.done += p->os[s].hlen;
 	for (size_t t = 0; t < first; t++)
 		pp.done += ds_otensor_bytes(&p->ot[t]);
-	if (!pp.tensor_hash || !pp.base_hash)
+	if (!pp.base_hash)
 		rc = ds_fail(ctx, -ENOMEM, "out of memory");
 	/* The engine's and the workers' threads take no signal: a handler
 	 * (the caller's, calling ds_merge_cancel()) runs on the caller's
