@@ -637,6 +637,39 @@ START_TEST(cross_keep_bits)
 }
 END_TEST
 
+/* bits_count on every path: a bit-by-bit count of random words of every
+ * density, at lengths that end inside, at and past a word; the words
+ * after the n bits are all ones and must not be counted. */
+START_TEST(cross_bits_count)
+{
+	static const size_t ns[] = { 0, 1, 63, 64, 65, 127, 128, 2048, 2049,
+		4095 };
+	static uint64_t w[4096 / 64 + 2];
+	size_t t, d, k, n, want;
+	int p;
+
+	for (d = 0; d < 4; d++)
+		for (t = 0; t < sizeof(ns) / sizeof(ns[0]); t++) {
+			n = ns[t];
+			for (k = 0; k < sizeof(w) / sizeof(w[0]); k++) {
+				uint64_t r = rnd();
+
+				/* about 1/2, 1/8, none and all set */
+				w[k] = d == 0 ? r : d == 1 ? r & rnd() & rnd() :
+				       d == 2 ? 0 : ~0ull;
+			}
+			for (k = n; k < (n + 63) / 64 * 64 + 64; k++)
+				w[k / 64] |= 1ull << k % 64;
+			for (k = 0, want = 0; k < n; k++)
+				want += w[k / 64] >> k % 64 & 1;
+			for (p = 0; p < npaths; p++)
+				ck_assert_msg(paths[p]->bits_count(w, n) == want,
+					      "%s: n %zu density %zu",
+					      paths[p]->name, n, d);
+		}
+}
+END_TEST
+
 /* The fused DARE step, at odd starts and every kind of threshold, with
  * counter word 1 changing 10 or 75 blocks after the start. */
 START_TEST(cross_dare_axpy)
@@ -1392,6 +1425,7 @@ static Suite *kernels_suite(void)
 	tcase_add_test(tc, cross_load_store);
 	tcase_add_test(tc, cross_philox);
 	tcase_add_test(tc, cross_keep_bits);
+	tcase_add_test(tc, cross_bits_count);
 	tcase_add_test(tc, cross_elementwise);
 	tcase_add_test(tc, cross_dare_axpy);
 	tcase_add_test(tc, kept_axpy_known);

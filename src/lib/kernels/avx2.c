@@ -1028,12 +1028,19 @@ static size_t count_range_avx2(const float *d, int32_t lo, int32_t hi,
 	return c + REF->count_range(d + i, lo, hi, n - i);
 }
 
+/* The bits.h count, built here for the POPCNT instruction. */
+static size_t bits_count_avx2(const uint64_t *bits, size_t n)
+{
+	return ds_bits_count(bits, n);
+}
+
 const struct ds_kernel_ops ds_kernel_avx2_ops = {
 	.name = "avx2",
 	.load = load_avx2,
 	.store = store_avx2,
 	.philox = philox_avx2,
 	.keep_bits = keep_bits_avx2,
+	.bits_count = bits_count_avx2,
 	.sparsify = sparsify_avx2,
 	.delta = delta_avx2,
 	.axpy = axpy_avx2,

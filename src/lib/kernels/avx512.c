@@ -874,12 +874,19 @@ static size_t count_range_avx512(const float *d, int32_t lo, int32_t hi,
 	return c;
 }
 
+/* The bits.h count, built here for the POPCNT instruction. */
+static size_t bits_count_avx512(const uint64_t *bits, size_t n)
+{
+	return ds_bits_count(bits, n);
+}
+
 const struct ds_kernel_ops ds_kernel_avx512_ops = {
 	.name = "avx512",
 	.load = load_avx512,
 	.store = store_avx512,
 	.philox = philox_avx512,
 	.keep_bits = keep_bits_avx512,
+	.bits_count = bits_count_avx512,
 	.sparsify = sparsify_avx512,
 	.delta = delta_avx512,
 	.axpy = axpy_avx512,

@@ -30,6 +30,8 @@
  *   keep_bits: the mask of philox's u: bit k % 64 of bits[k / 64] set
  *             where u[k] >= thr, for k < n, the rest of the last word
  *             clear; returns how many are set.  thr >= 1.
+ *   bits_count: how many of the first n bits of bits are set (bit k % 64
+ *             of bits[k / 64]); the words past them are not read.
  *   sparsify: d = (u >= thr) ? (x - b) * s : +0.0f
  *   delta:    d = x - b
  *   axpy:     acc = acc + w * d
@@ -116,6 +118,7 @@ struct ds_kernel_ops {
 		       uint64_t i0, size_t n, uint32_t *u);
 	size_t (*keep_bits)(uint64_t seed, uint32_t j, uint32_t name_hash,
 			    uint64_t i0, size_t n, uint32_t thr, uint64_t *bits);
+	size_t (*bits_count)(const uint64_t *bits, size_t n);
 	void (*sparsify)(const float *b, const float *x, const uint32_t *u,
 			 uint32_t thr, float s, float *d, size_t n);
 	void (*delta)(const float *b, const float *x, float *d, size_t n);

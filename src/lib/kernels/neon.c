@@ -447,12 +447,19 @@ static size_t count_range_neon(const float *d, int32_t lo, int32_t hi,
 	return c + REF->count_range(d + i, lo, hi, n - i);
 }
 
+/* The bits.h count. */
+static size_t bits_count_neon(const uint64_t *bits, size_t n)
+{
+	return ds_bits_count(bits, n);
+}
+
 const struct ds_kernel_ops ds_kernel_neon_ops = {
 	.name = "neon",
 	.load = load_neon,
 	.store = store_neon,
 	.philox = philox_neon,
 	.keep_bits = keep_bits_neon,
+	.bits_count = bits_count_neon,
 	.sparsify = sparsify_neon,
 	.delta = delta_neon,
 	.axpy = axpy_neon,

@@ -332,12 +332,19 @@ static size_t count_range_scalar(const float *d, int32_t lo, int32_t hi,
 	return c;
 }
 
+/* The bits.h count. */
+static size_t bits_count_scalar(const uint64_t *bits, size_t n)
+{
+	return ds_bits_count(bits, n);
+}
+
 const struct ds_kernel_ops ds_kernel_scalar_ops = {
 	.name = "scalar",
 	.load = load_scalar,
 	.store = store_scalar,
 	.philox = philox_scalar,
 	.keep_bits = keep_bits_scalar,
+	.bits_count = bits_count_scalar,
 	.sparsify = sparsify_scalar,
 	.delta = delta_scalar,
 	.axpy = axpy_scalar,

@@ -599,7 +599,7 @@ static bool ties_fused(const struct ds_kernel_ops *k,
 		if (md->kept) {
 			md->keep = win->keep[j] + c->off / 64;
 			md->v = ds_at(win->x[j], md->dt, c->kv[j]);
-			md->nv = c->nw[j] - c->kv[j];   /* the rest may be read */
+			md->nv = c->nw[j] - c->kv[j];   /* these may be read */
 		} else {
 			md->v = ds_at(win->x[j], md->dt, c->off);
 			md->keep = NULL;
@@ -651,17 +651,35 @@ void ds_method_window(const struct ds_kernel_ops *k,
 {
 	struct ds_chunk c;
 
+	size_t next[DS_MAX_MODELS];
+
 	ds_chunk_carve(&c, scratch, mp->n);
 	memset(c.kv, 0, mp->n * sizeof(c.kv[0]));
+	/*
+	 * Each mask word is counted once, a chunk ahead: the next chunk's
+	 * count, with this chunk's, bounds the kept values a kernel may read
+	 * from this chunk's first on (nw), and its words are then in cache
+	 * for the next chunk.  Counting the whole window first read every
+	 * mask twice, from memory.
+	 */
 	for (unsigned j = 0; j < mp->n; j++)
-		c.nw[j] = win->keep[j] ? ds_bits_count(win->keep[j], win->n) : 0;
+		next[j] = win->keep[j] ? k->bits_count(win->keep[j], win->n <
+					 DS_CHUNK ? win->n : DS_CHUNK) : 0;
 	for (c.off = 0; c.off < win->n; c.off += DS_CHUNK) {
+		size_t after = c.off + DS_CHUNK;
+
 		c.m = win->n - c.off < DS_CHUNK ? win->n - c.off : DS_CHUNK;
 		c.i0 = win->i0 + c.off;
-		for (unsigned j = 0; j < mp->n; j++)
-			if (win->keep[j])
-				c.nk[j] = ds_bits_count(win->keep[j] +
-							c.off / 64, c.m);
+		for (unsigned j = 0; j < mp->n; j++) {
+			if (!win->keep[j])
+				continue;
+			c.nk[j] = next[j];
+			next[j] = after >= win->n ? 0 :
+				  k->bits_count(win->keep[j] + after / 64,
+						win->n - after < DS_CHUNK ?
+						win->n - after : DS_CHUNK);
+			c.nw[j] = c.kv[j] + c.nk[j] + next[j];
+		}
 		window_chunk(k, mp, win, &c);
 		for (unsigned j = 0; j < mp->n; j++)
 			if (win->keep[j])

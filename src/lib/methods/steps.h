@@ -42,8 +42,8 @@ struct ds_chunk {
 	size_t off, m;                  /* chunk start in the window, length */
 	uint64_t i0;                    /* flat index of its first element */
 	/* models given by their mask (ds_window.keep): where the chunk's kept
-	 * values start in x[j], how many there are, and how many the window
-	 * has in all */
+	 * values start in x[j], how many there are, and how many x[j] holds
+	 * up to the end of the next chunk (what a kernel may read) */
 	size_t kv[DS_MAX_MODELS], nk[DS_MAX_MODELS], nw[DS_MAX_MODELS];
 };
 
