@@ -15,6 +15,19 @@ need_python
 P=$T/packs
 mkdir -p "$P"
 
+# packread PACK BASE MODEL: tests/ref/packread.py, a reader written from
+# dare-stream-pack(5) alone (zstd and xxhsum for the frames), finds in
+# PACK the model's kept values and the base's digests.
+packread() {
+	if ! command -v zstd >/dev/null || ! command -v xxhsum >/dev/null; then
+		say "skip the independent pack reader: no zstd or xxhsum program"
+		return 0
+	fi
+	run "$PYTHON3" "$(dirname "$DS_REF")/packread.py" "$@"
+	check "$(basename "$1") read by the man page alone: $(cat "$T/stdout" \
+		"$T/stderr")" [ "$ds_rc" -eq 0 ]
+}
+
 same_shards() {
 	for ds_f in "$1"/*.safetensors; do
 		cmp -s "$ds_f" "$2/$(basename "$ds_f")" || return 1
@@ -47,13 +60,23 @@ for dt in bf16 f16 f32; do
 	ref_check "$T/apply-$dt" --base "$fx/base" --model "$fx/ft1" \
 		--method dare_linear -p 0.9 --seed 5
 	ref_validate "$T/apply-$dt"
+	packread "$P/$dt.dsd" "$fx/base" "$fx/ft1"
 done
 FX=$T/fx-bf16
+
+say "== tensors of several frames, and one stored whole, read from the man page"
+WIDE=$T/fx-wide
+mkfix "$WIDE" --models 1 --seed 41 --layers 1 --hidden 256 --vocab 1024 \
+	--int-tensor
+extract --base "$WIDE/base" --model "$WIDE/ft1" -p 0.9 --seed 7 \
+	-o "$P/wide.dsd"
+packread "$P/wide.dsd" "$WIDE/base" "$WIDE/ft1"
 
 say "== a pack keeps its stream: extract --stream 3, apply, rerun its recipe"
 extract --base "$FX/base" --model "$FX/ft2" -p 0.8 --seed 9 --stream 3 \
 	-o "$P/j3.dsd"
 run_expect 0 "" "$DS_BIN" apply --base "$FX/base" "$P/j3.dsd" -o "$T/j3" -q
+packread "$P/j3.dsd" "$FX/base" "$FX/ft2"
 check "dare-stream.yml records the stream" grep -q 'stream: 3' \
 	"$T/j3/dare-stream.yml"
 ds_merge "$T/j3b" -q --config "$T/j3/dare-stream.yml"
