@@ -572,26 +572,36 @@ static void dare_axpy_avx2(float *acc, const float *b, const float *x,
 	}
 }
 
-/*
- * For each 8-bit mask m: byte l is how many of bits 0 .. l-1 are set, the
- * place among the kept values of lane l's value when lane l is kept.
- * Byte 7 plus bit 7 is how many are kept.
- */
+/* How many of the low 7 bits of x are set. */
 #define POP7(x) (((x) & 1) + ((x) >> 1 & 1) + ((x) >> 2 & 1) + \
 		 ((x) >> 3 & 1) + ((x) >> 4 & 1) + ((x) >> 5 & 1) + \
 		 ((x) >> 6 & 1))
-#define BELOW(m, l) ((uint64_t)POP7((m) & ((1u << (l)) - 1)) << 8 * (l))
-#define PLACES(m) (BELOW(m, 1) | BELOW(m, 2) | BELOW(m, 3) | BELOW(m, 4) | \
-		   BELOW(m, 5) | BELOW(m, 6) | BELOW(m, 7))
-#define PL4(m) PLACES(m), PLACES((m) + 1), PLACES((m) + 2), PLACES((m) + 3)
-#define PL16(m) PL4(m), PL4((m) + 4), PL4((m) + 8), PL4((m) + 12)
-#define PL64(m) PL16(m), PL16((m) + 16), PL16((m) + 32), PL16((m) + 48)
-static const uint64_t places[256] = { PL64(0), PL64(64), PL64(128), PL64(192) };
+
+/*
+ * For each 8-bit mask m, lane l of lanes[m] is where lane l's value sits
+ * among the kept ones (vpermps reads only the low 3 bits), with the sign
+ * bit set where lane l is dropped (a blendv selector); nkept8[m] is how
+ * many lanes m keeps.
+ */
+#define LANE(m, l) ((m) >> (l) & 1 ? (int32_t)POP7((m) & ((1u << (l)) - 1)) : \
+		    INT32_MIN)
+#define LANES(m) { LANE(m, 0), LANE(m, 1), LANE(m, 2), LANE(m, 3), \
+		   LANE(m, 4), LANE(m, 5), LANE(m, 6), LANE(m, 7) }
+#define LN4(m) LANES(m), LANES((m) + 1), LANES((m) + 2), LANES((m) + 3)
+#define LN16(m) LN4(m), LN4((m) + 4), LN4((m) + 8), LN4((m) + 12)
+#define LN64(m) LN16(m), LN16((m) + 16), LN16((m) + 32), LN16((m) + 48)
+static const int32_t lanes[256][8] __attribute__((aligned(32))) = {
+	LN64(0), LN64(64), LN64(128), LN64(192)
+};
+#define KC(m) (POP7(m) + ((m) >> 7))
+#define KC4(m) KC(m), KC((m) + 1), KC((m) + 2), KC((m) + 3)
+#define KC16(m) KC4(m), KC4((m) + 4), KC4((m) + 8), KC4((m) + 12)
+#define KC64(m) KC16(m), KC16((m) + 16), KC16((m) + 32), KC16((m) + 48)
+static const uint8_t nkept8[256] = { KC64(0), KC64(64), KC64(128), KC64(192) };
 
 /* The constants of one kept_axpy call. */
 struct kv {
 	__m256 s, w;
-	__m256i bit;    /* 1 << lane */
 	__m256i lane;   /* lane */
 };
 
@@ -603,19 +613,17 @@ struct kv {
 static inline unsigned kept8(float *acc, const float *b, const float *v,
 			     unsigned m, const struct kv *c)
 {
-	uint64_t pl = places[m];
-	unsigned pc = (unsigned)(pl >> 56) + (m >> 7);
-	__m256i mv = _mm256_set1_epi32((int)m);
-	__m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
-		_mm256_and_si256(mv, c->bit), c->bit));
+	__m256i ln = _mm256_load_si256((const __m256i *)lanes[m]);
+	unsigned pc = nkept8[m];
 	__m256 x = _mm256_maskload_ps(v, _mm256_cmpgt_epi32(
 		_mm256_set1_epi32((int)pc), c->lane));
 	__m256 d;
 
-	x = _mm256_permutevar8x32_ps(x, _mm256_cvtepu8_epi32(
-		_mm_cvtsi64_si128((long long)pl)));
+	x = _mm256_permutevar8x32_ps(x, ln);
 	d = _mm256_sub_ps(x, _mm256_loadu_ps(b));
-	d = _mm256_and_ps(_mm256_mul_ps(d, c->s), keep);
+	/* +0 where lane l is dropped: the sign bit of ln's lane l */
+	d = _mm256_blendv_ps(_mm256_mul_ps(d, c->s), _mm256_setzero_ps(),
+			     _mm256_castsi256_ps(ln));
 	d = _mm256_add_ps(_mm256_loadu_ps(acc), _mm256_mul_ps(c->w, d));
 	_mm256_storeu_ps(acc, d);
 	return pc;
@@ -629,7 +637,6 @@ static void kept_axpy_avx2(float *acc, const float *b, const float *v,
 {
 	const struct kv c = {
 		_mm256_set1_ps(s), _mm256_set1_ps(w),
-		_mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128),
 		_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
 	};
 	size_t i, r = 0;
@@ -758,27 +765,6 @@ static inline void st8(enum ds_dtype dt, void *p, size_t i, __m256 v)
 		_mm256_storeu_ps((float *)p + i, v);
 }
 
-/*
- * For each 8-bit mask m, lane l of lanes[m] is where lane l's value sits
- * among the kept ones (vpermps reads only the low 3 bits), with the sign
- * bit set where lane l is dropped (a blendv selector); nkept8[m] is how
- * many lanes m keeps.
- */
-#define LANE(m, l) ((m) >> (l) & 1 ? (int32_t)POP7((m) & ((1u << (l)) - 1)) : \
-		    INT32_MIN)
-#define LANES(m) { LANE(m, 0), LANE(m, 1), LANE(m, 2), LANE(m, 3), \
-		   LANE(m, 4), LANE(m, 5), LANE(m, 6), LANE(m, 7) }
-#define LN4(m) LANES(m), LANES((m) + 1), LANES((m) + 2), LANES((m) + 3)
-#define LN16(m) LN4(m), LN4((m) + 4), LN4((m) + 8), LN4((m) + 12)
-#define LN64(m) LN16(m), LN16((m) + 16), LN16((m) + 32), LN16((m) + 48)
-static const int32_t lanes[256][8] __attribute__((aligned(32))) = {
-	LN64(0), LN64(64), LN64(128), LN64(192)
-};
-#define KC(m) (POP7(m) + ((m) >> 7))
-#define KC4(m) KC(m), KC((m) + 1), KC((m) + 2), KC((m) + 3)
-#define KC16(m) KC4(m), KC4((m) + 4), KC4((m) + 8), KC4((m) + 12)
-#define KC64(m) KC16(m), KC16((m) + 16), KC16((m) + 32), KC16((m) + 48)
-static const uint8_t nkept8[256] = { KC64(0), KC64(64), KC64(128), KC64(192) };
 
 /* The last kept values of a model, fewer than 8 from v[r] on, into tail. */
 static __attribute__((noinline)) const void *
