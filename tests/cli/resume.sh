@@ -63,6 +63,18 @@ run_expect 0 "resuming .*: 10 of 22 tensors already written and verified" \
 check "kept and rewritten tensors: identical to the clean run" \
 	diff -r "$T/clean" "$out"
 
+say "== a journal of an earlier version is refused, not misread"
+# shellcheck disable=SC2086
+DARE_STREAM_TEST_KILL=tensor=10 run "$DS_BIN" merge -o "$T/v1" $ARGS
+sed -i '1s/^dare-stream-journal 2 /dare-stream-journal 1 /' \
+	"$T/v1/.dare-stream.journal"
+# shellcheck disable=SC2086
+run_expect 4 "journal version 1.*cannot resume; use --force" \
+	"$DS_BIN" merge -o "$T/v1" --resume $ARGS
+# shellcheck disable=SC2086
+ds_merge "$T/v1" --force $ARGS
+check "--force over it: identical to the clean run" diff -r "$T/clean" "$T/v1"
+
 say "== a resumed run redoes a tensor whose bytes were damaged"
 out=$T/damaged
 # shellcheck disable=SC2086

@@ -560,7 +560,8 @@ static int put(struct ds_out *o, struct ofile *f, const void *buf,
  * state), so the bytes written are hashed once.  Resuming reads the
  * journaled tensors of a shard in order, feeding that state as it goes,
  * which gives each the same digest.  Version 1 journals held each
- * tensor's own XXH3-64; they are not resumed from (a new journal starts).
+ * tensor's own XXH3-64; a run over one is refused as over another
+ * merge's journal, saying why.
  */
 
 static uint64_t fingerprint(const struct ds_plan *p)
@@ -716,6 +717,11 @@ static int check_journal(struct ds_out *o)
 	journal_head(o, head, sizeof(head));
 	if (!strchr(line, '\n') || !strcmp(line, head))
 		return 0;
+	if (!strncmp(line, "dare-stream-journal 1 ", 22))
+		return ds_fail(o->ctx, DS_E_OUTPUT, "%s: its interrupted merge "
+			       "was journaled by an earlier dare-stream (journal "
+			       "version 1), which this one cannot resume; use "
+			       "--force to start again", o->dir);
 	return ds_fail(o->ctx, DS_E_OUTPUT, "%s: its interrupted merge was "
 		       "of another recipe or other inputs; rerun that one with "
 		       "--resume, or use --force to start again", o->dir);
