@@ -354,17 +354,21 @@ static void drop_foreign(DIR *d, const char *dir, const char *name)
 		unlinkat(dirfd(d), name, 0);
 }
 
-static int check_part_contents(ds_ctx *ctx, const struct ds_plan *p,
-			       const char *dir, int force)
+/* What one reading of a partition's OUT found. */
+struct part_scan {
+	char foreign[NAME_MAX + 1];     /* a file of another run's parts */
+	bool seen, finished, unknown, any;
+};
+
+static int scan_parts(const struct ds_plan *p, const char *dir, int force,
+		      struct part_scan *sc)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
-	char foreign[NAME_MAX + 1] = "";
-	bool seen = false, finished = false, unknown = false;
 
+	memset(sc, 0, sizeof(*sc));
 	if (!d)
-		return errno == ENOENT ? 0 : ds_fail(ctx, -errno, "%s: %s",
-						     dir, strerror(errno));
+		return errno == ENOENT ? 0 : -errno;
 	while ((e = readdir(d))) {
 		const char *nm = e->d_name;
 		int r;
@@ -372,18 +376,41 @@ static int check_part_contents(ds_ctx *ctx, const struct ds_plan *p,
 		if (!strcmp(nm, ".") || !strcmp(nm, "..") ||
 		    !strcmp(nm, DS_LOCK_NAME))
 			continue;
+		sc->any = true;
 		if ((r = ours(p, dir, nm)) > 0)
-			seen = true;
+			sc->seen = true;
 		else if (r < 0 && force)
 			drop_foreign(d, dir, nm);
-		else if (r < 0 && !foreign[0])
-			snprintf(foreign, sizeof(foreign), "%s", nm);
+		else if (r < 0 && !sc->foreign[0])
+			snprintf(sc->foreign, sizeof(sc->foreign), "%s", nm);
 		else if (!strcmp(nm, CHECKSUMS))
-			finished = true;
+			sc->finished = true;
 		else if (!run_writes(p, nm))
-			unknown = true;
+			sc->unknown = true;
 	}
 	closedir(d);
+	return 0;
+}
+
+static int check_part_contents(ds_ctx *ctx, const struct ds_plan *p,
+			       const char *dir, int force)
+{
+	struct part_scan sc;
+	int rc = scan_parts(p, dir, force, &sc);
+
+	/*
+	 * The parts start at once: files of this run seen without a part's
+	 * own file (its lock comes first) are of a part that began during
+	 * the reading, whose lock readdir need not have returned.  Read
+	 * again: the lock is there now.  (Emptiness is judged from the same
+	 * reading: a second opendir saw the files of parts begun in between
+	 * and refused the directory as not empty.)
+	 */
+	if (!rc && !force && sc.any && !sc.seen && !sc.foreign[0] &&
+	    !sc.finished && !sc.unknown)
+		rc = scan_parts(p, dir, force, &sc);
+	if (rc)
+		return ds_fail(ctx, rc, "%s: %s", dir, strerror(-rc));
 	if (force) {            /* nothing may look finished meanwhile */
 		char path[PATH_MAX];
 
@@ -395,17 +422,17 @@ static int check_part_contents(ds_ctx *ctx, const struct ds_plan *p,
 		unlink(path);
 		return 0;
 	}
-	if (foreign[0])
+	if (sc.foreign[0])
 		return ds_fail(ctx, DS_E_OUTPUT, "%s: holds %s, a part of "
 			       "another partitioned merge (another recipe, "
 			       "other inputs or another number of parts); "
 			       "finalize or remove it, or use --force to "
-			       "replace it", dir, foreign);
-	if (finished)
+			       "replace it", dir, sc.foreign);
+	if (sc.finished)
 		return ds_fail(ctx, DS_E_OUTPUT, "%s: holds a finished merge "
 			       "(" CHECKSUMS "); use --force to replace it",
 			       dir);
-	if (unknown || (!seen && dir_empty(dir) != 1))
+	if (sc.unknown || (!sc.seen && sc.any))
 		return ds_fail(ctx, DS_E_OUTPUT, "%s: exists and is not empty "
 			       "and holds no part of this partitioned merge; "
 			       "use --force to replace its merge", dir);
