@@ -765,7 +765,6 @@ static inline void st8(enum ds_dtype dt, void *p, size_t i, __m256 v)
 		_mm256_storeu_ps((float *)p + i, v);
 }
 
-
 /* The last kept values of a model, fewer than 8 from v[r] on, into tail. */
 static __attribute__((noinline)) const void *
 kept_tail(const char *v, size_t nv, size_t es, size_t r, char *tail)

@@ -645,12 +645,22 @@ static void window_chunk(const struct ds_kernel_ops *k,
 		 c->m);
 }
 
+/* Kept elements of model j in the chunk of win from off on (0 past the
+ * window's end). */
+static size_t chunk_kept(const struct ds_kernel_ops *k,
+			 const struct ds_window *win, unsigned j, size_t off)
+{
+	if (off >= win->n)
+		return 0;
+	return k->bits_count(win->keep[j] + off / 64, win->n - off < DS_CHUNK ?
+			     win->n - off : DS_CHUNK);
+}
+
 void ds_method_window(const struct ds_kernel_ops *k,
 		      const struct ds_mparams *mp,
 		      const struct ds_window *win, float *scratch)
 {
 	struct ds_chunk c;
-
 	size_t next[DS_MAX_MODELS];
 
 	ds_chunk_carve(&c, scratch, mp->n);
@@ -663,21 +673,15 @@ void ds_method_window(const struct ds_kernel_ops *k,
 	 * mask twice, from memory.
 	 */
 	for (unsigned j = 0; j < mp->n; j++)
-		next[j] = win->keep[j] ? k->bits_count(win->keep[j], win->n <
-					 DS_CHUNK ? win->n : DS_CHUNK) : 0;
+		next[j] = win->keep[j] ? chunk_kept(k, win, j, 0) : 0;
 	for (c.off = 0; c.off < win->n; c.off += DS_CHUNK) {
-		size_t after = c.off + DS_CHUNK;
-
 		c.m = win->n - c.off < DS_CHUNK ? win->n - c.off : DS_CHUNK;
 		c.i0 = win->i0 + c.off;
 		for (unsigned j = 0; j < mp->n; j++) {
 			if (!win->keep[j])
 				continue;
 			c.nk[j] = next[j];
-			next[j] = after >= win->n ? 0 :
-				  k->bits_count(win->keep[j] + after / 64,
-						win->n - after < DS_CHUNK ?
-						win->n - after : DS_CHUNK);
+			next[j] = chunk_kept(k, win, j, c.off + DS_CHUNK);
 			c.nw[j] = c.kv[j] + c.nk[j] + next[j];
 		}
 		window_chunk(k, mp, win, &c);
