@@ -27,6 +27,9 @@
 #define RECIPE "dare-stream.yml"
 #define INDEX DS_INDEX
 #define JOURNAL ".dare-stream.journal"
+/* A journal's first words; version 1 held each tensor's own digest. */
+#define JOURNAL_HEAD "dare-stream-journal 2 "
+#define JOURNAL_HEAD_V1 "dare-stream-journal 1 "
 
 /* One file of the output: written as .NAME.partial, renamed to NAME. */
 struct ofile {
@@ -111,7 +114,7 @@ uint64_t ds_part_journal_run(const char *path)
 
 	if (!j)
 		return 0;
-	if (fscanf(j, "dare-stream-journal 2 %llx run %llx\n", &fp,
+	if (fscanf(j, JOURNAL_HEAD "%llx run %llx\n", &fp,
 		   &run) != 2)
 		run = 0;
 	fclose(j);
@@ -587,8 +590,8 @@ static int put(struct ds_out *o, struct ofile *f, const void *buf,
  * state), so the bytes written are hashed once.  Resuming reads the
  * journaled tensors of a shard in order, feeding that state as it goes,
  * which gives each the same digest.  Version 1 journals held each
- * tensor's own XXH3-64; a run over one is refused as over another
- * merge's journal, saying why.
+ * tensor's own XXH3-64; --resume over one is refused (check_journal),
+ * naming the version.
  */
 
 static uint64_t fingerprint(const struct ds_plan *p)
@@ -717,11 +720,10 @@ static int open_journal(struct ds_out *o, const char *path, int trunc)
 static int journal_head(const struct ds_out *o, char *head, size_t size)
 {
 	if (o->p->parts)        /* the run, for the other parts to see */
-		return snprintf(head, size, "dare-stream-journal 2 %016llx "
-				"run %016llx\n",
+		return snprintf(head, size, JOURNAL_HEAD "%016llx run %016llx\n",
 				(unsigned long long)o->fingerprint,
 				(unsigned long long)o->p->run);
-	return snprintf(head, size, "dare-stream-journal 2 %016llx\n",
+	return snprintf(head, size, JOURNAL_HEAD "%016llx\n",
 			(unsigned long long)o->fingerprint);
 }
 
@@ -744,7 +746,7 @@ static int check_journal(struct ds_out *o)
 	journal_head(o, head, sizeof(head));
 	if (!strchr(line, '\n') || !strcmp(line, head))
 		return 0;
-	if (!strncmp(line, "dare-stream-journal 1 ", 22))
+	if (!strncmp(line, JOURNAL_HEAD_V1, strlen(JOURNAL_HEAD_V1)))
 		return ds_fail(o->ctx, DS_E_OUTPUT, "%s: its interrupted merge "
 			       "was journaled by an earlier dare-stream (journal "
 			       "version 1), which this one cannot resume; use "
