@@ -853,8 +853,9 @@ END_TEST
  * one by one on the scalar path: load the base, per model a row set to +0
  * and kept_axpy'd with its mask and kept values, ties, finish, store.
  * 1 to 5 models, all given by their kept values, all read whole with a
- * mask, or mixed (one with no mask, keeping all); BF16 throughout or
- * dtypes mixed; with and without normalize; lengths crossing the vector
+ * mask, or mixed (one with no mask, keeping all); BF16 throughout, a BF16
+ * base and output with F32 models (LoRA models), or dtypes mixed; with
+ * and without normalize; lengths crossing the vector
  * steps; masks of several densities, special values everywhere; each
  * model's kept values in a buffer of exactly their number (ASan sees a
  * read past them).
@@ -873,18 +874,19 @@ START_TEST(cross_ties_kept)
 	void *cv[5] = { NULL };
 	struct ds_tk t;
 	size_t n, k, nv, es;
-	unsigned c, j, mode, nm;
+	unsigned c, j, mode, nm, dtm;
 	int p;
 
 	memset(all, 0xff, sizeof(all));
-	for (c = 0; c < 5 * 3 * 2 * 2 * 10; c++) {
+	for (c = 0; c < 5 * 3 * 3 * 2 * 10; c++) {
 		nm = 1 + c % 5;
 		mode = c / 5 % 3;               /* kept, whole, mixed */
-		n = lens[c / 60];
+		dtm = c / 15 % 3;               /* BF16, F32 models, mixed */
+		n = lens[c / 90];
 		memset(&t, 0, sizeof(t));
-		t.bdt = c / 15 % 2 ? dts[rnd() % 3] : DS_DT_BF16;
-		t.odt = c / 15 % 2 ? dts[rnd() % 3] : DS_DT_BF16;
-		t.normalize = c / 30 % 2;
+		t.bdt = dtm == 2 ? dts[rnd() % 3] : DS_DT_BF16;
+		t.odt = dtm == 2 ? dts[rnd() % 3] : DS_DT_BF16;
+		t.normalize = c / 45 % 2;
 		t.lambda = c % 7 ? 1.0f : -0.75f;
 		t.b = braw;
 		t.nm = nm;
@@ -893,7 +895,8 @@ START_TEST(cross_ties_kept)
 		for (j = 0; j < nm; j++) {
 			struct ds_tk_model *md = &t.m[j];
 
-			md->dt = c / 15 % 2 ? dts[rnd() % 3] : DS_DT_BF16;
+			md->dt = dtm == 2 ? dts[rnd() % 3] :
+				 dtm == 1 ? DS_DT_F32 : DS_DT_BF16;
 			es = md->dt == DS_DT_F32 ? 4 : 2;
 			md->s = j == 1 ? bf(special_bits()) : 10.0f;
 			md->w = ws[j];

@@ -905,14 +905,27 @@ tk_step(struct tk_in *in, unsigned nm, const void *bp, void *out, size_t i,
 		tk_step(&in, t->nm, t->b, t->out, i, norm, lam, bdt, xdt, \
 			odt, mode)
 
-/* ties_kept: whole steps, the all-BF16 cases (the usual checkpoints) with
- * their dtypes, how the models come and normalize known to the compiler;
- * the reference for the tail. */
+/* The BF16 base and output cases of models all of dtype xdt, read as
+ * mode says, normalize or not. */
+#define TK_BF16(xdt, mode) \
+	do { \
+		if (t->normalize) \
+			TK_LOOP(true, DS_DT_BF16, xdt, DS_DT_BF16, mode); \
+		else \
+			TK_LOOP(false, DS_DT_BF16, xdt, DS_DT_BF16, mode); \
+	} while (0)
+
+/*
+ * ties_kept: whole steps, with what the compiler may know of the usual
+ * cases: a BF16 base and output and models all BF16 (checkpoints) or all
+ * F32 (LoRA models, whose values stay binary32), all given by their kept
+ * values or all read whole with a mask; the reference for the tail.
+ */
 void ds_ties_kept_avx2(const struct ds_tk *t, size_t n)
 {
 	const __m256 lam = _mm256_set1_ps(t->lambda);
 	bool bf = t->bdt == DS_DT_BF16 && t->odt == DS_DT_BF16;
-	unsigned j, nkept = 0, nmask = 0;
+	unsigned j, nkept = 0, nmask = 0, nbf = 0, nf32 = 0;
 	struct tk_in in;
 	size_t i = 0;
 
@@ -925,18 +938,19 @@ void ds_ties_kept_avx2(const struct ds_tk *t, size_t n)
 		in.kept[j] = t->m[j].kept;
 		in.s[j] = _mm256_set1_ps(t->m[j].s);
 		in.w[j] = _mm256_set1_ps(t->m[j].w);
-		bf = bf && t->m[j].dt == DS_DT_BF16;
+		nbf += t->m[j].dt == DS_DT_BF16;
+		nf32 += t->m[j].dt == DS_DT_F32;
 		nkept += t->m[j].kept;
 		nmask += !t->m[j].kept && t->m[j].keep;
 	}
-	if (bf && nkept == t->nm && t->normalize)
-		TK_LOOP(true, DS_DT_BF16, DS_DT_BF16, DS_DT_BF16, TK_KEPT);
-	else if (bf && nkept == t->nm)
-		TK_LOOP(false, DS_DT_BF16, DS_DT_BF16, DS_DT_BF16, TK_KEPT);
-	else if (bf && nmask == t->nm && t->normalize)
-		TK_LOOP(true, DS_DT_BF16, DS_DT_BF16, DS_DT_BF16, TK_WHOLE);
-	else if (bf && nmask == t->nm)
-		TK_LOOP(false, DS_DT_BF16, DS_DT_BF16, DS_DT_BF16, TK_WHOLE);
+	if (bf && nbf == t->nm && nkept == t->nm)
+		TK_BF16(DS_DT_BF16, TK_KEPT);
+	else if (bf && nbf == t->nm && nmask == t->nm)
+		TK_BF16(DS_DT_BF16, TK_WHOLE);
+	else if (bf && nf32 == t->nm && nkept == t->nm)
+		TK_BF16(DS_DT_F32, TK_KEPT);
+	else if (bf && nf32 == t->nm && nmask == t->nm)
+		TK_BF16(DS_DT_F32, TK_WHOLE);
 	else
 		TK_LOOP(t->normalize, t->bdt, -1, t->odt, TK_ANY);
 	ds_ties_kept_ref(t, i, n);
