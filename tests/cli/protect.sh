@@ -22,6 +22,27 @@ mkdir "$T/outer"
 cp -r "$FX/ft1" "$T/outer/ft1"
 run_expect 4 'contains the input' "$DS_BIN" merge -o "$T/outer" --force \
 	--method task_arithmetic --base "$FX/base" --model "$T/outer/ft1"
+say "== a model that is one file: the output may be made next to it"
+FX1=$T/fx1
+mkfix "$FX1" --models 1 --seed 3 --shards 1
+mkdir "$T/files"
+run_expect 0 '' "$DS_BIN" extract -q --base "$FX1/base" --model "$FX1/ft1" \
+	-p 0.5 -o "$T/files/ft1.dsd"
+cp "$FX1/ft1/model.safetensors" "$T/files/ft1.safetensors"
+for one in ft1.dsd ft1.safetensors; do
+	# from the files' directory, -o relative, as a user types it
+	run_expect 0 '' sh -c 'cd "$1" && shift && exec "$@"' sh "$T/files" \
+		"$DS_BIN" merge -o "merged-$one" --quiet --method dare_linear \
+		-p 0.5 --base "$FX1/base" --model "$one"
+	check "merged next to $one" [ -f "$T/files/merged-$one/model.safetensors" ]
+	run_expect 4 "contains the input $T/files/$one" "$DS_BIN" merge \
+		-o "$T/files" --force --quiet --method dare_linear -p 0.5 \
+		--base "$FX1/base" --model "$T/files/$one"
+	check "$one is still there" [ -f "$T/files/$one" ]
+done
+check "the pack's merge is the full model's" cmp -s \
+	"$T/files/merged-ft1.dsd/model.safetensors" \
+	"$T/files/merged-ft1.safetensors/model.safetensors"
 say "== output path is a symlink to an input directory"
 ln -s "$FX/base" "$T/link"
 # shellcheck disable=SC2086

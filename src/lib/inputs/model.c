@@ -422,6 +422,7 @@ static int resolve_file(struct ds_model *m, const char *path)
 
 	if (!(m->dir = dir_of(path)))
 		return -ENOMEM;
+	m->file = true;
 	return add_shard(m, base ? base + 1 : path, path);
 }
 

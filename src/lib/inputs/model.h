@@ -29,6 +29,8 @@ struct ds_shard {
 struct ds_model {
 	char *arg;              /* the argument as given */
 	char *dir;              /* directory holding the model's files */
+	bool file;              /* the model is one file (a .safetensors
+				 * file or a pack), not its directory */
 	char *index;            /* model.safetensors.index.json, or NULL */
 	struct ds_shard *shards;
 	unsigned nshards;

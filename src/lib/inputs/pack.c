@@ -244,6 +244,7 @@ int ds_pack_open(ds_ctx *ctx, const char *arg, struct ds_model *m)
 	}
 	m->nshards = 1;
 	m->pack = pk;
+	m->file = true;
 	slash = strrchr(arg, '/');
 	m->shards[0].name = strdup(slash ? slash + 1 : arg);
 	m->dir = slash ? strndup(arg, (size_t)(slash - arg)) : strdup(".");

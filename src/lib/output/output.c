@@ -190,7 +190,8 @@ static int within(const char *a, const char *b)
 	return !strncmp(a, b, n) && (a[n] == 0 || a[n] == '/' || n == 1);
 }
 
-/* Refuse out when it is, lies in or holds the directory of input path. */
+/* Refuse out when it is, lies in or holds input path (a directory, or a
+ * file of its own). */
 static int check_overlap(ds_ctx *ctx, const char *out, const char *path,
 			 const char *arg)
 {
@@ -211,17 +212,25 @@ static int check_overlap(ds_ctx *ctx, const char *out, const char *path,
 	return rc;
 }
 
+/*
+ * A model directory may neither hold the output nor lie in it, nor may
+ * the directory of any of its shards.  A model that is one file (a
+ * .safetensors file, a pack) is only that file: the output may be made
+ * next to it, not over it or around it.
+ */
 static int check_inputs(ds_ctx *ctx, const struct ds_plan *p, const char *out)
 {
 	for (unsigned k = 0; k < p->ninputs; k++) {
 		const struct ds_model *m = p->in[k];
-		int rc = check_overlap(ctx, out, m->dir, m->arg);
+		int rc = m->file ? 0 : check_overlap(ctx, out, m->dir, m->arg);
 
 		for (unsigned s = 0; !rc && s < m->nshards; s++) {
 			char *real = realpath(m->shards[s].path, NULL);
 			char *slash = real ? strrchr(real, '/') : NULL;
 
-			if (slash && slash != real) {
+			if (m->file && real) {
+				rc = check_overlap(ctx, out, real, m->arg);
+			} else if (slash && slash != real) {
 				*slash = 0;
 				rc = check_overlap(ctx, out, real, m->arg);
 			}
