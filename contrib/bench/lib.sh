@@ -44,8 +44,9 @@ bench_start() {
 }
 # time_job NAME ROUND FILE...: the sourcing script's clean (removing an
 # earlier job's output, with the discards that can set off, is no part of
-# a job), prepare FILE..., then time its `job NAME $M` into the samples as
-# time.NAME
+# a job), prepare FILE..., then time its `job NAME $M DIR TIMEV` into the
+# samples as time.NAME, and the CPU time it took (user + system, all its
+# threads, from /usr/bin/time -v) as cpu.NAME
 time_job() {
 	name=$1
 	round=$2
@@ -53,9 +54,11 @@ time_job() {
 	clean
 	prepare "$@"
 	t0=$(now)
-	job "$name" "$M"
+	job "$name" "$M" "$BENCH_DIR/cpu.txt"
 	t=$(elapsed "$t0")
 	put "time.$name" "$t"
+	put "cpu.$name" "$(awk -F': ' '/User time|System time/ { s += $2 }
+		END { printf "%.2f\n", s }' "$BENCH_DIR/cpu.txt")"
 	say "$kind $round/$RUNS: $name $t s, its floor $(get "floor.$name") s"
 }
 # layers_of DIR: num_hidden_layers of DIR/config.json

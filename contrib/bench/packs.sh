@@ -12,7 +12,11 @@
 #     packs, each against the pipelined I/O floor of its own bytes
 #     (iofloor -p, one reader per input);
 #   - the same dare_ties merge of the base and the 4 full fine-tunes, and
-#     the ratio full / packs (the packs are meant to be at least 2x faster);
+#     the ratio full / packs (the packs are meant to be at least 2x faster),
+#     beside the same ratio of their floors: the most two merges that each
+#     ran at its floor would show on this machine;
+#   - each job's CPU time (user + system, all threads), which set against
+#     the cores tells a job bound by the CPU from one bound by the disk;
 #   - that both merges wrote the same shards and index;
 #   - peak RSS (/usr/bin/time -v) of extract, apply and the pack merge at
 #     each of RSS_SIZES, so that flatness can be read off.
@@ -172,14 +176,14 @@ echo "$(nproc) cores, $(uname -m); base + $NFT BF16 fine-tunes of $SIZE" \
 	"each, $(ratio "$((pack_bytes * 100))" "$model_bytes")% of a model);" \
 	"$kind page cache, median of $RUNS; $(date -u +%Y-%m-%d)."
 echo
-echo "| job | read | written | time | pipelined floor | x floor |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+echo "| job | read | written | time | pipelined floor | x floor | CPU (user + sys) |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for name in $JOBS; do
 	t=$(get "time.$name")
 	f=$(get "floor.$name")
 	echo "| $(label "$name") | $(bytes "$(get "read.$name")")" \
 		"| $(bytes "$(if [ "$name" = extract ]; then echo "$pack_bytes"; else echo "$model_bytes"; fi)")" \
-		"| $t s | $f s | $(ratio "$t" "$f")x |"
+		"| $t s | $f s | $(ratio "$t" "$f")x | $(get "cpu.$name") s |"
 done
 echo
 r=$(ratio "$(get time.full)" "$(get time.packs)")
@@ -187,6 +191,8 @@ v=$(awk -v r="$r" 'BEGIN { print (r != "-" && r >= 2) ? "PASS" : "FAIL" }')
 echo "| $kind page cache | ratio | target | result |"
 echo "| --- | ---: | ---: | --- |"
 echo "| merge of full models / merge of packs | $r | >= 2 | $v |"
+echo "| the same of their floors (the most merges at their floors give) |" \
+	"$(ratio "$(get floor.full)" "$(get floor.packs)") | | |"
 echo "| same bytes | $same | yes | $([ "$same" = yes ] && echo PASS || echo FAIL) |"
 echo
 printf '| peak RSS, MiB |'
