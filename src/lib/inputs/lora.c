@@ -454,21 +454,25 @@ static struct need need_of(struct ds_model *const *m, unsigned nm,
 	return n;
 }
 
-/* Columns of a tile of v for rank r: TILE_FLOATS floats, 16 columns or
- * more, a multiple of 16. */
-static uint64_t tile_of(unsigned r)
+/* Columns of a tile of floats floats of v, per floats a column: 16
+ * columns or more, a multiple of 16. */
+static uint64_t tile_cols(uint64_t floats, unsigned per)
 {
-	return r >= TILE_FLOATS / 16 ? 16 : TILE_FLOATS / r / 16 * 16;
+	return per >= floats / 16 ? 16 : floats / per / 16 * 16;
 }
 
-/* Columns of a tile of v by columns (rp floats each, rp >= 8) for
- * ds_lora_kept: KEPT_TILE_FLOATS floats, 16 columns or more, a multiple
- * of 16; at most KEPT_COLS. */
+/* The row update's tiles: r floats a column (v in rows of tiles). */
+static uint64_t tile_of(unsigned r)
+{
+	return tile_cols(TILE_FLOATS, r);
+}
+
+/* ds_lora_kept's tiles: rp >= 8 floats a column (v by columns), so at
+ * most KEPT_COLS columns. */
 #define KEPT_COLS (KEPT_TILE_FLOATS / 8)
 static uint64_t kept_tile_of(unsigned rp)
 {
-	return rp >= KEPT_TILE_FLOATS / 16 ? 16 :
-	       KEPT_TILE_FLOATS / rp / 16 * 16;
+	return tile_cols(KEPT_TILE_FLOATS, rp);
 }
 
 static uint64_t up64(uint64_t x)
